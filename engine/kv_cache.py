@@ -1,0 +1,47 @@
+"""The paged KV cache: one tensor holding every layer's keys and values in fixed-size blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def num_blocks_for_budget(
+    budget_bytes: int, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
+) -> int:
+    return budget_bytes // bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype)
+
+
+class KVCache:
+    """data [num_layers, 2, num_blocks * block_size, num_kv_heads, head_dim]; a token's slot is
+    block * block_size + offset. Zero-initialised so that padded reads stay finite."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_blocks: int,
+        block_size: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.data = torch.zeros(
+            num_layers, 2, num_blocks * block_size, num_kv_heads, head_dim, dtype=dtype, device=device
+        )
+
+    def layer(self, index: int) -> tuple[Tensor, Tensor]:
+        """(keys, values) of one layer: [num_slots, num_kv_heads, head_dim] each."""
+        return self.data[index, 0], self.data[index, 1]
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy whole blocks src -> dst in every layer (copy-on-write of a shared partial block)."""
+        size = self.block_size
+        for src, dst in copies:
+            self.data[:, :, dst * size:(dst + 1) * size] = self.data[:, :, src * size:(src + 1) * size]

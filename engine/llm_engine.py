@@ -1,0 +1,296 @@
+"""LLMEngine: requests in, one token per live sequence per step() out.
+
+step() = schedule -> forward (one flat batch of decode rows and prefill chunks) -> sample (one batched
+pass over every sampled row) -> detokenize, check stops, free what finished. n choices share one prefill:
+the prompt's sequence forks into n when its last prompt chunk has run, all n rows sampling from the same
+logits with their own streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.block_allocator import BlockAllocator
+from engine.config import EngineConfig
+from engine.detokenizer import IncrementalDetokenizer
+from engine.kv_cache import KVCache, bytes_per_block
+from engine.loader import LoadedModel, load_model
+from engine.model_runner import ModelRunner
+from engine.outputs import ChoiceDelta, RequestOutput
+from engine.registry import ModelEntry
+from engine.runtime import configure_host_allocator
+from engine.sampling_params import SamplingParams
+from engine.sampling_state import SamplingState
+from engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
+from engine.sequence import FinishReason, Sequence, TokenLogprobs
+from engine.token_text import TokenText
+from kernels import Sampler, SamplerOutput
+
+logger = logging.getLogger(__name__)
+
+
+class ContextLengthError(ValueError):
+    """The prompt plus the tokens asked for do not fit the model's context."""
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    params: SamplingParams
+    seed: int
+    num_prompt_tokens: int
+    seqs: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_finished(self) -> bool:
+        return len(self.seqs) == self.params.n and all(s.is_finished for s in self.seqs)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, entry: ModelEntry | None = None, loaded: LoadedModel | None = None) -> None:
+        configure_host_allocator()
+        if loaded is None:
+            if entry is None:
+                raise ValueError("LLMEngine needs a model entry or a loaded model")
+            loaded = load_model(entry, config)
+        self.config = config
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.max_model_len = loaded.max_model_len
+        self.vocab_size = loaded.vocab_size
+        hf = loaded.config
+        num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
+        head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
+        block_bytes = bytes_per_block(hf.num_hidden_layers, config.block_size, num_kv_heads, head_dim, loaded.dtype)
+        num_blocks = int(config.kv_cache_memory_gib * (1 << 30)) // block_bytes
+        if num_blocks * config.block_size < self.max_model_len:
+            raise ValueError(
+                f"kv_cache_memory_gib={config.kv_cache_memory_gib} holds {num_blocks * config.block_size} tokens, "
+                f"fewer than max_model_len={self.max_model_len}; raise the KV budget or lower max_model_len"
+            )
+        self.kv_cache = (
+            KVCache(hf.num_hidden_layers, num_blocks, config.block_size, num_kv_heads, head_dim, loaded.dtype, loaded.device)
+            if loaded.is_native else None
+        )
+        self.allocator = BlockAllocator(num_blocks)
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                max_num_seqs=config.max_num_seqs,
+                max_num_batched_tokens=config.max_num_batched_tokens,
+                prefill_chunk_size=config.prefill_chunk_size,
+                block_size=config.block_size,
+                num_watermark_blocks=max(1, num_blocks // 100),
+            ),
+            self.allocator,
+        )
+        self.sampling_state = SamplingState(
+            config.max_num_seqs, self.max_model_len, self.vocab_size, loaded.device,
+            is_logprobs_processed=config.logprobs_mode == "processed",
+        )
+        self.sampler = Sampler()
+        self.runner = ModelRunner(loaded, self.kv_cache, config.block_size)
+        self.token_text = TokenText(self.tokenizer)
+        self.requests: dict[str, RequestState] = {}
+        self._next_seq_id = 0
+        self._started_seqs: set[int] = set()
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def _new_sequence(self, state: RequestState, prompt: list[int], choice_index: int) -> Sequence:
+        from kernels.sampling import stream_key
+
+        params = state.params
+        self._next_seq_id += 1
+        return Sequence(
+            seq_id=self._next_seq_id,
+            request_id=state.request_id,
+            choice_index=choice_index,
+            prompt_token_ids=prompt,
+            params=params,
+            stream_key=stream_key(state.seed, choice_index),
+            max_tokens=params.max_tokens or self.max_model_len - len(prompt),
+            detokenizer=IncrementalDetokenizer(self.tokenizer.backend_tokenizer, params.stop),
+        )
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        if not prompt_token_ids:
+            raise ValueError("the prompt is empty")
+        params.validate_for_vocab(self.vocab_size)
+        num_prompt = len(prompt_token_ids)
+        wanted = params.max_tokens or 1
+        if num_prompt + wanted > self.max_model_len:
+            raise ContextLengthError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"{num_prompt + wanted} tokens ({num_prompt} in the messages, {wanted} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        state = RequestState(request_id, params, seed, num_prompt)
+        parent = self._new_sequence(state, list(prompt_token_ids), 0)
+        parent.num_pending_forks = params.n - 1
+        state.seqs.append(parent)
+        self.requests[request_id] = state
+        self.scheduler.add(parent)
+
+    def abort_request(self, request_id: str) -> None:
+        state = self.requests.pop(request_id, None)
+        if state is None:
+            return
+        for seq in state.seqs:
+            if not seq.is_finished:
+                self._finish(seq, FinishReason.ABORT)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # ---- the step -------------------------------------------------------------------------------
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+        seq.finish_reason = reason
+        seq.error = error
+        if seq.slot is not None and seq.seq_id in self._started_seqs:
+            self.sampling_state.release(seq.slot, seq)
+        self._started_seqs.discard(seq.seq_id)
+        self.scheduler.finish(seq)
+        if not self.loaded.is_native:
+            self.loaded.model.drop(seq.seq_id)
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        state = self.requests[parent.request_id]
+        children = []
+        for _ in range(parent.num_pending_forks):
+            child = self._new_sequence(state, parent.prompt_token_ids, len(state.seqs))
+            self.scheduler.fork(parent, child)
+            self.sampling_state.fork(parent, child.slot)
+            self._started_seqs.add(child.seq_id)
+            if not self.loaded.is_native:
+                self.loaded.model.fork(parent.seq_id, child.seq_id)
+            state.seqs.append(child)
+            children.append(child)
+        parent.num_pending_forks = 0
+        return children
+
+    def _stop_token_ids(self, params: SamplingParams) -> set[int]:
+        ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            ids.update(self.loaded.eos_token_ids)
+        return ids
+
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        if not self.loaded.is_native:
+            for seq in sched.preempted:
+                self.loaded.model.drop(seq.seq_id)
+        if not sched.chunks:
+            return []
+        chunks = self.runner.order(sched.chunks)
+        for chunk in chunks:
+            if chunk.seq.seq_id not in self._started_seqs:
+                self.sampling_state.start(chunk.seq.slot, chunk.seq)
+                self._started_seqs.add(chunk.seq.seq_id)
+        try:
+            logits = self.runner.execute(chunks, sched.block_copies)
+            for chunk in chunks:
+                chunk.seq.num_computed_tokens += chunk.num_tokens
+            rows, logit_rows = self._sample_rows(chunks)
+            out = self._sample(logits, rows, logit_rows)
+        except Exception as exc:  # a failed step fails its requests, never the engine
+            logger.exception("engine step failed")
+            return self._fail([c.seq for c in chunks], f"internal error in the engine step: {exc}")
+        return self._process(rows, out)
+
+    def _sample_rows(self, chunks: list[ScheduledChunk]) -> tuple[list[Sequence], list[int]]:
+        rows: list[Sequence] = []
+        logit_rows: list[int] = []
+        for index, chunk in enumerate(c for c in chunks if c.is_sampled):
+            group = [chunk.seq] + (self._fork(chunk.seq) if chunk.seq.num_pending_forks else [])
+            rows.extend(group)
+            logit_rows.extend([index] * len(group))
+        return rows, logit_rows
+
+    def _sample(self, logits: torch.Tensor, rows: list[Sequence], logit_rows: list[int]) -> SamplerOutput:
+        banned = []
+        for seq in rows:
+            is_short = seq.num_output_tokens < seq.params.min_tokens
+            banned.append(sorted(self._stop_token_ids(seq.params)) if is_short else [])
+        md = self.sampling_state.build(rows, banned)
+        index = torch.tensor(logit_rows, dtype=torch.int64, device=logits.device)
+        out = self.sampler(logits.index_select(0, index), md)
+        slots = torch.tensor([s.slot for s in rows], dtype=torch.int64, device=logits.device)
+        columns = torch.tensor([s.num_tokens for s in rows], dtype=torch.int64, device=logits.device)
+        self.sampling_state.record(slots, columns, out.token_ids)
+        return out
+
+    def _fail(self, seqs: list[Sequence], message: str) -> list[RequestOutput]:
+        outputs = []
+        for request_id in dict.fromkeys(s.request_id for s in seqs):
+            state = self.requests.pop(request_id, None)
+            if state is None:
+                continue
+            for seq in state.seqs:
+                if not seq.is_finished:
+                    self._finish(seq, FinishReason.ERROR, message)
+            outputs.append(RequestOutput(request_id, [], state.num_prompt_tokens,
+                                         sum(s.num_output_tokens for s in state.seqs), True, error=message))
+        return outputs
+
+    def _process(self, rows: list[Sequence], out: SamplerOutput) -> list[RequestOutput]:
+        token_ids = out.token_ids.tolist()
+        logprobs = out.logprobs.tolist() if out.logprobs is not None else None
+        top_ids = out.top_token_ids.tolist() if out.top_token_ids is not None else None
+        top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+        deltas: dict[str, list[ChoiceDelta]] = {}
+        failed: list[Sequence] = []
+        for row, seq in enumerate(rows):
+            if seq.is_finished:
+                continue
+            try:
+                delta = self._append(seq, token_ids[row], row, logprobs, top_ids, top_lps)
+            except Exception as exc:
+                logger.exception("processing a token failed")
+                seq.error = str(exc)
+                failed.append(seq)
+                continue
+            deltas.setdefault(seq.request_id, []).append(delta)
+        outputs = self._fail(failed, f"internal error while processing output: {failed[0].error}") if failed else []
+        for request_id, choice_deltas in deltas.items():
+            state = self.requests.get(request_id)
+            if state is None:
+                continue
+            finished = state.is_finished
+            outputs.append(RequestOutput(
+                request_id, choice_deltas, state.num_prompt_tokens,
+                sum(s.num_output_tokens for s in state.seqs), finished,
+            ))
+            if finished:
+                del self.requests[request_id]
+        return outputs
+
+    def _append(self, seq: Sequence, token_id: int, row: int, logprobs, top_ids, top_lps) -> ChoiceDelta:
+        params = seq.params
+        seq.output_token_ids.append(token_id)
+        delta = ChoiceDelta(index=seq.choice_index, token_ids=[token_id])
+        reason = None
+        if token_id in self._stop_token_ids(params):
+            reason = FinishReason.STOP
+        else:
+            if logprobs is not None and params.logprobs:
+                top = list(zip(top_ids[row][:params.top_logprobs], top_lps[row][:params.top_logprobs]))
+                record = TokenLogprobs(token_id, logprobs[row], top)
+                seq.logprobs.append(record)
+                delta.logprobs.append(record)
+            if seq.detokenizer.append(token_id, check_stop=seq.num_output_tokens >= params.min_tokens):
+                reason = FinishReason.STOP
+            elif seq.num_output_tokens >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+                reason = FinishReason.LENGTH
+        delta.text = seq.detokenizer.release(is_final=reason is not None)
+        if reason is not None:
+            delta.finish_reason = reason.value
+            self._finish(seq, reason)
+        return delta

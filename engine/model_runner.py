@@ -1,0 +1,109 @@
+"""Turns a scheduled step into model inputs, runs the forward and returns logits of the sampled rows."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from engine.attention import AttentionMetadata, PrefillSegment
+from engine.kv_cache import KVCache
+from engine.loader import LoadedModel
+from engine.scheduler import ScheduledChunk
+
+
+class ModelRunner:
+    def __init__(self, loaded: LoadedModel, kv_cache: KVCache | None, block_size: int) -> None:
+        self.loaded = loaded
+        self.kv_cache = kv_cache
+        self.block_size = block_size
+        self.device = loaded.device
+        if loaded.is_native:
+            self.num_kv_heads = loaded.model.shape.num_kv_heads
+            self._kv_head_offsets = torch.arange(self.num_kv_heads, device=self.device).view(1, -1, 1)
+
+    def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
+        """Decode rows (one token) first, as the attention metadata expects."""
+        return [c for c in chunks if c.num_tokens == 1] + [c for c in chunks if c.num_tokens > 1]
+
+    def execute(self, chunks: list[ScheduledChunk], block_copies: list[tuple[int, int]]) -> Tensor:
+        """Run `chunks` (in self.order) and return logits [num_sampled, vocab] of the sampled chunks."""
+        if not self.loaded.is_native:
+            return self._execute_hf(chunks)
+        if block_copies:
+            self.kv_cache.copy_blocks(block_copies)
+        input_ids, positions, md, sample_rows = self._prepare(chunks)
+        hidden = self.loaded.model.forward(input_ids, positions, md, self.kv_cache)
+        return self.loaded.model.compute_logits(hidden.index_select(0, sample_rows))
+
+    def _execute_hf(self, chunks: list[ScheduledChunk]) -> Tensor:
+        module = self.loaded.model
+        logits = []
+        for chunk in chunks:
+            row = module.run_chunk(chunk.seq.seq_id, chunk.seq.tokens_between(chunk.start, chunk.start + chunk.num_tokens),
+                                   chunk.start)
+            if chunk.is_sampled:
+                logits.append(row)
+        return torch.stack(logits) if logits else torch.empty(0, self.loaded.vocab_size, device=self.device)
+
+    def _slots(self, block_table: Tensor, positions: Tensor) -> Tensor:
+        size = self.block_size
+        return block_table[..., positions // size] * size + positions % size
+
+    def _prepare(self, chunks: list[ScheduledChunk]) -> tuple[Tensor, Tensor, AttentionMetadata, Tensor]:
+        device = self.device
+        size = self.block_size
+        token_ids: list[int] = []
+        positions: list[int] = []
+        slot_mapping: list[int] = []
+        sample_rows: list[int] = []
+        decodes = [c for c in chunks if c.num_tokens == 1]
+        prefills: list[PrefillSegment] = []
+        for chunk in chunks:
+            seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
+            token_start = len(token_ids)
+            token_ids.extend(seq.tokens_between(start, start + count))
+            table = seq.block_table
+            for pos in range(start, start + count):
+                positions.append(pos)
+                slot_mapping.append(table[pos // size] * size + pos % size)
+            if chunk.is_sampled:
+                sample_rows.append(len(token_ids) - 1)
+            if count > 1:
+                kv_index = mask = None
+                if start > 0:
+                    context = torch.arange(start + count, device=device)
+                    slots = self._slots(torch.tensor(table, device=device), context)
+                    kv_index = slots.unsqueeze(0) * self.num_kv_heads + self._kv_head_offsets[0]
+                    query_pos = torch.arange(start, start + count, device=device).unsqueeze(1)
+                    mask = context.unsqueeze(0) <= query_pos  # [count, start + count]
+                prefills.append(PrefillSegment(token_start, count, start, kv_index, mask))
+
+        decode_kv_index = decode_bias = None
+        if decodes:
+            context_lens = torch.tensor([c.start + 1 for c in decodes], device=device)
+            max_len = int(max(c.start + 1 for c in decodes))
+            max_blocks = -(-max_len // size)
+            tables = torch.tensor(
+                [c.seq.block_table[:max_blocks] + [0] * (max_blocks - len(c.seq.block_table[:max_blocks])) for c in decodes],
+                device=device,
+            )
+            context = torch.arange(max_len, device=device)
+            is_real = context.unsqueeze(0) < context_lens.unsqueeze(1)  # [num_decodes, max_len]
+            slots = torch.where(is_real, self._slots(tables, context), 0)
+            decode_kv_index = slots.unsqueeze(1) * self.num_kv_heads + self._kv_head_offsets
+            decode_bias = torch.zeros(len(decodes), 1, 1, max_len, device=device)
+            decode_bias.masked_fill_(~is_real.view(len(decodes), 1, 1, max_len), float("-inf"))
+
+        md = AttentionMetadata(
+            slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=device),
+            num_decode_tokens=len(decodes),
+            decode_kv_index=decode_kv_index,
+            decode_bias=decode_bias,
+            prefills=prefills,
+        )
+        return (
+            torch.tensor(token_ids, dtype=torch.int64, device=device),
+            torch.tensor(positions, dtype=torch.int64, device=device),
+            md,
+            torch.tensor(sample_rows, dtype=torch.int64, device=device),
+        )

@@ -1,0 +1,45 @@
+"""transformers' own module for architectures the native forward does not cover.
+
+Each sequence keeps its own DynamicCache and runs on its own (no batching across sequences); the
+scheduler and sampler are the same as for native models.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class HFModule:
+    def __init__(self, model) -> None:
+        self.model = model
+        self.caches: dict[int, object] = {}
+
+    @classmethod
+    def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device) -> HFModule:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        return cls(model)
+
+    @torch.inference_mode()
+    def run_chunk(self, seq_id: int, token_ids: list[int], start: int) -> Tensor:
+        """Extend the sequence's cache by token_ids at positions start...; returns logits [vocab] of the last."""
+        from transformers import DynamicCache
+
+        if start == 0:
+            self.caches[seq_id] = DynamicCache()
+        device = self.model.device
+        ids = torch.tensor([token_ids], device=device)
+        positions = torch.arange(start, start + len(token_ids), device=device).unsqueeze(0)
+        out = self.model(input_ids=ids, position_ids=positions, past_key_values=self.caches[seq_id], use_cache=True)
+        return out.logits[0, -1]
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        self.caches[child_id] = copy.deepcopy(self.caches[parent_id])
+
+    def drop(self, seq_id: int) -> None:
+        self.caches.pop(seq_id, None)

@@ -1,0 +1,190 @@
+"""Native Llama-family forward (Llama 2/3, Mistral without sliding window, Qwen2, SmolLM).
+
+Weights load straight from HF safetensors; q/k/v and gate/up projections are fused into one matmul
+each. Numerics follow transformers' LlamaForCausalLM: RMSNorm in float32 cast back before the weight,
+rotary tables computed in float32 and cast to the model dtype, residuals in the model dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import Tensor
+
+from engine.attention import AttentionMetadata, paged_attention
+from engine.kv_cache import KVCache
+
+NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    has_qkv_bias: bool
+
+    @classmethod
+    def from_config(cls, config) -> LlamaShape:
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            head_dim=head_dim,
+            rms_norm_eps=config.rms_norm_eps,
+            tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            has_qkv_bias=bool(getattr(config, "attention_bias", False)) or config.model_type == "qwen2",
+        )
+
+
+def supports_native(config) -> str | None:
+    """None when the native forward handles `config`, else the reason it does not."""
+    architectures = getattr(config, "architectures", None) or []
+    if not any(a in NATIVE_ARCHITECTURES for a in architectures):
+        return f"architecture {architectures} is not one of {NATIVE_ARCHITECTURES}"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"hidden_act {config.hidden_act!r} is not silu"
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) and window < getattr(config, "max_position_embeddings", 0):
+        return f"sliding-window attention ({window}) is not implemented natively"
+    if getattr(config, "mlp_bias", False):
+        return "mlp_bias is not implemented natively"
+    return None
+
+
+def rotary_tables(config, max_positions: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos, sin [max_positions, head_dim], computed as transformers does (any rope_type it knows)."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = parameters.get("rope_type", parameters.get("type", "default"))
+    if rope_type == "default":
+        shape = LlamaShape.from_config(config)
+        theta = parameters.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+        exponents = torch.arange(0, shape.head_dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float)
+        inv_freq = 1.0 / (theta ** (exponents / shape.head_dim))
+        scaling = 1.0
+    else:
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, device)
+    positions = torch.arange(max_positions, device=device, dtype=torch.float32)
+    freqs = positions[:, None] * inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+
+
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    hidden = x.float()
+    hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * hidden.to(x.dtype)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [T, heads, head_dim]; cos, sin [T, 1, head_dim]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class LlamaModel:
+    """Weights as plain tensors; forward over a flat batch of tokens [T]."""
+
+    def __init__(self, config, dtype: torch.dtype, device: torch.device, max_positions: int) -> None:
+        self.config = config
+        self.shape = LlamaShape.from_config(config)
+        self.dtype = dtype
+        self.device = device
+        self.cos, self.sin = rotary_tables(config, max_positions, dtype, device)
+        self.scale = self.shape.head_dim ** -0.5
+        self.layers: list[dict[str, Tensor]] = []
+        self.embed: Tensor | None = None
+        self.final_norm: Tensor | None = None
+        self.lm_head: Tensor | None = None
+
+    @classmethod
+    def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaModel:
+        model = cls(config, dtype, device, max_positions)
+        tensors: dict[str, Tensor] = {}
+        files = sorted(Path(folder).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+        for file in files:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                for name in handle.keys():
+                    tensors[name] = handle.get_tensor(name)
+        model.load_weights(tensors)
+        return model
+
+    def load_weights(self, tensors: dict[str, Tensor]) -> None:
+        def take(name: str) -> Tensor:
+            if name not in tensors:
+                raise KeyError(f"weight {name!r} is missing from the checkpoint")
+            return tensors.pop(name).to(device=self.device, dtype=self.dtype).contiguous()
+
+        shape = self.shape
+        self.embed = take("model.embed_tokens.weight")
+        for i in range(shape.num_layers):
+            p = f"model.layers.{i}."
+            layer = {
+                "input_norm": take(p + "input_layernorm.weight"),
+                "qkv": torch.cat([take(p + f"self_attn.{n}_proj.weight") for n in "qkv"]),
+                "o": take(p + "self_attn.o_proj.weight"),
+                "post_norm": take(p + "post_attention_layernorm.weight"),
+                "gate_up": torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]),
+                "down": take(p + "mlp.down_proj.weight"),
+            }
+            if shape.has_qkv_bias:
+                layer["qkv_bias"] = torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
+            self.layers.append(layer)
+        self.final_norm = take("model.norm.weight")
+        if shape.tie_word_embeddings or "lm_head.weight" not in tensors:
+            self.lm_head = self.embed
+        else:
+            self.lm_head = take("lm_head.weight")
+        tensors.pop("lm_head.weight", None)
+        leftovers = [n for n in tensors if not n.endswith("rotary_emb.inv_freq")]
+        if leftovers:
+            raise ValueError(f"checkpoint has weights the native Llama forward does not use: {leftovers[:5]}")
+
+    @torch.inference_mode()
+    def forward(self, input_ids: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
+        """input_ids, positions [T] -> final hidden states [T, hidden_size]."""
+        shape = self.shape
+        q_size = shape.num_heads * shape.head_dim
+        kv_size = shape.num_kv_heads * shape.head_dim
+        cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, head_dim]
+        sin = self.sin.index_select(0, positions).unsqueeze(1)
+        hidden = self.embed.index_select(0, input_ids)
+        num_tokens = input_ids.shape[0]
+        for index, layer in enumerate(self.layers):
+            x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
+            qkv = F.linear(x, layer["qkv"], layer.get("qkv_bias"))
+            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+            q = _rotate(q.view(num_tokens, shape.num_heads, shape.head_dim), cos, sin)
+            k = _rotate(k.view(num_tokens, shape.num_kv_heads, shape.head_dim), cos, sin)
+            v = v.view(num_tokens, shape.num_kv_heads, shape.head_dim)
+            k_cache, v_cache = kv_cache.layer(index)
+            attn = paged_attention(q, k, v, k_cache, v_cache, md, self.scale)
+            hidden = hidden + F.linear(attn.view(num_tokens, q_size), layer["o"])
+            x = _rms_norm(hidden, layer["post_norm"], shape.rms_norm_eps)
+            gate, up = F.linear(x, layer["gate_up"]).chunk(2, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, layer["down"])
+        return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
+
+    @torch.inference_mode()
+    def compute_logits(self, hidden: Tensor) -> Tensor:
+        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype."""
+        return F.linear(hidden, self.lm_head)

@@ -1,0 +1,179 @@
+"""The scheduler: which sequences run in the next step, and how many of their tokens.
+
+Each step first continues the running sequences in admission order (one token for a decode, the next
+prefill chunk otherwise), then admits waiting ones while the token budget, sequence slots and KV blocks
+allow. Prefill chunks always start at multiples of prefill_chunk_size, so a prompt is cut the same way
+whatever else runs. When a running sequence needs a block and none is free, the most recently admitted
+sequence not yet scheduled this step is preempted: its blocks are freed and it waits at the head of the
+queue to be recomputed (prompt and output so far). Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.block_allocator import BlockAllocator
+from engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    prefill_chunk_size: int
+    block_size: int
+    # Blocks kept free at admission so running sequences can grow without preempting at once.
+    num_watermark_blocks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_num_batched_tokens < self.prefill_chunk_size:
+            raise ValueError(
+                f"max_num_batched_tokens must be >= prefill_chunk_size ({self.prefill_chunk_size}), "
+                f"got {self.max_num_batched_tokens}"
+            )
+
+
+@dataclass(frozen=True)
+class ScheduledChunk:
+    seq: Sequence
+    # Tokens [start, start + num_tokens) of the sequence are computed this step.
+    start: int
+    num_tokens: int
+
+    @property
+    def is_sampled(self) -> bool:
+        """The chunk reaches the end of the sequence, so its last position yields the next token."""
+        return self.start + self.num_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    chunks: list[ScheduledChunk] = field(default_factory=list)
+    # (src, dst) block copies to run before the forward (copy-on-write of shared blocks).
+    block_copies: list[tuple[int, int]] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.chunks)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, allocator: BlockAllocator) -> None:
+        self.config = config
+        self.allocator = allocator
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self._free_slots: deque[int] = deque(range(config.max_num_seqs))
+        # Slots held for the choices a sequence forks when its prompt is prefilled.
+        self.reserved_slots: dict[int, list[int]] = {}
+
+    @property
+    def num_free_slots(self) -> int:
+        return len(self._free_slots)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def _num_new_tokens(self, seq: Sequence) -> int:
+        remaining = seq.num_tokens - seq.num_computed_tokens
+        return min(remaining, self.config.prefill_chunk_size)
+
+    def _blocks_needed(self, seq: Sequence, num_new: int) -> int:
+        size = self.config.block_size
+        total = -(-(seq.num_computed_tokens + num_new) // size)
+        needed = total - len(seq.block_table)
+        if seq.num_computed_tokens % size and seq.block_table and self.allocator.ref_count(seq.block_table[-1]) > 1:
+            needed += 1
+        return needed
+
+    def _allocate(self, seq: Sequence, num_new: int, copies: list[tuple[int, int]]) -> None:
+        size = self.config.block_size
+        if seq.num_computed_tokens % size and seq.block_table and self.allocator.ref_count(seq.block_table[-1]) > 1:
+            shared = seq.block_table[-1]
+            private = self.allocator.allocate()
+            copies.append((shared, private))
+            self.allocator.free(shared)
+            seq.block_table[-1] = private
+        total = -(-(seq.num_computed_tokens + num_new) // size)
+        while len(seq.block_table) < total:
+            seq.block_table.append(self.allocator.allocate())
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        self.allocator.free_all(seq.block_table)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+        seq.status = SequenceStatus.WAITING
+        self.running.remove(seq)
+        self.waiting.appendleft(seq)
+        out.preempted.append(seq)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.config.max_num_batched_tokens
+        scheduled: set[int] = set()
+        for seq in list(self.running):
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # preempted earlier in this loop
+            num_new = self._num_new_tokens(seq)
+            if num_new > budget:
+                continue
+            while self._blocks_needed(seq, num_new) > self.allocator.num_free:
+                victims = [s for s in reversed(self.running) if s.seq_id not in scheduled and s is not seq]
+                self._preempt(victims[0] if victims else seq, out)
+                if not victims:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                continue
+            self._allocate(seq, num_new, out.block_copies)
+            out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_new))
+            scheduled.add(seq.seq_id)
+            budget -= num_new
+
+        while self.waiting and budget > 0:
+            seq = self.waiting[0]
+            num_new = self._num_new_tokens(seq)
+            num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
+            if num_new > budget or num_slots > self.num_free_slots:
+                break
+            if self._blocks_needed(seq, num_new) + self.config.num_watermark_blocks > self.allocator.num_free:
+                if self.running or self._blocks_needed(seq, num_new) > self.allocator.num_free:
+                    break
+            self.waiting.popleft()
+            if seq.slot is None:
+                seq.slot = self._free_slots.popleft()
+                self.reserved_slots[seq.seq_id] = [self._free_slots.popleft() for _ in range(seq.num_pending_forks)]
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            self._allocate(seq, num_new, out.block_copies)
+            out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_new))
+            scheduled.add(seq.seq_id)
+            budget -= num_new
+        return out
+
+    def fork(self, parent: Sequence, child: Sequence) -> None:
+        """Child shares the parent's blocks (its prompt) and takes one of the parent's reserved slots."""
+        child.block_table = [self.allocator.share(b) for b in parent.block_table]
+        child.num_computed_tokens = parent.num_computed_tokens
+        child.slot = self.reserved_slots[parent.seq_id].pop()
+        child.status = SequenceStatus.RUNNING
+        self.running.append(child)
+
+    def finish(self, seq: Sequence) -> list[int]:
+        """Free the sequence's blocks; returns the sampler slots it held (now free again)."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.allocator.free_all(seq.block_table)
+        seq.block_table = []
+        seq.status = SequenceStatus.FINISHED
+        slots = ([seq.slot] if seq.slot is not None else []) + self.reserved_slots.pop(seq.seq_id, [])
+        seq.slot = None
+        self._free_slots.extend(slots)
+        return slots

@@ -1,0 +1,86 @@
+"""A sequence: one choice of a request, from its prompt to its finish."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from engine.detokenizer import IncrementalDetokenizer
+from engine.sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    ERROR = "error"
+    TOOL_CALLS = "tool_calls"
+
+
+@dataclass
+class TokenLogprobs:
+    """Logprobs recorded for one generated token."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class Sequence:
+    seq_id: int
+    request_id: str
+    choice_index: int
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    stream_key: int
+    max_tokens: int
+    detokenizer: IncrementalDetokenizer
+    output_token_ids: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    # Tokens whose keys and values are in the KV cache.
+    num_computed_tokens: int = 0
+    block_table: list[int] = field(default_factory=list)
+    # Row of the sampler's per-sequence device state (engine.sampling_state); None while unassigned.
+    slot: int | None = None
+    # Choices still to fork from this sequence when its prompt finishes prefill (n > 1).
+    num_pending_forks: int = 0
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+    # Grammar matcher state when the request is constrained (engine.structured_output).
+    matcher: object | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.output_token_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def token_at(self, index: int) -> int:
+        num_prompt = len(self.prompt_token_ids)
+        return self.prompt_token_ids[index] if index < num_prompt else self.output_token_ids[index - num_prompt]
+
+    def tokens_between(self, start: int, end: int) -> list[int]:
+        num_prompt = len(self.prompt_token_ids)
+        if end <= num_prompt:
+            return self.prompt_token_ids[start:end]
+        if start >= num_prompt:
+            return self.output_token_ids[start - num_prompt:end - num_prompt]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:end - num_prompt]

@@ -1,0 +1,312 @@
+"""The whole sampler: every row gets what the float64 reference says, exactly what it would get alone,
+and seeded rows draw from the right distribution with independent draws across choices and positions."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from kernels import Sampler
+from tests.kernels import reference
+from tests.kernels.chi_square import goodness_of_fit
+from tests.kernels.rows import RowParams, build_metadata, to_device
+
+VOCAB_SIZE = 1000
+
+# One row of each kind the engine batches together.
+MIXED_ROWS = [
+    RowParams(temperature=0.0),
+    RowParams(temperature=0.0, logit_bias={5: 3.0}, repetition_penalty=1.3, prompt_token_ids=(1, 2, 3),
+              output_token_ids=(2, 9), frequency_penalty=0.5, num_top_logprobs=5),
+    RowParams(temperature=0.8, seed=11),
+    RowParams(temperature=0.7, top_p=0.9, seed=12, num_top_logprobs=20),
+    RowParams(top_k=20, seed=13, num_top_logprobs=3),
+    RowParams(temperature=1.3, min_p=0.1, seed=14),
+    RowParams(temperature=1.2, repetition_penalty=1.2, frequency_penalty=0.4, presence_penalty=0.6,
+              prompt_token_ids=tuple(range(0, 200, 7)), output_token_ids=(3, 3, 50, 51, 51, 51), seed=15),
+    RowParams(logit_bias={0: 100.0}, seed=16),
+    RowParams(logit_bias={7: -100.0, 8: 2.5, 999: 4.0}, top_p=0.5, seed=17, num_top_logprobs=0),
+    RowParams(top_k=300, top_p=0.95, min_p=0.01, temperature=0.9, seed=18, num_top_logprobs=2),
+    RowParams(banned_token_ids=(1, 2, 3), allowed_token_ids=tuple(range(0, 1000, 2)), seed=19),
+    RowParams(top_p=1.0, top_k=VOCAB_SIZE, min_p=0.0, seed=20),  # every cut at its neutral value
+    RowParams(temperature=0.5, top_p=0.3, seed=21, choice_index=2, position=17),
+]
+
+
+def zipf_logits(num_seqs: int, vocab_size: int, seed: int, scale: float = 2.0) -> torch.Tensor:
+    """LM-like rows: logit of rank r is -1.1 * log(r) * scale plus noise, ranks permuted per row."""
+    generator = torch.Generator().manual_seed(seed)
+    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float32)
+    base = -1.1 * ranks.log() * scale
+    rows = [base[torch.randperm(vocab_size, generator=generator)] for _ in range(num_seqs)]
+    return torch.stack(rows) + 0.3 * torch.randn(num_seqs, vocab_size, generator=generator)
+
+
+def at_position(rows: list[RowParams], position: int) -> list[RowParams]:
+    return [dataclasses.replace(r, position=r.position + position) for r in rows]
+
+
+def sample(logits: torch.Tensor, rows: list[RowParams], processed: bool = False):
+    return Sampler()(logits, build_metadata(rows, logits.shape[1], is_logprobs_processed=processed))
+
+
+def draws(logits_row: torch.Tensor, row: RowParams, num_draws: int) -> torch.Tensor:
+    """Tokens of positions 0..num_draws-1 of one row's stream (one batch, one row per position)."""
+    rows = [dataclasses.replace(row, position=i) for i in range(num_draws)]
+    return sample(logits_row.unsqueeze(0).expand(num_draws, -1), rows).token_ids
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_every_row_gets_exactly_what_it_gets_alone(processed):
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=0)
+    for step in range(3):
+        rows = at_position(MIXED_ROWS, step)
+        batch = sample(logits, rows, processed)
+        for i, row in enumerate(rows):
+            alone = sample(logits[i:i + 1], [row], processed)
+            assert batch.token_ids[i] == alone.token_ids[0], (i, row)
+            if row.num_top_logprobs is None:
+                continue
+            num = row.num_top_logprobs
+            assert batch.logprobs[i] == alone.logprobs[0]
+            assert torch.equal(batch.top_token_ids[i, :num], alone.top_token_ids[0])
+            assert torch.equal(batch.top_logprobs[i, :num], alone.top_logprobs[0])
+
+
+def test_seeded_rows_keep_their_tokens_when_the_batch_is_reordered_grown_or_shrunk():
+    generator = torch.Generator().manual_seed(1)
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=1)
+    base = sample(logits, MIXED_ROWS).token_ids
+    order = torch.randperm(len(MIXED_ROWS), generator=generator)
+    permuted = sample(logits[order], [MIXED_ROWS[i] for i in order.tolist()]).token_ids
+    assert torch.equal(permuted, base[order])
+    extra = zipf_logits(40, VOCAB_SIZE, seed=2)
+    extra_rows = [RowParams(temperature=1.0, top_p=0.8, seed=100 + i) for i in range(40)]
+    grown = sample(torch.cat([extra[:20], logits, extra[20:]]), extra_rows[:20] + MIXED_ROWS + extra_rows[20:])
+    assert torch.equal(grown.token_ids[20:20 + len(MIXED_ROWS)], base)
+    kept = [2, 3, 9]
+    shrunk = sample(logits[kept], [MIXED_ROWS[i] for i in kept]).token_ids
+    assert torch.equal(shrunk, base[kept])
+
+
+def test_tokens_lie_in_the_reference_kept_set_and_greedy_is_the_reference_argmax():
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=3)
+    for step in range(20):
+        rows = at_position(MIXED_ROWS, step)
+        out = sample(logits, rows)
+        for i, row in enumerate(rows):
+            processed = reference.processed_logits(logits[i], row)
+            token = out.token_ids[i].item()
+            if row.is_greedy:
+                assert token == reference.greedy_token(processed)
+                continue
+            probs = reference.softmax(processed / row.temperature)
+            # Loosened by 1e-5 so that float32 rounding exactly at a cut cannot fail the test.
+            kept = reference.kept_tokens(probs, row.top_k, min(1.0, row.top_p + 1e-5), row.min_p * (1 - 1e-5))
+            assert token in kept, (i, row)
+
+
+def test_seeded_draws_repeat_and_different_seeds_differ():
+    logits = zipf_logits(1, VOCAB_SIZE, seed=4, scale=0.5)
+    first = draws(logits[0], RowParams(seed=7), 50)
+    again = draws(logits[0], RowParams(seed=7), 50)
+    other = draws(logits[0], RowParams(seed=8), 50)
+    assert torch.equal(first, again)
+    assert (first != other).sum() > 40  # a flat-ish row: two streams rarely agree
+
+
+@pytest.mark.parametrize("processed", [False, True])
+def test_logprobs_are_raw_or_processed_as_asked(processed):
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=5)
+    out = sample(logits, MIXED_ROWS, processed)
+    for i, row in enumerate(MIXED_ROWS):
+        if row.num_top_logprobs is None:
+            continue
+        if not processed:
+            expected = reference.log_softmax(logits[i])  # the unmodified logits, whatever the row's stages
+        elif row.is_greedy:
+            expected = reference.log_softmax(reference.processed_logits(logits[i], row))  # no temperature
+        else:
+            expected = reference.distribution(logits[i], row).log()
+        token = out.token_ids[i].item()
+        assert out.logprobs[i].item() == pytest.approx(expected[token].item(), abs=1e-4)
+        num = row.num_top_logprobs
+        best = torch.sort(expected, descending=True).values[:num]
+        got = out.top_logprobs[i, :num].double()
+        is_finite = best > -math.inf
+        assert torch.equal(got > -math.inf, is_finite)
+        torch.testing.assert_close(got[is_finite], best[is_finite], atol=1e-4, rtol=0)
+        torch.testing.assert_close(expected[out.top_token_ids[i, :num]][is_finite], best[is_finite], atol=1e-4,
+                                   rtol=0)
+
+
+def test_processed_logprobs_of_an_all_greedy_batch_follow_bias_and_penalties():
+    logits = zipf_logits(2, VOCAB_SIZE, seed=6)
+    rows = [RowParams(temperature=0.0, logit_bias={3: 5.0}, presence_penalty=1.0, output_token_ids=(4,),
+                      num_top_logprobs=4), RowParams(temperature=0.0, num_top_logprobs=4)]
+    out = sample(logits, rows, processed=True)
+    for i, row in enumerate(rows):
+        expected = reference.log_softmax(reference.processed_logits(logits[i], row))
+        assert out.token_ids[i].item() == reference.greedy_token(expected)
+        torch.testing.assert_close(out.top_logprobs[i].double(), torch.sort(expected, descending=True).values[:4],
+                                   atol=1e-5, rtol=0)
+
+
+def test_the_callers_logits_are_left_untouched():
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=7)
+    copy = logits.clone()
+    sample(logits, MIXED_ROWS, processed=True)
+    sample(logits, MIXED_ROWS, processed=False)
+    assert torch.equal(logits, copy)
+
+
+def test_greedy_ties_go_to_the_lowest_id():
+    logits = torch.zeros(3, 300)
+    logits[0, [250, 17, 130]] = 2.0
+    logits[2, [299, 298]] = 1.0
+    rows = [RowParams(temperature=0.0)] * 2 + [RowParams(temperature=0.0, logit_bias={5: 1.0})]
+    assert sample(logits, rows).token_ids.tolist() == [17, 0, 5]
+
+
+def test_tiny_temperature_and_tiny_top_p_pick_the_argmax():
+    logits = zipf_logits(1, VOCAB_SIZE, seed=8, scale=0.3)  # flat-ish, so a slip would show
+    best = int(logits[0].argmax())
+    assert (draws(logits[0], RowParams(temperature=1e-4), 300) == best).all()
+    assert (draws(logits[0], RowParams(top_p=1e-6), 300) == best).all()
+    assert (draws(logits[0], RowParams(top_k=1, temperature=5.0), 300) == best).all()
+
+
+def test_top_p_one_and_neutral_cuts_draw_as_if_absent():
+    logits = zipf_logits(1, VOCAB_SIZE, seed=9)
+    rows = [RowParams(seed=5, position=i) for i in range(200)]
+    plain = Sampler()(logits.expand(200, -1), build_metadata(rows, VOCAB_SIZE))
+    neutral = Sampler()(logits.expand(200, -1), build_metadata(rows, VOCAB_SIZE, include_every_stage=True))
+    assert torch.equal(plain.token_ids, neutral.token_ids)
+
+
+def test_all_minus_inf_but_one_always_draws_that_one():
+    logits = torch.full((1, 500), -math.inf)
+    logits[0, 321] = -7.0
+    for row in (RowParams(temperature=0.0, num_top_logprobs=3), RowParams(top_p=0.5, num_top_logprobs=3),
+                RowParams(temperature=3.0, top_k=50, min_p=0.2), RowParams(temperature=1e-4)):
+        for processed in (False, True):
+            rows = [dataclasses.replace(row, position=i) for i in range(50)]
+            out = sample(logits.expand(50, -1), rows, processed)
+            assert (out.token_ids == 321).all()
+            if row.num_top_logprobs:
+                assert (out.logprobs == 0.0).all()
+                assert (out.top_logprobs[:, 1:] == -math.inf).all()
+
+
+@pytest.mark.parametrize("vocab_size", [1, 7, 1000, 32001, 50257])
+def test_odd_vocabulary_sizes(vocab_size):
+    logits = zipf_logits(len(MIXED_ROWS), vocab_size, seed=vocab_size)
+    # Parameters that name ids are folded into the vocabulary.
+    rows = [
+        dataclasses.replace(
+            r,
+            logit_bias={t % vocab_size: b for t, b in r.logit_bias.items()},
+            prompt_token_ids=tuple(t % vocab_size for t in r.prompt_token_ids),
+            output_token_ids=tuple(t % vocab_size for t in r.output_token_ids),
+            banned_token_ids=(),
+            allowed_token_ids=None if r.allowed_token_ids is None else tuple(range(0, vocab_size, 2)),
+            top_k=None if r.top_k is None else min(r.top_k, vocab_size),
+        )
+        for r in MIXED_ROWS
+    ]
+    out = sample(logits, rows, processed=True)
+    assert ((out.token_ids >= 0) & (out.token_ids < vocab_size)).all()
+    for i, row in enumerate(rows):
+        if row.is_greedy:
+            assert out.token_ids[i].item() == reference.greedy_token(reference.processed_logits(logits[i], row))
+        else:
+            assert reference.distribution(logits[i], row)[out.token_ids[i]] > 0
+    assert out.top_token_ids.shape[1] == min(20, vocab_size)
+
+
+# --- distributions -------------------------------------------------------------------------------------
+
+NUM_DRAWS = 20000
+SMALL_VOCAB = 40
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        RowParams(seed=1),
+        RowParams(temperature=0.6, seed=2),
+        RowParams(temperature=0.7, top_p=0.8, seed=3),
+        RowParams(temperature=1.5, top_p=0.95, seed=4),
+        RowParams(top_k=5, temperature=1.3, seed=5),
+        RowParams(min_p=0.1, seed=6),
+        RowParams(top_k=12, top_p=0.9, min_p=0.05, temperature=0.9, seed=7),
+        RowParams(temperature=1.1, repetition_penalty=1.5, frequency_penalty=0.3, presence_penalty=0.5,
+                  prompt_token_ids=(0, 1, 2, 3), output_token_ids=(4, 4, 5), logit_bias={30: 2.0}, seed=8),
+    ],
+    ids=["plain", "temperature", "top_p", "hot_top_p", "top_k", "min_p", "all_cuts", "penalties_bias"],
+)
+def test_sampled_frequencies_match_the_reference_distribution(row):
+    logits = zipf_logits(1, SMALL_VOCAB, seed=10, scale=1.0)
+    counts = torch.bincount(draws(logits[0], row, NUM_DRAWS), minlength=SMALL_VOCAB)
+    expected = reference.distribution(logits[0], row)
+    assert goodness_of_fit(counts, expected) > 1e-3
+    # Power: the same counts reject the distribution without the row's stages.
+    assert goodness_of_fit(counts, reference.softmax(logits[0])) < 1e-3 or row == RowParams(seed=1)
+
+
+def _pair_counts(first: torch.Tensor, second: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    return torch.bincount(first * vocab_size + second, minlength=vocab_size * vocab_size)
+
+
+def test_choices_of_one_request_are_independent_draws():
+    vocab_size = 6
+    logits = torch.tensor([[1.0, 0.5, 0.2, 0.0, -0.3, -0.8]])
+    probs = reference.softmax(logits[0])
+    choice0 = draws(logits[0], RowParams(seed=123, choice_index=0), NUM_DRAWS)
+    choice1 = draws(logits[0], RowParams(seed=123, choice_index=1), NUM_DRAWS)
+    joint = torch.outer(probs, probs).flatten()
+    assert goodness_of_fit(_pair_counts(choice0, choice1, vocab_size), joint) > 1e-3
+    # Consecutive seeds are independent streams too.
+    seed124 = draws(logits[0], RowParams(seed=124), NUM_DRAWS)
+    assert goodness_of_fit(_pair_counts(choice0, seed124, vocab_size), joint) > 1e-3
+    # Power: a second stream that copies the first 30% of the time is rejected.
+    copying = torch.where(torch.arange(NUM_DRAWS) % 10 < 3, choice0, choice1)
+    assert goodness_of_fit(_pair_counts(choice0, copying, vocab_size), joint) < 1e-3
+
+
+def test_positions_of_one_stream_are_independent_draws():
+    vocab_size = 6
+    logits = torch.tensor([[1.0, 0.5, 0.2, 0.0, -0.3, -0.8]])
+    probs = reference.softmax(logits[0])
+    tokens = draws(logits[0], RowParams(seed=77, temperature=1.0, top_p=0.95), NUM_DRAWS + 2)
+    expected = reference.distribution(logits[0], RowParams(top_p=0.95))
+    joint = torch.outer(expected, expected).flatten()
+    for lag in (1, 2):
+        assert goodness_of_fit(_pair_counts(tokens[:NUM_DRAWS], tokens[lag:NUM_DRAWS + lag], vocab_size), joint) > 1e-3
+    assert probs.shape == expected.shape
+
+
+# --- CUDA ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("vocab_size", [1000, 128256])
+def test_cuda_matches_cpu_for_seeded_and_greedy_rows(vocab_size):
+    logits = zipf_logits(len(MIXED_ROWS), vocab_size, seed=11)
+    rows = [
+        dataclasses.replace(r, allowed_token_ids=None if r.allowed_token_ids is None else tuple(range(0, 1000, 2)))
+        for r in MIXED_ROWS
+    ]
+    for processed in (False, True):
+        for step in range(5):
+            step_rows = at_position(rows, step)
+            md = build_metadata(step_rows, vocab_size, is_logprobs_processed=processed)
+            cpu = Sampler()(logits, md)
+            cuda = Sampler()(logits.cuda(), to_device(md, "cuda"))
+            assert torch.equal(cuda.token_ids.cpu(), cpu.token_ids)
+            torch.testing.assert_close(cuda.logprobs.cpu(), cpu.logprobs, atol=1e-4, rtol=0)
+            torch.testing.assert_close(cuda.top_logprobs.cpu(), cpu.top_logprobs, atol=1e-4, rtol=0)

@@ -10,11 +10,19 @@ MAX_STOP_STRINGS = 4
 MAX_N = 128
 
 
+class ParamError(ValueError):
+    """A parameter out of its allowed range; `param` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def _check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
     ok = (low < value if low_open else low <= value) and value <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
+        raise ParamError(name.split("[")[0], f"{name} must be in {bracket}{low}, {high}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -47,35 +55,35 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or not 1 <= self.n <= MAX_N:
-            raise ValueError(f"n must be an integer in [1, {MAX_N}], got {self.n}")
+            raise ParamError("n", f"n must be an integer in [1, {MAX_N}], got {self.n}")
         if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens < 1):
-            raise ValueError(f"max_tokens must be an integer >= 1, got {self.max_tokens}")
+            raise ParamError("max_tokens", f"max_tokens must be an integer >= 1, got {self.max_tokens}")
         _check_range("temperature", self.temperature, 0.0, 2.0)
         _check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
         if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k}")
+            raise ParamError("top_k", f"top_k must be an integer >= 0 (0 disables it), got {self.top_k}")
         _check_range("min_p", self.min_p, 0.0, 1.0)
         _check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         _check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
         _check_range("repetition_penalty", self.repetition_penalty, 0.0, 2.0, low_open=True)
         for token_id, bias in self.logit_bias.items():
             if not isinstance(token_id, int) or token_id < 0:
-                raise ValueError(f"logit_bias keys must be token ids >= 0, got {token_id!r}")
+                raise ParamError("logit_bias", f"logit_bias keys must be token ids >= 0, got {token_id!r}")
             _check_range(f"logit_bias[{token_id}]", bias, -100.0, 100.0)
         if self.seed is not None and not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+            raise ParamError("seed", f"seed must be an integer, got {self.seed!r}")
         if len(self.stop) > MAX_STOP_STRINGS:
-            raise ValueError(f"stop may hold at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
+            raise ParamError("stop", f"stop may hold at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
         if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
+            raise ParamError("stop", f"stop strings must be non-empty strings, got {list(self.stop)!r}")
         if not isinstance(self.min_tokens, int) or self.min_tokens < 0:
-            raise ValueError(f"min_tokens must be an integer >= 0, got {self.min_tokens}")
+            raise ParamError("min_tokens", f"min_tokens must be an integer >= 0, got {self.min_tokens}")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
-            raise ValueError(f"min_tokens must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}")
+            raise ParamError("min_tokens", f"min_tokens must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}")
         if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
-            raise ValueError(f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
+            raise ParamError("top_logprobs", f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs requires logprobs to be true")
+            raise ParamError("top_logprobs", "top_logprobs requires logprobs to be true")
 
     @property
     def is_greedy(self) -> bool:
@@ -85,7 +93,7 @@ class SamplingParams:
         """Checks that need the model: token ids within its vocabulary."""
         for token_id in self.logit_bias:
             if token_id >= vocab_size:
-                raise ValueError(f"logit_bias key {token_id} is not a token id of this model (vocab size {vocab_size})")
+                raise ParamError("logit_bias", f"logit_bias key {token_id} is not a token id of this model (vocab size {vocab_size})")
         for token_id in self.stop_token_ids:
             if not 0 <= token_id < vocab_size:
-                raise ValueError(f"stop_token_ids entry {token_id} is not a token id (vocab size {vocab_size})")
+                raise ParamError("stop_token_ids", f"stop_token_ids entry {token_id} is not a token id (vocab size {vocab_size})")

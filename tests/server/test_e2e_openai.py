@@ -1,0 +1,105 @@
+"""End to end: the real server on the default model, driven by the official openai client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(default_entry):
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--models", str(REPO / "models.yaml"), "--port", str(port), "--log-level", "warning"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited early:\n{process.stdout.read()}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("server did not become healthy within 180 s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server_url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_and_health(client, server_url):
+    assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
+    assert httpx.get(server_url + "/health").json()["status"] == "ok"
+
+
+def test_capital_of_france_streamed_equals_non_streamed(client):
+    response = client.chat.completions.create(model="smollm2-135m-instruct", messages=QUESTION, temperature=0)
+    text = response.choices[0].message.content
+    assert "Paris" in text
+    assert response.choices[0].finish_reason == "stop"
+    assert response.usage.completion_tokens > 0
+    assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+
+    stream = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=QUESTION, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == response.usage.completion_tokens
+
+
+def test_max_tokens_gives_finish_reason_length(client):
+    response = client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        temperature=0, max_completion_tokens=5,
+    )
+    assert response.choices[0].finish_reason == "length"
+    assert response.usage.completion_tokens == 5
+
+
+def test_errors_reach_the_client_as_openai_errors(client):
+    import openai
+
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="no-such-model", messages=QUESTION)
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smollm2-135m-instruct", messages=QUESTION, temperature=3)
+    assert info.value.param == "temperature"

@@ -11,18 +11,20 @@ Columns (median of --iters timed calls after --warmup calls, each call on the sa
   k/sm, p/sm  full_k / softmax and full_p / softmax.
 
 Logits. By default, LM-shaped: in each row the token of rank r gets -1.1 * 1.4 * log(r) plus N(0, 0.5)
-noise, with ranks randomly permuted per row. That is a Zipf law p ~ r^-1.54 at temperature 1 (top token
-~0.35, the 0.9 nucleus some tens of tokens, about what chat models show on ordinary text). --flat uses
-randn * 3 instead: no token stands out and the 0.9 nucleus is thousands of tokens wide, the worst case for
-finding the top_p cut without sorting.
+noise, with ranks randomly permuted per row: a Zipf law p ~ r^-1.54. At 128256 tokens and temperature 1
+the top token has ~0.34 and the 0.9 nucleus ~40 tokens (17-89); at the benchmark's temperature 0.8, ~0.48
+and ~7 tokens (2-16): about what chat models show on ordinary text. --flat uses randn * 3 instead: no
+token stands out and at temperature 0.8 the 0.9 nucleus is ~1100 tokens (~5500 at temperature 1), the
+worst case for finding the top_p cut without sorting.
 
 Usage: python benchmarks/bench_sampler.py [--batches 1 8 32 128] [--vocabs 32000 49152 128256]
-       [--iters 20] [--device cpu|cuda] [--flat] [--threads N]
+       [--iters 20] [--device cpu|cuda] [--flat] [--threads N] [--stat median|min]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import time
@@ -104,8 +106,8 @@ def to_device(md: SamplingMetadata, device: torch.device) -> SamplingMetadata:
     return SamplingMetadata(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in md.__dict__.items()})
 
 
-def median_us(fn: Callable[[], object], iters: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of one call in microseconds; on CUDA each call is synchronised."""
+def time_us(fn: Callable[[], object], iters: int, warmup: int, device: torch.device, stat: str = "median") -> float:
+    """Median (or minimum) wall time of one call in microseconds; on CUDA each call is synchronised."""
     is_cuda = device.type == "cuda"
     for _ in range(warmup):
         fn()
@@ -118,7 +120,7 @@ def median_us(fn: Callable[[], object], iters: int, warmup: int, device: torch.d
         if is_cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return (min(times) if stat == "min" else statistics.median(times)) * 1e6
 
 
 def cpu_model() -> str:
@@ -141,6 +143,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--flat", action="store_true", help="randn * 3 logits instead of LM-shaped ones")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="min is steadier on a machine shared with other jobs")
     args = parser.parse_args()
 
     is_allocator_set = configure_host_allocator()
@@ -155,7 +159,7 @@ def main() -> None:
         print(f"gpu: {torch.cuda.get_device_name(device)}")
     print(f"torch {torch.__version__}, python {platform.python_version()}, "
           f"glibc allocator tuned: {is_allocator_set}, logits: {'flat randn*3' if args.flat else 'LM-shaped (Zipf)'}")
-    print(f"median of {args.iters} calls after {args.warmup} warm-up calls, microseconds per call")
+    print(f"{args.stat} of {args.iters} calls after {args.warmup} warm-up calls, microseconds per call")
     header = f"{'batch':>5} {'vocab':>7} {'full_k':>10} {'full_p':>10} {'greedy':>10} {'softmax':>10} {'k/sm':>6} {'p/sm':>6}"
     print(header)
     print("-" * len(header))
@@ -168,10 +172,11 @@ def main() -> None:
             md_k = to_device(full_metadata(num_seqs, vocab_size, True, generator), device)
             md_p = to_device(full_metadata(num_seqs, vocab_size, False, generator), device)
             md_greedy = to_device(greedy_metadata(num_seqs), device)
-            full_k = median_us(lambda: sampler(logits, md_k), args.iters, args.warmup, device)
-            full_p = median_us(lambda: sampler(logits, md_p), args.iters, args.warmup, device)
-            greedy = median_us(lambda: sampler(logits, md_greedy), args.iters, args.warmup, device)
-            softmax = median_us(lambda: torch.softmax(logits, dim=1), args.iters, args.warmup, device)
+            timings = [
+                time_us(functools.partial(fn, logits, *extra), args.iters, args.warmup, device, args.stat)
+                for fn, extra in ((sampler, (md_k,)), (sampler, (md_p,)), (sampler, (md_greedy,)), (torch.softmax, (1,)))
+            ]
+            full_k, full_p, greedy, softmax = timings
             print(f"{num_seqs:>5} {vocab_size:>7} {full_k:>10.0f} {full_p:>10.0f} {greedy:>10.0f} {softmax:>10.0f} "
                   f"{full_k / softmax:>6.2f} {full_p / softmax:>6.2f}", flush=True)
 

@@ -199,6 +199,8 @@ class LLMEngine:
             for chunk in chunks:
                 chunk.seq.num_computed_tokens += chunk.num_tokens
             rows, logit_rows = self._sample_rows(chunks)
+            if not rows:  # only prefill chunks that do not reach the end of their prompt
+                return []
             out = self._sample(logits, rows, logit_rows)
         except Exception as exc:  # a failed step fails its requests, never the engine
             logger.exception("engine step failed")

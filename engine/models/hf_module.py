@@ -15,8 +15,12 @@ from torch import Tensor
 
 class HFModule:
     def __init__(self, model) -> None:
+        import inspect
+
         self.model = model
         self.caches: dict[int, object] = {}
+        # transformers renamed `past_key_values` to `cache` (the old name is deprecated).
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
     def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device) -> HFModule:
@@ -35,7 +39,7 @@ class HFModule:
         device = self.model.device
         ids = torch.tensor([token_ids], device=device)
         positions = torch.arange(start, start + len(token_ids), device=device).unsqueeze(0)
-        out = self.model(input_ids=ids, position_ids=positions, past_key_values=self.caches[seq_id], use_cache=True)
+        out = self.model(input_ids=ids, position_ids=positions, use_cache=True, **{self._cache_arg: self.caches[seq_id]})
         return out.logits[0, -1]
 
     def fork(self, parent_id: int, child_id: int) -> None:

@@ -92,6 +92,33 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * hidden.to(x.dtype)
 
 
+@dataclass(frozen=True)
+class RowPadding:
+    """How many rows a GEMM input is padded to, so that each row's result is the same in any batch."""
+
+    multiple: int = 1
+    minimum: int = 1
+
+    def padded(self, num_rows: int) -> int:
+        return max(self.minimum, -(-num_rows // self.multiple) * self.multiple)
+
+
+def batch_invariant_padding(dtype: torch.dtype, device: torch.device) -> RowPadding:
+    """Measured on this project's CPU (tests/engine/models/test_batch_invariance.py):
+
+    - float32 (MKL) computed rows differently for 1-3, 5-7 and 9-11 rows than for 8 or more; padding to
+      a multiple of 8 made every row bit-identical whatever the batch.
+    - bfloat16 (oneDNN) takes a GEMV path for a single row whose float32 accumulation order differs from
+      the GEMM used for 2 or more rows: rarely visible after bf16 rounding, but it was (1 ulp of one
+      output in a decode step). Two rows minimum removes it.
+    """
+    if device.type != "cpu":
+        return RowPadding()
+    if dtype == torch.float32:
+        return RowPadding(multiple=8, minimum=8)
+    return RowPadding(minimum=2)
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """x [T, heads, head_dim]; cos, sin [T, 1, head_dim]."""
     half = x.shape[-1] // 2
@@ -109,6 +136,7 @@ class LlamaModel:
         self.device = device
         self.cos, self.sin = rotary_tables(config, max_positions, dtype, device)
         self.scale = self.shape.head_dim ** -0.5
+        self.row_padding = batch_invariant_padding(dtype, device)
         self.layers: list[dict[str, Tensor]] = []
         self.embed: Tensor | None = None
         self.final_norm: Tensor | None = None
@@ -159,6 +187,14 @@ class LlamaModel:
         if leftovers:
             raise ValueError(f"checkpoint has weights the native Llama forward does not use: {leftovers[:5]}")
 
+    def _linear(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        num_rows = x.shape[0]
+        padding = self.row_padding.padded(num_rows) - num_rows
+        if not padding:
+            return F.linear(x, weight, bias)
+        padded = torch.cat([x, x.new_zeros(padding, x.shape[1])])
+        return F.linear(padded, weight, bias)[:num_rows]
+
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
         """input_ids, positions [T] -> final hidden states [T, hidden_size]."""
@@ -171,20 +207,20 @@ class LlamaModel:
         num_tokens = input_ids.shape[0]
         for index, layer in enumerate(self.layers):
             x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
-            qkv = F.linear(x, layer["qkv"], layer.get("qkv_bias"))
+            qkv = self._linear(x, layer["qkv"], layer.get("qkv_bias"))
             q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
             q = _rotate(q.view(num_tokens, shape.num_heads, shape.head_dim), cos, sin)
             k = _rotate(k.view(num_tokens, shape.num_kv_heads, shape.head_dim), cos, sin)
             v = v.view(num_tokens, shape.num_kv_heads, shape.head_dim)
             k_cache, v_cache = kv_cache.layer(index)
             attn = paged_attention(q, k, v, k_cache, v_cache, md, self.scale)
-            hidden = hidden + F.linear(attn.view(num_tokens, q_size), layer["o"])
+            hidden = hidden + self._linear(attn.view(num_tokens, q_size), layer["o"])
             x = _rms_norm(hidden, layer["post_norm"], shape.rms_norm_eps)
-            gate, up = F.linear(x, layer["gate_up"]).chunk(2, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, layer["down"])
+            gate, up = self._linear(x, layer["gate_up"]).chunk(2, dim=-1)
+            hidden = hidden + self._linear(F.silu(gate) * up, layer["down"])
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     @torch.inference_mode()
     def compute_logits(self, hidden: Tensor) -> Tensor:
         """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype."""
-        return F.linear(hidden, self.lm_head)
+        return self._linear(hidden, self.lm_head)

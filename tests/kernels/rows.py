@@ -72,19 +72,19 @@ def build_metadata(
     every = include_every_stage
     num_top = [r.num_top_logprobs for r in rows if r.num_top_logprobs is not None]
     is_greedy = [r.is_greedy for r in rows]
-    kwargs: dict = dict(
-        temperature=torch.tensor([1.0 if r.is_greedy else r.temperature for r in rows], dtype=torch.float32),
-        is_greedy=torch.tensor(is_greedy, dtype=torch.bool),
-        has_greedy=any(is_greedy),
-        is_all_greedy=all(is_greedy),
-        has_temperature_scaling=any(not r.is_greedy and r.temperature != 1.0 for r in rows),
-        stream_keys=torch.tensor([stream_key(r.seed, r.choice_index) for r in rows], dtype=torch.int64),
-        positions=torch.tensor([r.position for r in rows], dtype=torch.int64),
-        num_top_logprobs=max(num_top, default=0),
-        has_logprobs=bool(num_top),
-        is_logprobs_processed=is_logprobs_processed,
-        is_all_truncated=all(r.is_truncating(vocab_size) for r in rows),
-    )
+    kwargs: dict = {
+        "temperature": torch.tensor([1.0 if r.is_greedy else r.temperature for r in rows], dtype=torch.float32),
+        "is_greedy": torch.tensor(is_greedy, dtype=torch.bool),
+        "has_greedy": any(is_greedy),
+        "is_all_greedy": all(is_greedy),
+        "has_temperature_scaling": any(not r.is_greedy and r.temperature != 1.0 for r in rows),
+        "stream_keys": torch.tensor([stream_key(r.seed, r.choice_index) for r in rows], dtype=torch.int64),
+        "positions": torch.tensor([r.position for r in rows], dtype=torch.int64),
+        "num_top_logprobs": max(num_top, default=0),
+        "has_logprobs": bool(num_top),
+        "is_logprobs_processed": is_logprobs_processed,
+        "is_all_truncated": all(r.is_truncating(vocab_size) for r in rows),
+    }
     if every or any(r.logit_bias for r in rows):
         width = max(1, max(len(r.logit_bias) for r in rows))
         ids = [list(r.logit_bias) + [0] * (width - len(r.logit_bias)) for r in rows]

@@ -69,3 +69,28 @@ def test_argmax_ties_go_to_the_lowest_id(vocab_size):
     result = argmax_blockwise(x)
     expected = [reference.greedy_token(row) for row in x.double()]
     assert result.tolist() == expected
+
+
+@pytest.mark.parametrize("vocab_size", [50257, 128256])
+@pytest.mark.parametrize("placement", ["one_block", "spread", "every_16th", "tail", "ties"])
+def test_topk_is_exact_wherever_the_largest_values_sit(vocab_size, placement):
+    """The largest values packed into one run of ids, spread one per block, on a regular stride, in the
+    short last block, or all tied: no block layout may lose one of them."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, vocab_size, generator=generator)
+    if placement == "one_block":
+        hot = torch.arange(1000, 1100)
+    elif placement == "spread":
+        hot = torch.arange(5, vocab_size, BLOCK_SIZE)[:100]
+    elif placement == "every_16th":
+        hot = torch.arange(3, vocab_size, 16)[:100]
+    elif placement == "tail":
+        hot = torch.arange(vocab_size - (vocab_size % BLOCK_SIZE or BLOCK_SIZE), vocab_size)
+    else:
+        hot = torch.arange(0, vocab_size, 997)
+    x[:, hot] = 2.0 if placement == "ties" else 2.0 + torch.rand(hot.numel(), generator=generator)
+    for k in (1, 20, 64):
+        values, ids = topk_blockwise(x, k)
+        assert torch.equal(values, torch.topk(x, k, dim=1).values)
+        assert torch.equal(x.gather(1, ids), values)
+        assert all(len(set(r)) == k for r in ids.tolist())

@@ -42,7 +42,7 @@ def test_kept_prefix_renormalises_and_drops_cut_alternatives():
     keep_len = torch.tensor([2, 5])
     kept_mass = torch.stack([probs[0, :2].double().sum(), probs[1].double().sum()])
     total_mass = probs.double().sum(1)
-    result = apply_kept_prefix(stats, keep_len, kept_mass, total_mass, torch.tensor([True, False]))
+    result = apply_kept_prefix(stats, logits, keep_len, kept_mass, total_mass, torch.tensor([True, False]))
 
     kept = torch.softmax(logits[0, :2].double(), dim=0).log()
     torch.testing.assert_close(result.top_logprobs[0, :2].double(), kept, atol=1e-6, rtol=0)

@@ -1,0 +1,337 @@
+"""Serving benchmark: N concurrent streaming chat clients against OpenAI-compatible servers on 127.0.0.1.
+
+Load. Level C (default 1 8 32) sends max(C * --requests-per-client, --min-requests) requests (defaults 2, 8:
+8, 16, 64 requests); C clients pull indices from one shared counter and send back to back, so C are in flight
+until the queue drains. Request i: PROMPTS[i % 8], seed --seed + i, max_completion_tokens --max-tokens,
+stream_options.include_usage, temperature --temperature (default 0, greedy: `transformers serve` never
+sets do_sample, so it is greedy at any temperature). The API has no ignore_eos: the prompts ask for long
+answers and tok/req shows whether they reach the cap. Unmeasured warm-up per server: one 8-token request,
+then a burst of max(--concurrency) of them (the first request also starts transformers' batching worker).
+
+Metrics (vLLM's definitions, timed from sending the request):
+  out tok/s  output tokens of the level / wall time of the level (first send to last end of stream)
+  req/s      completed requests / wall time of the level
+  TTFT       time to the first chunk with content; p50 and p90 over requests
+  TPOT       per request (latency - TTFT) / (output tokens - 1), latency = time to the end of the stream;
+             p50 over the requests with 2+ output tokens
+Output tokens: the streamed usage where sent, else the content chunks; both are printed where they differ.
+
+Servers (run one after the other): --url [--model] (any running server), --start-hearth (`python -m server`),
+--compare-transformers (`transformers serve --continuous-batching`). Both launched ones serve
+~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
+transformers: the checkpoint's float32) unless --dtype sets one for both.
+
+Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
+       [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
+       [--seed 1234] [--dtype float32|bfloat16] [--transformers-args ARGS] [--plot benchmarks/out/serving.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
+MODEL_DIR = HEARTH_CACHE / "models" / "SmolLM2-135M-Instruct"  # hearth's default model; transformers' too
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+PROMPTS = [
+    "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain in detail how a steam engine works, step by step, for a curious student.",
+    "Write a long essay on the history of the printing press and its effects on Europe.",
+    "Describe, in many paragraphs, a day in the life of a medieval blacksmith.",
+    "Give a detailed guide to planting and caring for a vegetable garden through the seasons.",
+    "Write a long letter from an astronaut on the Moon to her family on Earth.",
+    "Explain in depth how the human heart pumps blood, with every chamber and valve.",
+    "Tell a long adventure story about two friends crossing a desert on camels.",
+]
+
+
+@dataclass
+class RequestResult:
+    ttft: float = float("nan")        # seconds, send -> first content chunk
+    latency: float = float("nan")     # seconds, send -> end of stream
+    usage_tokens: int | None = None   # usage.completion_tokens, when streamed
+    chunks: int = 0                   # content chunks received
+    error: str | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage_tokens if self.usage_tokens is not None else self.chunks
+
+    def tpot(self) -> float | None:
+        """Time per output token after the first: (latency - TTFT) / (output_tokens - 1); None below 2."""
+        return (self.latency - self.ttft) / (self.output_tokens - 1) if self.output_tokens > 1 else None
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    wall: float
+    results: list[RequestResult] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """out tok/s = sum(output tokens) / wall; TTFT p50/p90 and TPOT p50 over the completed requests."""
+        ok = [r for r in self.results if r.error is None]
+        tpots = [t for r in ok if (t := r.tpot()) is not None]
+        ttfts = [r.ttft for r in ok if r.chunks > 0]
+        pct = lambda xs, q: float(np.percentile(xs, q)) * 1e3 if xs else float("nan")  # in ms
+        tokens = sum(r.output_tokens for r in ok)
+        return {"tok_s": tokens / self.wall, "req_s": len(ok) / self.wall, "ttft_p50": pct(ttfts, 50),
+                "ttft_p90": pct(ttfts, 90), "tpot_p50": pct(tpots, 50), "tokens": tokens, "ok": len(ok),
+                "errors": len(self.results) - len(ok),
+                "usage": sum(r.usage_tokens for r in ok if r.usage_tokens is not None),
+                "usage_chunks": sum(r.chunks for r in ok if r.usage_tokens is not None),
+                "no_usage": sum(r.usage_tokens is None for r in ok)}
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, model: str, index: int, args) -> RequestResult:
+    """Send request `index` and time its stream (TTFT at the first non-empty delta.content)."""
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
+            "stream": True, "stream_options": {"include_usage": True}, "temperature": args.temperature,
+            "max_completion_tokens": args.max_tokens, "seed": args.seed + index}
+    result = RequestResult()
+    start = time.perf_counter()
+    try:
+        async with client.stream("POST", f"{url}/chat/completions", json=body) as resp:
+            if resp.status_code != 200:
+                result.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+                return result
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:") or (data := line[5:].strip()) == "[DONE]":
+                    continue
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = str(chunk["error"])[:200]
+                    return result
+                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+                    if result.chunks == 0:
+                        result.ttft = time.perf_counter() - start
+                    result.chunks += 1
+                if chunk.get("usage"):
+                    result.usage_tokens = chunk["usage"].get("completion_tokens")
+        result.latency = time.perf_counter() - start
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+async def run_level(url: str, model: str, concurrency: int, num_requests: int, args) -> LevelResult:
+    """C workers send requests back to back, pulling indices 0..num_requests-1 from one shared counter."""
+    next_index = iter(range(num_requests))
+    results: list[RequestResult] = []
+    limits = httpx.Limits(max_connections=concurrency + 1, max_keepalive_connections=concurrency + 1)
+    async with httpx.AsyncClient(timeout=args.request_timeout, limits=limits, trust_env=False) as client:
+        async def worker() -> None:
+            for index in next_index:
+                results.append(await stream_one(client, url, model, index, args))
+
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), args.level_timeout)
+        return LevelResult(concurrency, time.perf_counter() - start, results)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(name: str, cmd: list[str], port: int, timeout: float = 300.0):
+    """Run server `cmd` (127.0.0.1:port) until the block ends; its output goes to benchmarks/out/name.log."""
+    log_path = ROOT / "benchmarks" / "out" / f"{name}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "HF_HUB_DISABLE_UPDATE_CHECK": "1"}  # offline, and no PyPI version check by the `transformers` CLI
+    print(f"[{name}] starting: {' '.join(cmd)}  (log: {log_path})", flush=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before it was ready; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).is_success:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+            time.sleep(0.5)
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def default_dtype(server: str) -> str:
+    """The dtype a launched server loads without --dtype: hearth's 'auto', transformers' checkpoint dtype."""
+    with contextlib.suppress(Exception):
+        if server == "hearth":
+            from engine.config import resolve_dtype  # imports torch
+            return f"auto = {str(resolve_dtype('auto', None)).removeprefix('torch.')}"
+        return f"auto = {json.loads((MODEL_DIR / 'config.json').read_text())['dtype']} (config.json)"
+    return "auto"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    cores = f"{os.cpu_count()} logical cores, {len(os.sched_getaffinity(0))} usable"
+    return f"{cpu}, {cores}; {platform.platform()}"
+
+
+def served_model(url: str) -> str:
+    """The first model a server lists at /v1/models."""
+    return httpx.get(f"{url}/models", timeout=10, trust_env=False).json()["data"][0]["id"]
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def bench_server(name: str, url: str, model: str, dtype: str, args) -> dict[int, dict[str, float]]:
+    """Warm up once, then run every concurrency level; print one row per level."""
+    print(f"\n== {name}: {url}  model={model}  dtype={dtype}", flush=True)
+    warm = argparse.Namespace(**{**vars(args), "max_tokens": min(8, args.max_tokens)})
+    for c in (1, max(args.concurrency)):  # one request, then one burst at the top level (batched shapes)
+        level = asyncio.run(run_level(url, model, c, c, warm))
+        if error := next((r.error for r in level.results if r.error), None):
+            raise RuntimeError(f"{name}: warm-up request failed: {error}")
+        print(f"warm-up: {c} x {warm.max_tokens} tokens in {level.wall:.1f} s")
+    print(f"{'conc':>4} {'reqs':>5} {'wall s':>7} {'out tok/s':>9} {'req/s':>6} {'TTFT p50':>9} "
+          f"{'TTFT p90':>9} {'TPOT p50':>9} {'tok/req':>7}  (times in ms)")
+    rows = {}
+    for c in args.concurrency:
+        n = max(c * args.requests_per_client, args.min_requests)
+        level = asyncio.run(run_level(url, model, c, n, args))
+        s = rows[c] = level.summary()
+        print(f"{c:>4} {s['ok']:>5} {level.wall:>7.1f} {s['tok_s']:>9.1f} {s['req_s']:>6.2f} "
+              f"{s['ttft_p50']:>9.1f} {s['ttft_p90']:>9.1f} {s['tpot_p50']:>9.1f} "
+              f"{s['tokens'] / max(s['ok'], 1):>7.1f}", flush=True)
+        if s["errors"]:
+            print(f"     {s['errors']} failed, e.g. {next(r.error for r in level.results if r.error)}")
+        if s["usage"] != s["usage_chunks"]:
+            print(f"     output tokens of the requests with usage: {s['usage']} by usage, "
+                  f"{s['usage_chunks']} content chunks")
+        if s["no_usage"]:
+            print(f"     {s['no_usage']} requests streamed no usage: output tokens = their content chunks")
+    return rows
+
+
+def plot(all_rows: dict[str, dict[int, dict[str, float]]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, rows in all_rows.items():
+        cs = sorted(rows)
+        ax1.plot(cs, [rows[c]["tok_s"] for c in cs], marker="o", label=name)
+        ax2.plot(cs, [rows[c]["tpot_p50"] for c in cs], marker="o", label=name)
+    for ax, ylabel in ((ax1, "output tokens/s"), (ax2, "TPOT p50 (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({c for rows in all_rows.values() for c in rows}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"\nplot: {path}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", help="base URL of a running OpenAI-compatible server on 127.0.0.1, "
+                   "e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--model", help="model name for --url (default: the first of its /v1/models)")
+    p.add_argument("--start-hearth", action="store_true", help="launch `python -m server` on a free port")
+    p.add_argument("--compare-transformers", action="store_true",
+                   help="also launch `transformers serve --continuous-batching` on the same model")
+    p.add_argument("--transformers-args", default="",
+                   help="extra flags for transformers serve, e.g. '--cb-num-blocks 512'")
+    p.add_argument("--dtype", help="dtype for both launched servers (default: each one's own 'auto')")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests-per-client", type=int, default=2)
+    p.add_argument("--min-requests", type=int, default=8, help="least requests per level (default: 8)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--level-timeout", type=float, default=900.0, help="seconds per level")
+    p.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "out" / "serving.png")
+    args = p.parse_args(argv)
+    if not (args.url or args.start_hearth or args.compare_transformers):
+        p.error("name a server: --url, --start-hearth and/or --compare-transformers")
+    if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
+        p.error("--url must point at 127.0.0.1 (this benchmark only talks to the local machine)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    print(f"load: {args.concurrency} clients, max({args.requests_per_client} x clients, {args.min_requests}) "
+          f"requests per level, {args.max_tokens} max tokens, temperature {args.temperature}, "
+          f"seeds from {args.seed}")
+    all_rows: dict[str, dict[int, dict[str, float]]] = {}
+    if args.url:
+        url = args.url.rstrip("/")
+        model = args.model or served_model(url)
+        all_rows[urlparse(url).netloc] = bench_server("server", url, model, "?", args)
+    dtype_args = ["--dtype", args.dtype] if args.dtype else []
+    if args.start_hearth:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1"
+        with launched("hearth", [sys.executable, "-m", "server", "--port", str(port), *dtype_args], port):
+            all_rows["hearth"] = bench_server("hearth", url, served_model(url),
+                                              args.dtype or default_dtype("hearth"), args)
+    if args.compare_transformers:
+        port, exe = free_port(), Path(sys.executable).with_name("transformers")
+        cmd = [str(exe), "serve", str(MODEL_DIR), "--continuous-batching", "--host", "127.0.0.1",
+               "--port", str(port), *dtype_args, *shlex.split(args.transformers_args)]
+        with launched("transformers", cmd, port):
+            all_rows["transformers serve --cb"] = bench_server(
+                "transformers serve --continuous-batching", f"http://127.0.0.1:{port}/v1", str(MODEL_DIR),
+                args.dtype or default_dtype("transformers"), args)
+    if "hearth" in all_rows and "transformers serve --cb" in all_rows:
+        h, t = all_rows["hearth"], all_rows["transformers serve --cb"]
+        print("\nhearth / transformers   (tok/s: higher is better for hearth; TPOT: lower is)")
+        print(f"{'conc':>4} {'tok/s ratio':>11} {'TPOT p50 ratio':>14}")
+        for c in args.concurrency:
+            print(f"{c:>4} {ratio(h[c]['tok_s'], t[c]['tok_s']):>11.2f} "
+                  f"{ratio(h[c]['tpot_p50'], t[c]['tpot_p50']):>14.2f}")
+    plot(all_rows, args.plot, f"{MODEL_DIR.name}, {args.max_tokens} output tokens; {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

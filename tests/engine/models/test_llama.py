@@ -1,0 +1,75 @@
+"""The native Llama forward against transformers' LlamaForCausalLM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.attention import AttentionMetadata, PrefillSegment
+from engine.config import EngineConfig
+from engine.llm_engine import LLMEngine
+from engine.registry import ModelEntry
+from engine.sampling_params import SamplingParams
+from tests.conftest import chat_prompt, run_to_completion
+
+# Stated tolerances on logits over a whole sequence (prompt + 64 generated tokens). Both forwards run the
+# same kernels here and agreed bit for bit; the bounds leave room for other CPUs' kernels.
+TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 0.25}
+
+
+def native_logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
+    model = engine.loaded.model
+    n = len(token_ids)
+    md = AttentionMetadata(slot_mapping=torch.arange(n), prefills=[PrefillSegment(0, n, 0)])
+    hidden = model.forward(torch.tensor(token_ids), torch.arange(n), md, engine.kv_cache)
+    return model.compute_logits(hidden).float()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_native_forward_matches_transformers_on_default_model(default_entry, dtype):
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype=dtype, max_num_seqs=4), default_entry)
+    assert engine.loaded.is_native
+    prompt = chat_prompt(engine, "Write a poem about the sea.")
+    engine.add_request("a", prompt, SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+    tokens = run_to_completion(engine)["a"][0]
+
+    reference = AutoModelForCausalLM.from_pretrained(default_entry.path, dtype=torch_dtype).eval()
+    with torch.inference_mode():
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=64, min_new_tokens=64, do_sample=False)
+        reference_logits = reference(torch.tensor([prompt + tokens])).logits[0].float()
+    assert tokens == expected[0, len(prompt):].tolist()
+    with torch.inference_mode():
+        logits = native_logits(engine, prompt + tokens)
+    assert (logits - reference_logits).abs().max().item() <= TOLERANCE[torch_dtype]
+
+
+def test_tiny_random_llama_native_equals_transformers_module(tiny_entry):
+    """A random model (no trained peaks) checks the forward on arbitrary weights; GQA 4:2 heads."""
+    config = EngineConfig(model_path=str(tiny_entry.path), dtype="float32", max_num_seqs=4, kv_cache_memory_gib=0.05)
+    native = LLMEngine(config, tiny_entry)
+    fallback = LLMEngine(EngineConfig(**{**config.__dict__, "use_native_model": False}), tiny_entry)
+    assert native.loaded.is_native and not fallback.loaded.is_native
+    prompt = list(range(100, 140))
+    for engine in (native, fallback):
+        engine.add_request("a", prompt, SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+        engine.add_request("b", prompt[:7], SamplingParams(temperature=0.9, seed=3, max_tokens=20, ignore_eos=True))
+    assert run_to_completion(native) == run_to_completion(fallback)
+
+
+def test_non_llama_architecture_uses_transformers_module(tmp_path, default_entry):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    import shutil
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=49152, n_embd=32, n_layer=1, n_head=2, n_positions=256)).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(default_entry.path / name, tmp_path / name)
+    entry = ModelEntry(id="gpt2-tiny", path=tmp_path, max_model_len=256)
+    engine = LLMEngine(EngineConfig(model_path=str(tmp_path), dtype="float32", kv_cache_memory_gib=0.01), entry)
+    assert not engine.loaded.is_native
+    engine.add_request("a", [5, 6, 7], SamplingParams(temperature=0, max_tokens=5, ignore_eos=True, n=2))
+    out = run_to_completion(engine)["a"]
+    assert len(out[0]) == 5 and out[0] == out[1]

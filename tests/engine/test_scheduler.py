@@ -1,0 +1,154 @@
+"""Scheduler and allocator together, without a model."""
+
+from __future__ import annotations
+
+import random
+
+from engine.block_allocator import BlockAllocator
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler, SchedulerConfig
+from engine.sequence import Sequence, SequenceStatus
+
+BLOCK = 4
+
+
+def make_scheduler(num_blocks=64, max_num_seqs=8, budget=32, chunk=16, watermark=0):
+    config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, prefill_chunk_size=chunk,
+                             block_size=BLOCK, num_watermark_blocks=watermark)
+    return Scheduler(config, BlockAllocator(num_blocks))
+
+
+_ids = iter(range(1, 10**9))
+
+
+def make_seq(prompt_len=10, n=1, max_tokens=100):
+    seq = Sequence(seq_id=next(_ids), request_id="r", choice_index=0, prompt_token_ids=list(range(prompt_len)),
+                   params=SamplingParams(n=n), stream_key=0, max_tokens=max_tokens, detokenizer=None)
+    seq.num_pending_forks = n - 1
+    return seq
+
+
+def run_step(scheduler, out, token=7):
+    """What the engine does after a step: count computed tokens, append a token to sampled sequences."""
+    for chunk in out.chunks:
+        chunk.seq.num_computed_tokens += chunk.num_tokens
+    for chunk in out.chunks:
+        if chunk.is_sampled:
+            chunk.seq.output_token_ids.append(token)
+
+
+def test_prefill_is_chunked_at_fixed_boundaries_then_decodes():
+    scheduler = make_scheduler(chunk=16, budget=32)
+    seq = make_seq(prompt_len=40)
+    scheduler.add(seq)
+    starts = []
+    for _ in range(5):
+        out = scheduler.schedule()
+        starts += [(c.start, c.num_tokens, c.is_sampled) for c in out.chunks]
+        run_step(scheduler, out)
+    assert starts[:3] == [(0, 16, False), (16, 16, False), (32, 8, True)]
+    assert starts[3:] == [(40, 1, True), (41, 1, True)]
+    assert len(seq.block_table) == -(-(seq.num_computed_tokens) // BLOCK)
+
+
+def test_token_budget_and_max_num_seqs_limit_admission():
+    scheduler = make_scheduler(max_num_seqs=2, budget=32, chunk=16)
+    seqs = [make_seq(prompt_len=16) for _ in range(3)]
+    for seq in seqs:
+        scheduler.add(seq)
+    out = scheduler.schedule()
+    assert [c.seq for c in out.chunks] == seqs[:2]
+    assert seqs[2].status is SequenceStatus.WAITING
+    run_step(scheduler, out)
+    scheduler.finish(seqs[0])
+    out = scheduler.schedule()
+    assert seqs[2] in [c.seq for c in out.chunks]
+
+
+def test_n_choices_reserve_slots_and_share_prompt_blocks():
+    scheduler = make_scheduler(max_num_seqs=3)
+    parent = make_seq(prompt_len=10, n=3)
+    scheduler.add(parent)
+    out = scheduler.schedule()
+    assert scheduler.num_free_slots == 0
+    run_step(scheduler, out)
+    children = [make_seq(prompt_len=10) for _ in range(2)]
+    for child in children:
+        scheduler.fork(parent, child)
+    assert all(child.block_table == parent.block_table for child in children)
+    assert scheduler.allocator.ref_count(parent.block_table[0]) == 3
+    # The shared partial last block is copied before anyone writes into it.
+    for child in children:
+        child.output_token_ids.append(1)
+    out = scheduler.schedule()
+    assert len(out.block_copies) == 2
+    assert len({tuple(s.block_table) for s in [parent, *children]}) == 3
+
+
+def test_preemption_when_blocks_run_out_and_recompute_later():
+    scheduler = make_scheduler(num_blocks=6, budget=64, chunk=16)
+    first, second = make_seq(prompt_len=8), make_seq(prompt_len=8)
+    scheduler.add(first)
+    scheduler.add(second)
+    preempted = []
+    for _ in range(20):
+        out = scheduler.schedule()
+        preempted += out.preempted
+        run_step(scheduler, out)
+    assert second in preempted  # the later one gives way
+    assert first.status is SequenceStatus.RUNNING
+    assert second.num_computed_tokens == 0 or second.status is SequenceStatus.RUNNING
+    scheduler.finish(first)
+    for _ in range(3):
+        run_step(scheduler, scheduler.schedule())
+    assert second.status is SequenceStatus.RUNNING and second.num_computed_tokens > 0
+
+
+def test_a_lone_sequence_that_cannot_grow_preempts_itself_not_crash():
+    scheduler = make_scheduler(num_blocks=3, budget=64, chunk=16)
+    seq = make_seq(prompt_len=8)
+    scheduler.add(seq)
+    for _ in range(6):
+        out = scheduler.schedule()
+        run_step(scheduler, out)
+    assert seq.status in (SequenceStatus.WAITING, SequenceStatus.RUNNING)
+
+
+def test_no_leaks_after_random_add_abort_finish_events():
+    rng = random.Random(0)
+    scheduler = make_scheduler(num_blocks=40, max_num_seqs=6, budget=48, chunk=16, watermark=1)
+    live: list[Sequence] = []
+    for _ in range(1000):
+        event = rng.random()
+        if event < 0.3:
+            seq = make_seq(prompt_len=rng.randint(1, 40), n=rng.choice([1, 1, 2]))
+            scheduler.add(seq)
+            live.append(seq)
+        elif event < 0.45 and live:
+            seq = live.pop(rng.randrange(len(live)))
+            scheduler.finish(seq)  # abort, waiting or running
+        else:
+            out = scheduler.schedule()
+            run_step(scheduler, out)
+            for chunk in out.chunks:
+                seq = chunk.seq
+                if chunk.is_sampled and seq.num_pending_forks:
+                    for _ in range(seq.num_pending_forks):
+                        child = make_seq(prompt_len=len(seq.prompt_token_ids))
+                        scheduler.fork(seq, child)
+                        live.append(child)
+                    seq.num_pending_forks = 0
+                if seq.num_output_tokens >= rng.randint(1, 12) and seq in live:
+                    live.remove(seq)
+                    scheduler.finish(seq)
+        held = sum(len(s.block_table) for s in scheduler.running)
+        refs = sum(scheduler.allocator.ref_count(b) for b in range(scheduler.allocator.num_blocks))
+        assert refs == held
+        holders = [s for s in [*scheduler.running, *scheduler.waiting] if s.slot is not None]
+        reserved = sum(len(v) for v in scheduler.reserved_slots.values())
+        assert len(holders) + reserved + scheduler.num_free_slots == 6
+    for seq in live:
+        scheduler.finish(seq)
+    assert scheduler.allocator.num_free == scheduler.allocator.num_blocks
+    assert scheduler.num_free_slots == 6
+    assert not scheduler.running and not scheduler.waiting

@@ -84,6 +84,8 @@ def full_metadata(num_seqs: int, vocab_size: int, has_top_k: bool, generator: to
         top_p=full(0.9),
         min_p=full(0.05 if has_top_k else 0.0),
         is_all_truncated=True,
+        # top_p without top_k measures the nucleus against the row's whole mass.
+        needs_total_mass=not has_top_k,
         num_top_logprobs=NUM_TOP_LOGPROBS,
         has_logprobs=True,
         is_logprobs_processed=False,
@@ -106,21 +108,30 @@ def to_device(md: SamplingMetadata, device: torch.device) -> SamplingMetadata:
     return SamplingMetadata(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in md.__dict__.items()})
 
 
-def time_us(fn: Callable[[], object], iters: int, warmup: int, device: torch.device, stat: str = "median") -> float:
-    """Median (or minimum) wall time of one call in microseconds; on CUDA each call is synchronised."""
+def time_interleaved_us(fns: list[Callable[[], object]], iters: int, warmup: int, device: torch.device,
+                        stat: str = "median") -> list[float]:
+    """Median (or minimum) wall time of one call of each fn, in microseconds.
+
+    The calls are interleaved (one of each per round, in rotating order), so every kind of call starts
+    from the cache the others leave behind, as a sampler call does in a serving loop between forwards,
+    rather than the hot cache of calling one function back to back. On CUDA each call is synchronised.
+    """
     is_cuda = device.type == "cuda"
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     if is_cuda:
         torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        if is_cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return (min(times) if stat == "min" else statistics.median(times)) * 1e6
+    times: list[list[float]] = [[] for _ in fns]
+    for round_index in range(iters):
+        for offset in range(len(fns)):
+            index = (round_index + offset) % len(fns)
+            start = time.perf_counter()
+            fns[index]()
+            if is_cuda:
+                torch.cuda.synchronize()
+            times[index].append(time.perf_counter() - start)
+    return [(min(t) if stat == "min" else statistics.median(t)) * 1e6 for t in times]
 
 
 def cpu_model() -> str:
@@ -159,7 +170,7 @@ def main() -> None:
         print(f"gpu: {torch.cuda.get_device_name(device)}")
     print(f"torch {torch.__version__}, python {platform.python_version()}, "
           f"glibc allocator tuned: {is_allocator_set}, logits: {'flat randn*3' if args.flat else 'LM-shaped (Zipf)'}")
-    print(f"{args.stat} of {args.iters} calls after {args.warmup} warm-up calls, microseconds per call")
+    print(f"{args.stat} of {args.iters} interleaved calls of each kind after {args.warmup} warm-up rounds, microseconds per call")
     header = f"{'batch':>5} {'vocab':>7} {'full_k':>10} {'full_p':>10} {'greedy':>10} {'softmax':>10} {'k/sm':>6} {'p/sm':>6}"
     print(header)
     print("-" * len(header))
@@ -172,10 +183,9 @@ def main() -> None:
             md_k = to_device(full_metadata(num_seqs, vocab_size, True, generator), device)
             md_p = to_device(full_metadata(num_seqs, vocab_size, False, generator), device)
             md_greedy = to_device(greedy_metadata(num_seqs), device)
-            timings = [
-                time_us(functools.partial(fn, logits, *extra), args.iters, args.warmup, device, args.stat)
-                for fn, extra in ((sampler, (md_k,)), (sampler, (md_p,)), (sampler, (md_greedy,)), (torch.softmax, (1,)))
-            ]
+            calls = [functools.partial(fn, logits, *extra)
+                     for fn, extra in ((sampler, (md_k,)), (sampler, (md_p,)), (sampler, (md_greedy,)), (torch.softmax, (1,)))]
+            timings = time_interleaved_us(calls, args.iters, args.warmup, device, args.stat)
             full_k, full_p, greedy, softmax = timings
             print(f"{num_seqs:>5} {vocab_size:>7} {full_k:>10.0f} {full_p:>10.0f} {greedy:>10.0f} {softmax:>10.0f} "
                   f"{full_k / softmax:>6.2f} {full_p / softmax:>6.2f}", flush=True)

@@ -222,8 +222,10 @@ class LLMEngine:
             is_short = seq.num_output_tokens < seq.params.min_tokens
             banned.append(sorted(self._stop_token_ids(seq.params)) if is_short else [])
         md = self.sampling_state.build(rows, banned)
-        index = torch.tensor(logit_rows, dtype=torch.int64, device=logits.device)
-        out = self.sampler(logits.index_select(0, index), md)
+        if logit_rows != list(range(logits.shape[0])):  # n > 1: choices share their prompt's logits row
+            logits = logits.index_select(0, torch.tensor(logit_rows, dtype=torch.int64, device=logits.device))
+        # The logits are this step's own: the sampler may work in them in place.
+        out = self.sampler(logits, md, is_logits_owned=True)
         slots = torch.tensor([s.slot for s in rows], dtype=torch.int64, device=logits.device)
         columns = torch.tensor([s.num_tokens for s in rows], dtype=torch.int64, device=logits.device)
         self.sampling_state.record(slots, columns, out.token_ids)

@@ -116,8 +116,12 @@ class SamplingState:
             fields["top_p"] = tensor([p.top_p for p in params], torch.float32)
         if any(p.min_p > 0.0 and r for p, r in zip(params, is_random)):
             fields["min_p"] = tensor([p.min_p for p in params], torch.float32)
-        fields["is_all_truncated"] = all(
-            r and (0 < p.top_k < self.vocab_size or p.top_p < 1.0 or p.min_p > 0.0) for p, r in zip(params, is_random)
+        truncates = [0 < p.top_k < self.vocab_size or p.top_p < 1.0 or p.min_p > 0.0 for p in params]
+        fields["is_all_truncated"] = all(r and t for r, t in zip(is_random, truncates))
+        # top_p without top_k measures the nucleus against the row's whole mass.
+        fields["needs_total_mass"] = any(
+            r and (not t or (p.top_p < 1.0 and not 0 < p.top_k < self.vocab_size))
+            for p, r, t in zip(params, is_random, truncates)
         )
         if any(p.logprobs for p in params):
             fields.update(

@@ -141,9 +141,10 @@ class Scheduler:
             num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
             if num_new > budget or num_slots > self.num_free_slots:
                 break
-            if self._blocks_needed(seq, num_new) + self.config.num_watermark_blocks > self.allocator.num_free:
-                if self.running or self._blocks_needed(seq, num_new) > self.allocator.num_free:
-                    break
+            # The watermark keeps room for running sequences to grow; an idle engine admits up to the last block.
+            needed = self._blocks_needed(seq, num_new) + (self.config.num_watermark_blocks if self.running else 0)
+            if needed > self.allocator.num_free:
+                break
             self.waiting.popleft()
             if seq.slot is None:
                 seq.slot = self._free_slots.popleft()

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kernels.blockwise import topk_blockwise
-
 # OpenAI's largest top_logprobs. Every row's alternatives come from a top-k of at least this size, so that
 # which of several tied tokens a row lists, and in what order, does not depend on what the other rows of
 # the batch ask for (topk orders ties differently for different k).
@@ -29,17 +27,12 @@ class LogprobStats:
     top_logprobs: Tensor
 
 
-def logprob_stats(logits: Tensor, probs: Tensor, num_top: int) -> LogprobStats:
-    """Statistics of log_softmax(logits), given probs = softmax(logits) [num_seqs, vocab]."""
-    top_probs, top_ids = topk_blockwise(probs, max(num_top, MIN_TOP_COMPUTED))
-    return logprob_stats_from_top(logits, top_probs, top_ids, num_top)
-
-
-def logprob_stats_from_top(logits: Tensor, top_probs: Tensor, top_ids: Tensor, num_top: int) -> LogprobStats:
-    """Statistics of log_softmax(logits) from the row's most likely tokens, already found: top_probs and
-    top_ids [num_seqs, >= min(num_top, vocab)] sorted descending, with at least one column."""
-    lse = logits.gather(1, top_ids[:, :1]).squeeze(1) - top_probs[:, 0].log()
-    top_ids = top_ids[:, :num_top]
+def logprob_stats(logits: Tensor, probs: Tensor, top_token_ids: Tensor, num_top: int) -> LogprobStats:
+    """Statistics of log_softmax(logits), given probs = softmax(logits) [num_seqs, vocab] and the row's
+    most likely tokens top_token_ids [num_seqs, >= max(num_top, 1)], sorted descending."""
+    first = top_token_ids[:, :1]
+    lse = logits.gather(1, first).squeeze(1) - probs.gather(1, first).squeeze(1).log()
+    top_ids = top_token_ids[:, :num_top]
     top_logprobs = logits.gather(1, top_ids) - lse.unsqueeze(1)
     return LogprobStats(lse=lse, top_token_ids=top_ids, top_logprobs=top_logprobs)
 
@@ -49,24 +42,28 @@ def token_logprobs(logits: Tensor, lse: Tensor, token_ids: Tensor) -> Tensor:
     return logits.gather(1, token_ids.unsqueeze(1)).squeeze(1) - lse
 
 
-def apply_kept_prefix(
-    stats: LogprobStats,
-    logits: Tensor,
-    keep_len: Tensor,
-    kept_mass: Tensor,
-    total_mass: Tensor,
-    is_row_truncated: Tensor,
-) -> LogprobStats:
-    """Logprobs under the truncated, renormalised distribution: the row's lse drops by log(total / kept),
-    alternatives past the kept prefix get -inf. stats.top_token_ids must be the head of the same sorted
-    candidates whose prefix of length keep_len is kept.
+@dataclass(frozen=True)
+class CandidateLogprobs:
+    """Logprobs under a truncated row's kept distribution: log(weight / kept weight) of its candidates."""
 
-    The alternatives are recomputed as logit - lse, the formula of token_logprobs, so that the chosen
-    token's logprob and its entry among the alternatives are the same float.
-    """
-    shift = torch.where(is_row_truncated, (total_mass / kept_mass).log(), 0.0).to(stats.lse.dtype)
-    lse = stats.lse - shift
-    positions = torch.arange(stats.top_token_ids.shape[1], device=keep_len.device)
-    is_dropped = is_row_truncated.unsqueeze(1) & (positions >= keep_len.unsqueeze(1))
-    top = (logits.gather(1, stats.top_token_ids) - lse.unsqueeze(1)).masked_fill_(is_dropped, float("-inf"))
-    return LogprobStats(lse=lse, top_token_ids=stats.top_token_ids, top_logprobs=top)
+    # [num_seqs, K] float32 for every candidate (-inf past the kept prefix).
+    logprobs: Tensor
+    # [num_seqs, num_top] the first num_top candidates and their logprobs.
+    top_token_ids: Tensor
+    top_logprobs: Tensor
+
+    def token_logprobs(self, token_ids: Tensor, candidate_ids: Tensor) -> Tensor:
+        """[num_seqs] logprob of each row's chosen token, one of its kept candidates."""
+        position = (candidate_ids == token_ids.unsqueeze(1)).to(torch.int8).argmax(1, keepdim=True)
+        return self.logprobs.gather(1, position).squeeze(1)
+
+
+def candidate_logprob_stats(candidates, temperature: Tensor, num_top: int) -> CandidateLogprobs:
+    """Logprobs of kernels.truncation.Candidates: (logit - max) / T - log(kept weight), the exponent of
+    the same weights the draw used, so the chosen token's value equals its entry among the alternatives."""
+    shifted = (candidates.logits - candidates.logits[:, :1]) / temperature.unsqueeze(1)
+    logprobs = shifted - candidates.kept_weight.log().to(shifted.dtype).unsqueeze(1)
+    positions = torch.arange(logprobs.shape[1], device=logprobs.device)
+    logprobs = logprobs.masked_fill_(positions >= candidates.keep_len.unsqueeze(1), float("-inf"))
+    return CandidateLogprobs(logprobs=logprobs, top_token_ids=candidates.token_ids[:, :num_top],
+                             top_logprobs=logprobs[:, :num_top])

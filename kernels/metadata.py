@@ -59,6 +59,10 @@ class SamplingMetadata:
     min_p: Tensor | None = None
     # Every row is random and truncates (lets the sampler skip the whole-vocabulary draw).
     is_all_truncated: bool = False
+    # Some random row needs its whole tempered distribution: it does not truncate, or it truncates by
+    # top_p without top_k (the top_p base is the row's total mass). False lets the sampler skip the
+    # full softmax; True is always correct.
+    needs_total_mass: bool = True
 
     # Logprobs: how many top alternatives to return (the batch maximum, 0..20; rows asking fewer slice),
     # whether any row wants logprobs at all, and which distribution they describe.

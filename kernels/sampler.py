@@ -5,15 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.blockwise import argmax_blockwise
+from kernels.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, refresh_block_max, topk_blockwise
 from kernels.logit_bias import apply_logit_bias
-from kernels.logprobs import (
-    LogprobStats,
-    apply_kept_prefix,
-    logprob_stats,
-    logprob_stats_from_top,
-    token_logprobs,
-)
+from kernels.logprobs import MIN_TOP_COMPUTED, LogprobStats, candidate_logprob_stats, logprob_stats
 from kernels.metadata import SamplerOutput, SamplingMetadata
 from kernels.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
 from kernels.sampling import block_cumulative_mass, draw_from_candidates, draw_from_probs, stream_uniforms
@@ -27,52 +21,86 @@ class Sampler:
     Pipeline, in order (a stage no row uses is skipped for the whole batch):
       1. raw logprob statistics: log_softmax of the unmodified logits (when raw logprobs are asked for)
       2. logit_bias: add the row's sparse bias
-      3. token masks: the constrained-decoding bitmask and min_tokens bans set logits to -inf
+      3. token masks: min_tokens bans and the constrained-decoding bitmask set logits to -inf
       4. penalties: repetition (prompt + output), then frequency and presence (output so far)
       5. greedy rows: argmax of the processed logits, ties to the lowest id
-      6. temperature: divide the other rows by their temperature
-      7. softmax, then truncation: top_k, top_p (over the top_k survivors), min_p
+      6. temperature, softmax: the whole row's distribution, for rows that need it (no truncation, top_p
+         without top_k, processed logprobs); truncated rows temper only their candidates
+      7. truncation: top_k, top_p (over the top_k survivors), min_p
       8. draw: inverse CDF of the kept distribution at one uniform per row, a pure function of
          (stream key, position)
       9. logprobs: of the chosen token and the top alternatives, raw (stage 1) or processed
          (the distribution of stages 2-7; for greedy rows, stages 2-4)
-    Stages 2-4 and 6 are computed together by `_process` (same values, fewer passes over the logits).
+
+    Memory: the whole-vocabulary passes run in two [num_seqs, vocab] float32 buffers kept across calls
+    (the working logits and the probabilities), so the working set stays small enough for the CPU's cache
+    and no call page-faults fresh memory in. A caller that hands over float32 logits it no longer needs
+    (is_logits_owned) saves the copy into the first buffer.
     """
 
     def __init__(self, initial_candidates: int = INITIAL_CANDIDATES) -> None:
         self.initial_candidates = initial_candidates
+        self._storage: dict[str, Tensor] = {}
 
-    def __call__(self, logits: Tensor, md: SamplingMetadata) -> SamplerOutput:
-        # Read only: the caller's logits (or their float32 conversion) are never written.
-        raw_logits = logits.to(torch.float32)
+    def _buffer(self, name: str, like: Tensor) -> Tensor:
+        """A float32 tensor shaped like `like`, backed by storage reused across calls."""
+        numel = like.numel()
+        storage = self._storage.get(name)
+        if storage is None or storage.numel() < numel or storage.device != like.device:
+            storage = self._storage[name] = torch.empty(numel, dtype=torch.float32, device=like.device)
+        return storage[:numel].view(like.shape)
+
+    def __call__(self, logits: Tensor, md: SamplingMetadata, *, is_logits_owned: bool = False) -> SamplerOutput:
+        wants_raw = md.has_logprobs and not md.is_logprobs_processed
         wants_processed = md.has_logprobs and md.is_logprobs_processed
-        raw_stats = None
-        if md.has_logprobs and not wants_processed:
-            raw_stats = logprob_stats(raw_logits, torch.softmax(raw_logits, dim=1), md.num_top_logprobs)
-        logits = self._process(raw_logits, md)
+        num_top = max(md.num_top_logprobs, MIN_TOP_COMPUTED)
+        has_processing = self._has_processing(md)
+        if logits.dtype != torch.float32:
+            logits = self._buffer("logits", logits).copy_(logits)
+            is_logits_owned = True
+        # Stages 2-4 write into a working copy, unless the caller handed its logits over; the caller's
+        # logits are never written otherwise.
+        needs_copy = has_processing and not is_logits_owned
 
-        # Greedy rows carry temperature 1: for them these are still the logits of stages 2-4.
-        greedy_ids = argmax_blockwise(logits) if md.has_greedy else None
+        raw_stats = raw_block_max = None
+        if wants_raw:
+            raw_block_max = block_reduce(logits, "max")
+            top_ids = topk_blockwise(logits, num_top, block_max=raw_block_max)[1]
+            # The raw softmax is only read for its statistics: it borrows the buffer the working copy
+            # overwrites next, which keeps the working set (and cache misses) down.
+            scratch = self._buffer("logits" if needs_copy else "probs", logits)
+            raw_probs = torch.ops.aten._softmax.out(logits, 1, False, out=scratch)
+            raw_stats = logprob_stats(logits, raw_probs, top_ids, md.num_top_logprobs)
+        work = self._buffer("logits", logits).copy_(logits) if needs_copy else logits
+        touched_ids = self._touched_ids(md)
+        raw_touched = work.gather(1, touched_ids) if wants_raw and touched_ids is not None else None
+        if has_processing:
+            work = self._process(work, md)
+        block_max = self._block_max(work, touched_ids, raw_block_max, md)
+
+        greedy_ids = argmax_blockwise(work, block_max=block_max) if md.has_greedy else None
         if md.is_all_greedy and not wants_processed:
-            return self._output(greedy_ids, raw_logits, raw_stats)
+            return self._raw_output(greedy_ids, work, raw_stats, touched_ids, raw_touched)
 
-        probs = torch.softmax(logits, dim=1)
         uniforms = stream_uniforms(md.stream_keys, md.positions)
-        # Block sums serve the whole-vocabulary draw only: a batch whose rows all truncate skips them.
-        block_cum = None if md.has_truncation and md.is_all_truncated else block_cumulative_mass(probs)
-        candidates = None
+        probs = block_cum = None
+        if md.needs_total_mass or wants_processed:
+            probs = self._buffer("probs", work)
+            if md.has_temperature_scaling:
+                torch.div(work, md.temperature.unsqueeze(1), out=probs)
+            else:
+                probs.copy_(work)
+            probs = torch.ops.aten._softmax.out(probs, 1, False, out=probs)
+            block_cum = block_cumulative_mass(probs)  # [num_seqs, num_blocks] float64
+
+        candidates = is_row_truncated = None
         if md.has_truncation:
-            is_row_truncated = is_truncated(logits.shape[1], md.top_k, md.top_p, md.min_p) & ~md.is_greedy
-            # A softmax row sums to 1; its float32 probabilities sum to 1 within ~1e-5 at 128k tokens, one
-            # rounding of the normaliser shared by every entry. Measuring top_p against 1 saves a pass over
-            # the batch; the cut moves by at most that ~1e-5 relative, and the shared error cancels from
-            # the renormalised logprobs (kept mass and lse both carry it) instead of surviving in them.
-            total_mass = torch.ones(md.num_seqs, dtype=torch.float64, device=logits.device)
-            candidates = select_candidates(
-                probs, total_mass, is_row_truncated, md.top_k, md.top_p, md.min_p, self.initial_candidates
-            )
-            token_ids = draw_from_candidates(candidates.probs, candidates.token_ids, candidates.keep_len, uniforms)
-            if block_cum is not None:
+            is_row_truncated = is_truncated(work.shape[1], md.top_k, md.top_p, md.min_p) & ~md.is_greedy
+            candidates = select_candidates(work, md.temperature, probs, block_cum, is_row_truncated,
+                                           md.top_k, md.top_p, md.min_p, self.initial_candidates, block_max)
+            token_ids = draw_from_candidates(candidates.weights, candidates.token_ids, candidates.keep_len,
+                                             uniforms)
+            if not md.is_all_truncated:
                 token_ids = torch.where(is_row_truncated, token_ids, draw_from_probs(probs, block_cum, uniforms))
         else:
             token_ids = draw_from_probs(probs, block_cum, uniforms)
@@ -80,71 +108,96 @@ class Sampler:
             token_ids = torch.where(md.is_greedy, greedy_ids, token_ids)
 
         if not wants_processed:
-            return self._output(token_ids, raw_logits, raw_stats)
-        if candidates is None:
-            return self._output(token_ids, logits, logprob_stats(logits, probs, md.num_top_logprobs))
-        # Every row's candidates are its exact most likely tokens, sorted, at least min(64, vocab) of them
-        # (>= MIN_TOP_COMPUTED, a fixed count): the alternatives are their head, in the order whose prefix
-        # the truncation kept.
-        stats = logprob_stats_from_top(logits, candidates.probs, candidates.token_ids, md.num_top_logprobs)
-        kept_cum = candidates.probs.to(torch.float64).cumsum(1)
-        kept_mass = kept_cum.gather(1, (candidates.keep_len - 1).unsqueeze(1)).squeeze(1)
-        stats = apply_kept_prefix(stats, logits, candidates.keep_len, kept_mass, total_mass, is_row_truncated)
-        return self._output(token_ids, logits, stats)
+            return self._raw_output(token_ids, work, raw_stats, touched_ids, raw_touched)
+        return self._processed_output(token_ids, work, probs, block_max, candidates, is_row_truncated, md)
 
     @staticmethod
-    def _process(raw_logits: Tensor, md: SamplingMetadata) -> Tensor:
-        """Stages 2-4 and temperature, on a new tensor; raw_logits itself when no stage is active.
+    def _has_processing(md: SamplingMetadata) -> bool:
+        return any(t is not None for t in (md.bias_token_ids, md.banned_token_ids, md.allowed_token_bitmask,
+                                            md.repetition_penalty, md.frequency_penalty))
 
-        The temperature division makes the working copy (one pass, where a copy and an in-place division
-        were two). The sparse stages act on pre-temperature values, so the ids they touch get their raw
-        values back before them and are divided after them: every logit ends with exactly the float32 value
-        of the stages run one by one in the documented order. The bitmask only writes -inf, which the
-        sparse stages and the division keep, so it can come last.
-        """
-        has_sparse = (
-            md.bias_token_ids is not None
-            or md.banned_token_ids is not None
-            or md.repetition_penalty is not None
-            or md.frequency_penalty is not None
-        )
-        if not (has_sparse or md.has_temperature_scaling or md.allowed_token_bitmask is not None):
-            return raw_logits
-        temperature = md.temperature.unsqueeze(1)
-        touched = None  # [num_seqs, num_touched]: every id a sparse stage reads or writes (with repeats)
-        if md.has_temperature_scaling:
-            logits = raw_logits / temperature
-            if has_sparse:
-                id_lists = (md.bias_token_ids, md.banned_token_ids, md.seen_token_ids, md.output_token_ids)
-                touched = torch.cat([ids for ids in id_lists if ids is not None], dim=1)
-                logits.scatter_(1, touched, raw_logits.gather(1, touched))
-        else:
-            logits = raw_logits.clone()
+    @staticmethod
+    def _touched_ids(md: SamplingMetadata) -> Tensor | None:
+        """[num_seqs, M] every id stages 2-4 may change; None when the bitmask may change any id."""
+        if md.allowed_token_bitmask is not None:
+            return None
+        ids = [t for t in (md.bias_token_ids, md.banned_token_ids, md.seen_token_ids, md.output_token_ids)
+               if t is not None]
+        if not ids:
+            return torch.empty(md.num_seqs, 0, dtype=torch.int64, device=md.temperature.device)
+        return torch.cat(ids, dim=1)
 
+    @staticmethod
+    def _process(logits: Tensor, md: SamplingMetadata) -> Tensor:
+        """Stages 2-4, in place on the working logits."""
         if md.bias_token_ids is not None:
             logits = apply_logit_bias(logits, md.bias_token_ids, md.bias_values)
         if md.banned_token_ids is not None:
             logits = apply_banned_tokens(logits, md.banned_token_ids, md.is_banned)
+        if md.allowed_token_bitmask is not None:
+            logits = apply_token_bitmask(logits, md.allowed_token_bitmask)
         if md.repetition_penalty is not None:
             logits = apply_repetition_penalty(logits, md.seen_token_ids, md.repetition_penalty)
         if md.frequency_penalty is not None:
             logits = apply_frequency_presence_penalties(
                 logits, md.output_token_ids, md.output_token_counts, md.frequency_penalty, md.presence_penalty
             )
-        if touched is not None:
-            # Repeated ids all hold the same value, so the scatter is deterministic.
-            logits.scatter_(1, touched, logits.gather(1, touched) / temperature)
-        if md.allowed_token_bitmask is not None:
-            logits = apply_token_bitmask(logits, md.allowed_token_bitmask)
         return logits
 
     @staticmethod
-    def _output(token_ids: Tensor, logits: Tensor, stats: LogprobStats | None) -> SamplerOutput:
+    def _block_max(logits: Tensor, touched_ids: Tensor | None, raw_block_max: Tensor | None,
+                   md: SamplingMetadata) -> Tensor | None:
+        """Block maxima of the processed logits, from the raw ones when only a few ids changed; None when
+        nothing will use them."""
+        if not (md.has_greedy or md.has_truncation or (md.has_logprobs and md.is_logprobs_processed)):
+            return None
+        if raw_block_max is None or touched_ids is None:
+            return block_reduce(logits, "max")
+        if touched_ids.shape[1] == 0:
+            return raw_block_max
+        # Re-reading a touched block costs a gather: worth it only for a small share of the row.
+        if touched_ids.shape[1] * BLOCK_SIZE * 8 > logits.shape[1]:
+            return block_reduce(logits, "max")
+        return refresh_block_max(raw_block_max, logits, touched_ids)
+
+    @staticmethod
+    def _raw_output(token_ids: Tensor, logits: Tensor, stats: LogprobStats | None, touched_ids: Tensor | None,
+                    raw_touched: Tensor | None) -> SamplerOutput:
         if stats is None:
             return SamplerOutput(token_ids=token_ids)
+        # The chosen token's raw logit: the processed value, unless stages 2-4 changed it (then the saved
+        # raw value). The bitmask never changes a token that can be chosen.
+        chosen = logits.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+        if raw_touched is not None and raw_touched.shape[1]:
+            is_hit = touched_ids == token_ids.unsqueeze(1)
+            saved = raw_touched.gather(1, is_hit.to(torch.int8).argmax(1, keepdim=True)).squeeze(1)
+            chosen = torch.where(is_hit.any(1), saved, chosen)
         return SamplerOutput(
             token_ids=token_ids,
-            logprobs=token_logprobs(logits, stats.lse, token_ids),
+            logprobs=chosen - stats.lse,
             top_token_ids=stats.top_token_ids,
             top_logprobs=stats.top_logprobs,
+        )
+
+    def _processed_output(self, token_ids: Tensor, logits: Tensor, probs: Tensor, block_max: Tensor,
+                          candidates, is_row_truncated: Tensor | None, md: SamplingMetadata) -> SamplerOutput:
+        """Logprobs of the processed distribution: tempered logits (logits / T) against probs."""
+        num_top = max(md.num_top_logprobs, MIN_TOP_COMPUTED)
+        # Temperature keeps each row's order, so the processed logits rank the tempered distribution.
+        top_ids = topk_blockwise(logits, num_top, block_max=block_max)[1]
+        temperature = md.temperature.unsqueeze(1)
+        first = top_ids[:, :1]
+        lse = (logits.gather(1, first) / temperature - probs.gather(1, first).log()).squeeze(1)
+        chosen = (logits.gather(1, token_ids.unsqueeze(1)) / temperature).squeeze(1) - lse
+        top = top_ids[:, :md.num_top_logprobs]
+        top_logprobs = logits.gather(1, top) / temperature - lse.unsqueeze(1)
+        if candidates is None:
+            return SamplerOutput(token_ids=token_ids, logprobs=chosen, top_token_ids=top, top_logprobs=top_logprobs)
+        truncated = candidate_logprob_stats(candidates, md.temperature, md.num_top_logprobs)
+        rows = is_row_truncated.unsqueeze(1)
+        return SamplerOutput(
+            token_ids=token_ids,
+            logprobs=torch.where(is_row_truncated, truncated.token_logprobs(token_ids, candidates.token_ids), chosen),
+            top_token_ids=torch.where(rows, truncated.top_token_ids, top),
+            top_logprobs=torch.where(rows, truncated.top_logprobs, top_logprobs),
         )

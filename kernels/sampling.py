@@ -55,8 +55,8 @@ def stream_uniforms(stream_keys: Tensor, positions: Tensor) -> Tensor:
 
 
 def apply_temperature(logits: Tensor, temperature: Tensor) -> Tensor:
-    """logits / temperature per row; in place, returns logits."""
-    return logits.div_(temperature.unsqueeze(1))
+    """logits / temperature per row, as a new tensor (the untempered logits stay in use)."""
+    return logits / temperature.unsqueeze(1)
 
 
 def _below(target: Tensor, bound: Tensor) -> Tensor:

@@ -151,7 +151,7 @@ class LlamaModel:
             raise FileNotFoundError(f"no *.safetensors weights in {folder}")
         for file in files:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
-                for name in handle.keys():
+                for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                     tensors[name] = handle.get_tensor(name)
         model.load_weights(tensors)
         return model

@@ -84,6 +84,10 @@ def build_metadata(
         "has_logprobs": bool(num_top),
         "is_logprobs_processed": is_logprobs_processed,
         "is_all_truncated": all(r.is_truncating(vocab_size) for r in rows),
+        "needs_total_mass": any(
+            not r.is_greedy and (not r.is_truncating(vocab_size) or (r.top_p < 1.0 and (r.top_k or vocab_size) >= vocab_size))
+            for r in rows
+        ),
     }
     if every or any(r.logit_bias for r in rows):
         width = max(1, max(len(r.logit_bias) for r in rows))

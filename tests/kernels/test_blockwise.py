@@ -94,3 +94,16 @@ def test_topk_is_exact_wherever_the_largest_values_sit(vocab_size, placement):
         assert torch.equal(values, torch.topk(x, k, dim=1).values)
         assert torch.equal(x.gather(1, ids), values)
         assert all(len(set(r)) == k for r in ids.tolist())
+
+
+def test_refresh_block_max_equals_a_fresh_pass_after_sparse_changes():
+    from kernels.blockwise import block_reduce, refresh_block_max
+
+    generator = torch.Generator().manual_seed(8)
+    for vocab_size in (1000, 32001):
+        x = torch.randn(3, vocab_size, generator=generator)
+        ids = torch.randint(0, vocab_size, (3, 40), generator=generator)
+        changed = x.clone()
+        changed.scatter_(1, ids, torch.randn(3, 40, generator=generator) * 10)
+        refreshed = refresh_block_max(block_reduce(x, "max"), changed, ids)
+        assert torch.equal(refreshed, block_reduce(changed, "max"))

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from kernels.logprobs import apply_kept_prefix, logprob_stats, token_logprobs
+from kernels.logprobs import candidate_logprob_stats, logprob_stats, token_logprobs
+from kernels.truncation import select_candidates
 from tests.kernels import reference
 
 
@@ -19,7 +20,8 @@ def test_stats_match_float64_log_softmax(vocab_size, scale):
     logits[1, ::2] = -math.inf
     logits[1, -1] = 0.0
     num_top = 20
-    stats = logprob_stats(logits, torch.softmax(logits, dim=1), num_top)
+    top_ids = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :max(num_top, 1)]
+    stats = logprob_stats(logits, torch.softmax(logits, dim=1), top_ids, num_top)
     num = min(num_top, vocab_size)
     assert stats.top_token_ids.shape == stats.top_logprobs.shape == (4, num)
     for i in range(4):
@@ -35,23 +37,16 @@ def test_stats_match_float64_log_softmax(vocab_size, scale):
         )
 
 
-def test_kept_prefix_renormalises_and_drops_cut_alternatives():
+def test_candidate_logprobs_renormalise_over_the_kept_prefix():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0], [3.0, 2.0, 1.0, 0.0, -1.0]])
-    probs = torch.softmax(logits, dim=1)
-    stats = logprob_stats(logits, probs, 4)
-    keep_len = torch.tensor([2, 5])
-    kept_mass = torch.stack([probs[0, :2].double().sum(), probs[1].double().sum()])
-    total_mass = probs.double().sum(1)
-    result = apply_kept_prefix(stats, logits, keep_len, kept_mass, total_mass, torch.tensor([True, False]))
-
-    kept = torch.softmax(logits[0, :2].double(), dim=0).log()
-    torch.testing.assert_close(result.top_logprobs[0, :2].double(), kept, atol=1e-6, rtol=0)
-    assert (result.top_logprobs[0, 2:] == -math.inf).all()
-    # The chosen token's logprob follows the same renormalisation.
-    torch.testing.assert_close(
-        token_logprobs(logits, result.lse, torch.tensor([1, 3])).double(),
-        torch.tensor([kept[1].item(), reference.log_softmax(logits[1])[3].item()], dtype=torch.float64),
-        atol=1e-6, rtol=0,
-    )
-    # An untruncated row is unchanged.
-    assert torch.equal(result.top_logprobs[1], stats.top_logprobs[1])
+    temperature = torch.tensor([1.0, 0.5])
+    candidates = select_candidates(logits, temperature, None, None, torch.tensor([True, True]),
+                                   torch.tensor([2, 5]), None, None)
+    stats = candidate_logprob_stats(candidates, temperature, 4)
+    for row, keep in ((0, 2), (1, 5)):
+        expected = torch.log_softmax(logits[row, :keep].double() / temperature[row].double(), dim=0)
+        torch.testing.assert_close(stats.top_logprobs[row, :min(keep, 4)].double(), expected[:4], atol=1e-6, rtol=0)
+        assert (stats.top_logprobs[row, keep:] == -math.inf).all()
+    # The chosen token's logprob is its own entry among the alternatives, bit for bit.
+    chosen = stats.token_logprobs(torch.tensor([1, 3]), candidates.token_ids)
+    assert chosen[0] == stats.top_logprobs[0, 1] and chosen[1] == stats.top_logprobs[1, 3]

@@ -114,8 +114,8 @@ def test_processed_alternatives_are_exactly_the_kept_tokens_even_among_ties():
 
 
 def test_processing_equals_the_stages_run_one_by_one():
-    """Stages 2-4 and temperature fused in one pass give every logit the exact float32 value of the
-    documented order: bias, bitmask, bans, repetition, frequency/presence, then division."""
+    """Stages 2-4 give every logit the exact float32 value of the documented order: bias, bans, bitmask,
+    repetition, frequency/presence."""
     from kernels.logit_bias import apply_logit_bias
     from kernels.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
     from kernels.token_mask import apply_banned_tokens, apply_token_bitmask
@@ -125,16 +125,42 @@ def test_processing_equals_the_stages_run_one_by_one():
         md = build_metadata(MIXED_ROWS, VOCAB_SIZE, include_every_stage=every)
         expected = logits.clone()
         expected = apply_logit_bias(expected, md.bias_token_ids, md.bias_values)
-        expected = apply_token_bitmask(expected, md.allowed_token_bitmask)
         expected = apply_banned_tokens(expected, md.banned_token_ids, md.is_banned)
+        expected = apply_token_bitmask(expected, md.allowed_token_bitmask)
         expected = apply_repetition_penalty(expected, md.seen_token_ids, md.repetition_penalty)
         expected = apply_frequency_presence_penalties(
             expected, md.output_token_ids, md.output_token_counts, md.frequency_penalty, md.presence_penalty
         )
-        expected = expected / md.temperature.unsqueeze(1)
-        result = Sampler._process(logits, md)
+        result = Sampler._process(logits.clone(), md)
+        touched = Sampler._touched_ids(md)
         assert torch.equal(result, expected)
-        assert result.data_ptr() != logits.data_ptr()
+        assert (touched is None) == (md.allowed_token_bitmask is not None)
+
+
+def test_sparse_stages_report_every_id_they_change():
+    rows = [r for r in MIXED_ROWS if r.allowed_token_ids is None]
+    logits = zipf_logits(len(rows), VOCAB_SIZE, seed=13)
+    md = build_metadata(rows, VOCAB_SIZE)
+    assert md.allowed_token_bitmask is None and md.bias_token_ids is not None
+    result = Sampler._process(logits.clone(), md)
+    touched = Sampler._touched_ids(md)
+    changed = (result != logits).nonzero().tolist()
+    assert changed
+    for row, token in changed:
+        assert token in touched[row].tolist()
+
+
+def test_raw_logprob_of_a_token_forced_by_bias_is_its_raw_value():
+    logits = zipf_logits(2, VOCAB_SIZE, seed=14)
+    weakest = logits.argmin(1).tolist()
+    rows = [RowParams(temperature=t, seed=1, logit_bias={weakest[i]: 100.0}, num_top_logprobs=3)
+            for i, t in enumerate((0.0, 1.0))]
+    out = sample(logits, rows)
+    assert out.token_ids.tolist() == weakest
+    for i in range(2):
+        expected = torch.log_softmax(logits[i].double(), dim=0)[weakest[i]].item()
+        assert out.logprobs[i].item() == pytest.approx(expected, abs=1e-4)
+
 
 
 def test_seeded_rows_keep_their_tokens_when_the_batch_is_reordered_grown_or_shrunk():

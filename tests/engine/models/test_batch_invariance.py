@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.attention import AttentionMetadata, PrefillSegment
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.models.llama import batch_invariant_padding
@@ -23,8 +22,9 @@ def test_row_padding_is_only_used_where_measured_necessary():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_linear_rows_are_identical_in_any_batch_size(default_entry, dtype):
     engine_dtype = getattr(torch, dtype)
-    from engine.models.llama import LlamaModel
     from transformers import AutoConfig
+
+    from engine.models.llama import LlamaModel
 
     model = LlamaModel(AutoConfig.from_pretrained(default_entry.path), engine_dtype, torch.device("cpu"), 16)
     torch.manual_seed(0)

@@ -60,8 +60,9 @@ def test_tiny_random_llama_native_equals_transformers_module(tiny_entry):
 
 
 def test_non_llama_architecture_uses_transformers_module(tmp_path, default_entry):
-    from transformers import GPT2Config, GPT2LMHeadModel
     import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=49152, n_embd=32, n_layer=1, n_head=2, n_positions=256)).save_pretrained(tmp_path)

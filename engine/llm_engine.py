@@ -33,6 +33,10 @@ from kernels import Sampler, SamplerOutput
 logger = logging.getLogger(__name__)
 
 
+# Tokens before the end of its budget from which a json_object answer is checked for needing to close.
+JSON_ENDING_LOOKAHEAD = 64
+
+
 class ContextLengthError(ValueError):
     """The prompt plus the tokens asked for do not fit the model's context."""
 
@@ -94,11 +98,21 @@ class LLMEngine:
         self.sampler = Sampler()
         self.runner = ModelRunner(loaded, self.kv_cache, config.block_size)
         self.token_text = TokenText(self.tokenizer)
+        self._grammar = None
         self.requests: dict[str, RequestState] = {}
         self._next_seq_id = 0
         self._started_seqs: set[int] = set()
 
     # ---- requests -------------------------------------------------------------------------------
+
+    @property
+    def grammar(self):
+        """The constrained-decoding backend (engine.structured_output), built on first use."""
+        if self._grammar is None:
+            from engine.structured_output import GrammarBackend
+
+            self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, self.loaded.eos_token_ids)
+        return self._grammar
 
     def _new_sequence(self, state: RequestState, prompt: list[int], choice_index: int) -> Sequence:
         from kernels.sampling import stream_key
@@ -114,6 +128,7 @@ class LLMEngine:
             stream_key=stream_key(state.seed, choice_index),
             max_tokens=params.max_tokens or self.max_model_len - len(prompt),
             detokenizer=IncrementalDetokenizer(self.tokenizer.backend_tokenizer, params.stop),
+            matcher=self.grammar.new_matcher(params.constraint) if params.constraint is not None else None,
         )
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -221,7 +236,12 @@ class LLMEngine:
         for seq in rows:
             is_short = seq.num_output_tokens < seq.params.min_tokens
             banned.append(sorted(self._stop_token_ids(seq.params)) if is_short else [])
-        md = self.sampling_state.build(rows, banned)
+        bitmask = None
+        if any(seq.matcher is not None for seq in rows):
+            bitmask = self.grammar.fill_bitmask([seq.matcher for seq in rows], logits.device)
+            self._force_json_endings(rows, bitmask)
+            bitmask = bitmask.to(logits.device)
+        md = self.sampling_state.build(rows, banned, bitmask)
         if logit_rows != list(range(logits.shape[0])):  # n > 1: choices share their prompt's logits row
             logits = logits.index_select(0, torch.tensor(logit_rows, dtype=torch.int64, device=logits.device))
         # The logits are this step's own: the sampler may work in them in place.
@@ -230,6 +250,32 @@ class LLMEngine:
         columns = torch.tensor([s.num_tokens for s in rows], dtype=torch.int64, device=logits.device)
         self.sampling_state.record(slots, columns, out.token_ids)
         return out
+
+    def _force_json_endings(self, rows: list[Sequence], bitmask: torch.Tensor) -> None:
+        """A json_object answer about to run out of max_tokens is closed instead of cut off: once the
+        tokens left only just cover the shortest completion of its JSON (and the end token), those
+        tokens are forced one by one."""
+        from engine.json_completion import json_completion
+        from engine.structured_output import JSON_OBJECT, allow_only, is_allowed
+
+        for row, seq in enumerate(rows):
+            constraint = seq.params.constraint
+            if seq.matcher is None or constraint.spec.kind != JSON_OBJECT or seq.matcher.is_terminated():
+                continue
+            left = min(seq.max_tokens, self.max_model_len - seq.num_prompt_tokens) - seq.num_output_tokens
+            if left > JSON_ENDING_LOOKAHEAD:
+                continue
+            suffix = json_completion(seq.detokenizer.text)
+            if not suffix:
+                continue
+            ids = self.tokenizer.encode(suffix, add_special_tokens=False)
+            if len(ids) + 1 < left:
+                continue
+            for candidate in (ids[0], *self.tokenizer.encode(suffix[0], add_special_tokens=False)[:1]):
+                if is_allowed(bitmask, row, candidate):
+                    allow_only(bitmask, row, candidate)
+                    seq.is_ending_forced = True
+                    break
 
     def _fail(self, seqs: list[Sequence], message: str) -> list[RequestOutput]:
         outputs = []
@@ -281,8 +327,11 @@ class LLMEngine:
         seq.output_token_ids.append(token_id)
         delta = ChoiceDelta(index=seq.choice_index, token_ids=[token_id])
         reason = None
+        if seq.matcher is not None and not seq.matcher.is_terminated() and not seq.matcher.accept_token(token_id):
+            raise RuntimeError(f"token {token_id} violates the request's grammar")
         if token_id in self._stop_token_ids(params):
-            reason = FinishReason.STOP
+            # An answer closed early to fit its budget reports the budget.
+            reason = FinishReason.LENGTH if seq.is_ending_forced else FinishReason.STOP
         else:
             if logprobs is not None and params.logprobs:
                 top = list(zip(top_ids[row][:params.top_logprobs], top_lps[row][:params.top_logprobs]))

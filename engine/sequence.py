@@ -56,6 +56,8 @@ class Sequence:
     logprobs: list[TokenLogprobs] = field(default_factory=list)
     # Grammar matcher state when the request is constrained (engine.structured_output).
     matcher: object | None = None
+    # A json_object answer whose closing tokens were forced to fit max_tokens.
+    is_ending_forced: bool = False
 
     @property
     def num_tokens(self) -> int:

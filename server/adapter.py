@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -12,15 +13,37 @@ from engine.chat import ChatTemplateError, render_chat
 from engine.outputs import RequestOutput
 from engine.sampling_params import ParamError, SamplingParams
 from engine.sequence import TokenLogprobs
+from engine.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
 from engine.token_text import TokenText
 from server.errors import APIError
 from server.protocol import ChatCompletionRequest, TextPart
+from server.tool_calls import ToolCall, parse_tool_calls, render_call, tools_system_prompt
 
 # OpenAI reports tokens of (practically) zero probability with this logprob; JSON has no -inf.
 MIN_LOGPROB = -9999.0
 
 # SamplingParams field -> request field, where they differ.
 _PARAM_NAMES = {"max_tokens": "max_completion_tokens", "stop_token_ids": "stop"}
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """The functions offered and how the model may call them (tools, or the deprecated functions)."""
+
+    functions: list[dict[str, Any]]
+    # "none", "auto", "required", or the name of the one function to call.
+    choice: str
+    is_parallel: bool
+    call_format: str
+    is_legacy_functions: bool
+
+    @property
+    def names(self) -> set[str]:
+        return {f["name"] for f in self.functions}
+
+    @property
+    def is_forced(self) -> bool:
+        return self.choice not in ("none", "auto")
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,14 @@ class ChatPlan:
     is_stream: bool
     include_usage: bool
     service_tier: str | None
+    tools: ToolPlan | None = None
+    # A response format or forced tool call to compile (off the engine thread) into params.constraint.
+    constraint: ConstraintSpec | None = None
+    constraint_param: str | None = None
+
+    @property
+    def parses_tool_calls(self) -> bool:
+        return self.tools is not None and self.tools.choice != "none"
 
 
 @dataclass
@@ -46,7 +77,10 @@ class ChoiceState:
 
 class ChatAdapter:
     def __init__(self, model_id: str, model_names: tuple[str, ...], tokenizer, vocab_size: int, max_model_len: int,
-                 defaults: dict[str, Any], system_fingerprint: str) -> None:
+                 defaults: dict[str, Any], system_fingerprint: str, tool_call_format: str = "hermes") -> None:
+        self.tool_call_format = tool_call_format
+        # Templates that take `tools` render tools, tool calls and tool results themselves.
+        self.template_takes_tools = "tools" in (getattr(tokenizer, "chat_template", None) or "")
         self.model_id = model_id
         self.model_names = model_names
         self.tokenizer = tokenizer
@@ -65,10 +99,17 @@ class ChatAdapter:
 
     def plan(self, req: ChatCompletionRequest) -> ChatPlan:
         self.check_model(req.model)
-        self._reject_unsupported(req)
-        messages = self.messages(req)
+        tools = self.tool_plan(req)
+        messages = self.messages(req, tools)
+        template_tools = None
+        if tools is not None and tools.choice != "none":
+            offered = [{"type": "function", "function": f} for f in tools.functions]
+            if self.template_takes_tools:
+                template_tools = offered
+            else:
+                messages = self._with_system(messages, tools_system_prompt(tools.functions))
         try:
-            prompt = render_chat(self.tokenizer, messages)
+            prompt = render_chat(self.tokenizer, messages, template_tools)
         except ChatTemplateError as exc:
             raise APIError(400, str(exc), param="messages") from exc
         params = self.sampling_params(req)
@@ -83,6 +124,7 @@ class ChatAdapter:
             )
         if req.stream_options is not None and not req.stream:
             raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
+        constraint, constraint_param = self.constraint(req, tools)
         return ChatPlan(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -91,15 +133,87 @@ class ChatAdapter:
             is_stream=bool(req.stream),
             include_usage=bool(req.stream_options and req.stream_options.include_usage),
             service_tier=req.service_tier,
+            tools=tools,
+            constraint=constraint,
+            constraint_param=constraint_param,
         )
 
-    def _reject_unsupported(self, req: ChatCompletionRequest) -> None:
-        if req.response_format is not None and req.response_format.type != "text":
-            raise APIError(400, f"response_format type '{req.response_format.type}' is not implemented yet",
-                           param="response_format")
-        for name in ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call"):
-            if getattr(req, name) is not None:
-                raise APIError(400, f"{name} is not implemented yet", param=name)
+    @staticmethod
+    def _with_system(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+        if messages and messages[0]["role"] == "system":
+            first = dict(messages[0], content=f"{messages[0]['content']}\n\n{text}")
+            return [first, *messages[1:]]
+        return [{"role": "system", "content": text}, *messages]
+
+    def tool_plan(self, req: ChatCompletionRequest) -> ToolPlan | None:
+        """tools/tool_choice/parallel_tool_calls, or the deprecated functions/function_call mapped onto them."""
+        if req.tools is not None and req.functions is not None:
+            raise APIError(400, "use tools or the deprecated functions, not both", param="functions")
+        is_legacy = req.functions is not None
+        if req.tools is None and req.functions is None:
+            for name in ("tool_choice", "parallel_tool_calls", "function_call"):
+                if getattr(req, name) is not None:
+                    needed = "functions" if name == "function_call" else "tools"
+                    raise APIError(400, f"{name} is only allowed when {needed} are specified", param=name)
+            return None
+        if is_legacy:
+            if req.tool_choice is not None or req.parallel_tool_calls is not None:
+                param = "tool_choice" if req.tool_choice is not None else "parallel_tool_calls"
+                raise APIError(400, f"{param} goes with tools, not with the deprecated functions", param=param)
+            definitions = req.functions
+            raw_choice = req.function_call
+            param = "function_call"
+        else:
+            if req.function_call is not None:
+                raise APIError(400, "function_call goes with the deprecated functions, not tools",
+                               param="function_call")
+            definitions = [t.function for t in req.tools]
+            raw_choice = req.tool_choice.function if req.tool_choice is not None and not isinstance(
+                req.tool_choice, str) else req.tool_choice
+            param = "tool_choice"
+        if not definitions:
+            raise APIError(400, f"{'functions' if is_legacy else 'tools'} must not be empty",
+                           param="functions" if is_legacy else "tools")
+        functions = [d.model_dump(exclude_none=True, exclude={"strict"}) for d in definitions]
+        names = [f["name"] for f in functions]
+        if len(set(names)) != len(names):
+            raise APIError(400, "function names must be unique", param="functions" if is_legacy else "tools")
+        if raw_choice is None:
+            choice = "auto"
+        elif isinstance(raw_choice, str):
+            choice = raw_choice
+        else:
+            choice = raw_choice.name
+            if choice not in names:
+                raise APIError(400, f"{param} names the function '{choice}', which is not among the ones given",
+                               param=param)
+        return ToolPlan(functions=functions, choice=choice, is_parallel=req.parallel_tool_calls is not False and not is_legacy,
+                        call_format=self.tool_call_format, is_legacy_functions=is_legacy)
+
+    def constraint(self, req: ChatCompletionRequest, tools: ToolPlan | None) -> tuple[ConstraintSpec | None, str | None]:
+        """The grammar the output must follow: a forced tool call, or a JSON response format."""
+        fmt = req.response_format
+        wants_json = fmt is not None and fmt.type != "text"
+        if tools is not None and tools.is_forced:
+            if wants_json:
+                raise APIError(400, "response_format json_object/json_schema cannot be combined with a forced "
+                               "tool call (tool_choice 'required' or a named function)", param="response_format")
+            forced = None if tools.choice == "required" else tools.choice
+            return tool_call_constraint(tools.functions, forced, tools.is_parallel, tools.call_format), "tools"
+        if not wants_json:
+            return None, None
+        if tools is not None and tools.choice != "none":
+            raise APIError(400, "response_format json_object/json_schema with tools is only supported with "
+                           "tool_choice 'none'", param="response_format")
+        if fmt.type == "json_object":
+            if not any("json" in (m.get("content") or "").lower() for m in self.messages(req, None)):
+                raise APIError(400, "'messages' must contain the word 'json' in some form, to use 'response_format' "
+                               "of type 'json_object'.", param="messages")
+            return ConstraintSpec.of(JSON_OBJECT), "response_format"
+        schema = fmt.json_schema.schema_
+        if schema is None:
+            raise APIError(400, "response_format.json_schema.schema is required", param="response_format")
+        return ConstraintSpec.of(JSON_SCHEMA, schema, is_strict=bool(fmt.json_schema.strict)), "response_format"
 
     @staticmethod
     def _text(content: Any, where: str) -> str | None:
@@ -116,8 +230,10 @@ class ChatAdapter:
                                param=f"{where}.content.{index}.type")
         return "\n".join(texts)
 
-    def messages(self, req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    def messages(self, req: ChatCompletionRequest, tools: ToolPlan | None = None) -> list[dict[str, Any]]:
+        """Plain dicts for the chat template; tool calls and results rendered as the template can take them."""
         rendered = []
+        call_format = tools.call_format if tools is not None else self.tool_call_format
         for index, message in enumerate(req.messages):
             where = f"messages.{index}"
             role = message.role
@@ -125,8 +241,29 @@ class ChatAdapter:
             if role == "developer":
                 role = "system"
             entry: dict[str, Any] = {"role": role, "content": content if content is not None else ""}
-            if getattr(message, "name", None):
+            if getattr(message, "name", None) and role != "function":
                 entry["name"] = message.name
+            if role == "assistant":
+                calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
+                if message.function_call is not None:
+                    calls.append((None, message.function_call.name, message.function_call.arguments))
+                if calls and self.template_takes_tools:
+                    entry["tool_calls"] = [
+                        {"id": call_id, "type": "function", "function": {"name": name, "arguments": _loads(args)}}
+                        for call_id, name, args in calls
+                    ]
+                elif calls:
+                    texts = [entry["content"]] if entry["content"] else []
+                    entry["content"] = "\n".join(texts + [render_call(n, a, call_format) for _, n, a in calls])
+            elif role in ("tool", "function"):
+                if self.template_takes_tools:
+                    entry["role"] = "tool"
+                    if role == "tool":
+                        entry["tool_call_id"] = message.tool_call_id
+                    else:
+                        entry["name"] = message.name
+                else:
+                    entry = {"role": "user", "content": f"<tool_response>\n{entry['content']}\n</tool_response>"}
             rendered.append(entry)
         return rendered
 
@@ -211,16 +348,34 @@ class ChatAdapter:
         return {"prompt_tokens": num_prompt, "completion_tokens": num_completion,
                 "total_tokens": num_prompt + num_completion}
 
+    @staticmethod
+    def tool_message(plan: ChatPlan, content: str | None, calls: list[ToolCall], finish_reason: str | None
+                     ) -> tuple[dict[str, Any], str | None]:
+        """The assistant message and finish_reason for output that may hold tool calls."""
+        tools = plan.tools
+        if not tools.is_parallel:
+            calls = calls[:1]
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if not calls:
+            return message, finish_reason
+        if finish_reason == "stop":
+            finish_reason = "function_call" if tools.is_legacy_functions else "tool_calls"
+        if tools.is_legacy_functions:
+            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
+        else:
+            message["tool_calls"] = [c.openai() for c in calls]
+        return message, finish_reason
+
     def completion(self, plan: ChatPlan, states: list[ChoiceState], num_prompt: int) -> dict[str, Any]:
         choices = []
         for index, state in enumerate(states):
             logprobs = {"content": self.logprobs_content(state.logprobs), "refusal": None} if plan.params.logprobs else None
-            choices.append({
-                "index": index,
-                "message": {"role": "assistant", "content": state.text, "refusal": None},
-                "logprobs": logprobs,
-                "finish_reason": state.finish_reason,
-            })
+            message: dict[str, Any] = {"role": "assistant", "content": state.text, "refusal": None}
+            finish_reason = state.finish_reason
+            if plan.parses_tool_calls:
+                content, calls = parse_tool_calls(state.text, plan.tools.call_format, plan.tools.names)
+                message, finish_reason = self.tool_message(plan, content, calls, finish_reason)
+            choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason})
         return {
             "id": plan.request_id,
             "object": "chat.completion",
@@ -245,3 +400,11 @@ class ChatAdapter:
         if plan.include_usage:
             body["usage"] = usage
         return body
+
+
+def _loads(arguments: str) -> Any:
+    """Tool-call arguments as the chat template expects them: a dict when they are JSON."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.registry import ModelEntry
-from server.adapter import ChatAdapter, ChoiceState
+from engine.structured_output import ConstraintError
+from server.adapter import ChatAdapter, ChatPlan, ChoiceState
 from server.async_engine import AsyncEngine
 from server.errors import (
     APIError,
@@ -37,6 +40,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry) -> FastAPI:
         max_model_len=engine.max_model_len,
         defaults=dict(entry.defaults),
         system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
+        tool_call_format=entry.tool_call_format,
     )
     created = int(time.time())
 
@@ -69,9 +73,22 @@ def build_app(engine: LLMEngine, entry: ModelEntry) -> FastAPI:
         adapter.check_model(model_id)
         return {"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}
 
+    async def compile_constraint(plan: ChatPlan) -> ChatPlan:
+        """Compile the plan's grammar off the event loop and the engine thread (cached per spec)."""
+        if plan.constraint is None:
+            return plan
+        try:
+            compiled = await run_in_threadpool(engine.grammar.compile, plan.constraint)
+        except ImportError as exc:
+            raise APIError(400, f"constrained decoding is unavailable: {exc}", param=plan.constraint_param) from exc
+        except ConstraintError as exc:
+            what = "JSON schema" if plan.constraint_param == "response_format" else "function parameters schema"
+            raise APIError(400, f"invalid {what}: {exc}", param=plan.constraint_param, code="invalid_schema") from exc
+        return replace(plan, params=replace(plan.params, constraint=compiled))
+
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        plan = adapter.plan(body)
+        plan = await compile_constraint(adapter.plan(body))
         outputs = async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params)
         if plan.is_stream:
             from server.streaming import stream_chat

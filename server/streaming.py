@@ -9,6 +9,16 @@ from typing import Any
 from engine.outputs import RequestOutput
 from server.adapter import ChatAdapter, ChatPlan
 from server.errors import APIError
+from server.tool_calls import StreamingToolParser, ToolCall
+
+
+def _call_deltas(plan: ChatPlan, calls: list[ToolCall], first_index: int) -> dict[str, Any]:
+    """OpenAI's streamed tool-call delta: each call whole in one entry (id, type, name, arguments)."""
+    if not calls:
+        return {}
+    if plan.tools.is_legacy_functions:
+        return {"function_call": {"name": calls[0].name, "arguments": calls[0].arguments}}
+    return {"tool_calls": [{"index": first_index + i, **call.openai()} for i, call in enumerate(calls)]}
 
 
 def _event(body: dict[str, Any]) -> str:
@@ -21,6 +31,9 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
     n = plan.params.n
     num_prompt = len(plan.prompt_token_ids)
     num_completion = 0
+    parsers = [StreamingToolParser(plan.tools.call_format, plan.tools.names) for _ in range(n)] \
+        if plan.parses_tool_calls else None
+    num_calls = [0] * n
     has_started = [False] * n
     yield _event(adapter.chunk(plan, [
         {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
@@ -42,9 +55,18 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
                     logprobs = {"content": adapter.logprobs_content(delta.logprobs), "refusal": None}
                 body: dict[str, Any] = {"index": delta.index, "delta": {}, "logprobs": logprobs,
                                         "finish_reason": delta.finish_reason}
-                if delta.text:
-                    body["delta"]["content"] = delta.text
-                choices.append(body)
+                text, calls = delta.text, []
+                if parsers is not None:
+                    text, calls = parsers[delta.index].feed(delta.text, is_final=delta.finish_reason is not None)
+                    calls = calls[:max(0, 1 - num_calls[delta.index])] if not plan.tools.is_parallel else calls
+                    body["delta"].update(_call_deltas(plan, calls, num_calls[delta.index]))
+                    num_calls[delta.index] += len(calls)
+                    if delta.finish_reason == "stop" and num_calls[delta.index]:
+                        body["finish_reason"] = "function_call" if plan.tools.is_legacy_functions else "tool_calls"
+                if text:
+                    body["delta"]["content"] = text
+                if body["delta"] or body["finish_reason"] or body["logprobs"]:
+                    choices.append(body)
             if choices:
                 yield _event(adapter.chunk(plan, choices))
     except APIError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,3 +104,22 @@ def test_errors_reach_the_client_as_openai_errors(client):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="smollm2-135m-instruct", messages=QUESTION, temperature=3)
     assert info.value.param == "temperature"
+
+
+def test_tool_call_round_trip_through_the_openai_client(client):
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    first = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages, tools=tools,
+                                           tool_choice="required", parallel_tool_calls=False, temperature=0)
+    assert first.choices[0].finish_reason == "tool_calls"
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21, "sky": "clear"}'}]
+    final = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages, tools=tools,
+                                           temperature=0, max_completion_tokens=60)
+    assert final.choices[0].message.content
+    assert final.usage.prompt_tokens > first.usage.prompt_tokens

@@ -1,0 +1,188 @@
+"""Tool calls in model output: the prompt that offers tools, and parsers for the two call formats.
+
+hermes (Hermes, Qwen, SmolLM):  <tool_call>
+                                {"name": "get_weather", "arguments": {"city": "Paris"}}
+                                </tool_call>
+llama3_json (Llama 3.x):        {"name": "get_weather", "parameters": {"city": "Paris"}}   (several: "; ")
+
+A model whose chat template takes no `tools` gets them in a system message, in the hermes format
+(TOOLS_PROMPT below); templates that take `tools` render them themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+TOOLS_PROMPT = (
+    "You are a function calling AI model. You are provided with function signatures within <tools></tools> "
+    "XML tags. You may call one or more functions to assist with the user query. Don't make assumptions "
+    "about what values to plug into functions. Here are the available tools: <tools>\n{tools}\n</tools>\n"
+    "For each function call return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags as follows:\n<tool_call>\n"
+    '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
+)
+_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+_HERMES_OPEN = "<tool_call>"
+_PYTHON_TAG = "<|python_tag|>"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: str  # a JSON text
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+    def openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+def tools_system_prompt(functions: list[dict[str, Any]]) -> str:
+    lines = [json.dumps({"type": "function", "function": f}, ensure_ascii=False) for f in functions]
+    return TOOLS_PROMPT.format(tools="\n".join(lines))
+
+
+def render_call(name: str, arguments: str, call_format: str) -> str:
+    """A past call as the model would have written it (for templates that cannot render tool_calls)."""
+    try:
+        args = json.loads(arguments)
+    except ValueError:
+        args = arguments
+    if call_format == "llama3_json":
+        return json.dumps({"name": name, "parameters": args}, ensure_ascii=False)
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}, ensure_ascii=False) + "\n</tool_call>"
+
+
+def _call_from(obj: Any, names: set[str]) -> ToolCall | None:
+    if not isinstance(obj, dict) or obj.get("name") not in names:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(args, dict):
+        return None
+    return ToolCall(name=obj["name"], arguments=json.dumps(args, ensure_ascii=False))
+
+
+def parse_tool_calls(text: str, call_format: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
+    """(content, calls): calls found in `text`; content is what is left, stripped of surrounding whitespace
+    (as the streamed content is), None when nothing but calls remains. Text that does not parse as a
+    call of a known function stays content."""
+    if call_format == "llama3_json":
+        body = text.strip().removeprefix(_PYTHON_TAG).strip()
+        decoder = json.JSONDecoder()
+        calls = []
+        position = 0
+        while position < len(body):
+            try:
+                obj, position = decoder.raw_decode(body, position)
+            except ValueError:
+                return text.strip() or None, []
+            call = _call_from(obj, names)
+            if call is None:
+                return text.strip() or None, []
+            calls.append(call)
+            while position < len(body) and body[position] in " \t\n;":
+                position += 1
+        return (None, calls) if calls else (text.strip() or None, [])
+    calls: list[ToolCall] = []
+    kept: list[str] = []
+    position = 0
+    for match in _HERMES.finditer(text):
+        try:
+            call = _call_from(json.loads(match.group(1)), names)
+        except ValueError:
+            call = None
+        if call is None:
+            continue
+        kept.append(text[position:match.start()])
+        calls.append(call)
+        position = match.end()
+    kept.append(text[position:])
+    content = "".join(kept).strip()
+    return (content or None), calls
+
+
+class StreamingToolParser:
+    """Splits streamed text into content deltas and complete tool calls.
+
+    Content is released as it comes, except text that may be the start of a call: from `<tool_call>` (or
+    a partial prefix of it at the end) for hermes, and the whole output when it opens with `{` for
+    llama3_json. Held text becomes calls when they complete, and content again if it never parses.
+    """
+
+    def __init__(self, call_format: str, names: set[str]) -> None:
+        self.call_format = call_format
+        self.names = names
+        self._held = ""
+        self._has_content = False
+        # Whitespace is released only once more content follows: content matches the stripped text of
+        # a non-streamed response.
+        self._pending_space = ""
+        self._has_released = False
+        self.calls: list[ToolCall] = []
+
+    def _trim(self, text: str, is_final: bool) -> str:
+        text = self._pending_space + text
+        body = text.rstrip()
+        self._pending_space = "" if is_final else text[len(body):]
+        if not self._has_released:
+            body = body.lstrip()
+        if body:
+            self._has_released = True
+        return body
+
+    def _split_hermes(self, is_final: bool) -> tuple[str, list[ToolCall]]:
+        out, calls = [], []
+        while True:
+            start = self._held.find(_HERMES_OPEN)
+            if start < 0:
+                keep = 0 if is_final else max((n for n in range(1, len(_HERMES_OPEN))
+                                               if self._held.endswith(_HERMES_OPEN[:n])), default=0)
+                out.append(self._held[:len(self._held) - keep])
+                self._held = self._held[len(self._held) - keep:]
+                break
+            out.append(self._held[:start])
+            self._held = self._held[start:]
+            match = _HERMES.match(self._held)
+            if match is None:
+                if is_final:
+                    out.append(self._held)
+                    self._held = ""
+                break
+            content, found = parse_tool_calls(match.group(0), "hermes", self.names)
+            if found:
+                calls.extend(found)
+            else:
+                out.append(match.group(0))
+            self._held = self._held[match.end():]
+        return "".join(out), calls
+
+    def feed(self, text: str, is_final: bool = False) -> tuple[str, list[ToolCall]]:
+        """Content to release now and tool calls completed by `text`."""
+        content, calls = self._feed(text, is_final)
+        return self._trim(content, is_final), calls
+
+    def _feed(self, text: str, is_final: bool) -> tuple[str, list[ToolCall]]:
+        self._held += text
+        if self.call_format == "llama3_json":
+            probe = self._held.lstrip()
+            if self._has_content or (probe and not probe.startswith(("{", _PYTHON_TAG[:len(probe)]))):
+                self._has_content = True
+                out, self._held = self._held, ""
+                return out, []
+            if not is_final:
+                return "", []
+            content, calls = parse_tool_calls(self._held, "llama3_json", self.names)
+            self._held = ""
+            self.calls.extend(calls)
+            return (content or "") if not calls else "", calls
+        out, calls = self._split_hermes(is_final)
+        self.calls.extend(calls)
+        return out, calls

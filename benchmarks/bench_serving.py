@@ -21,6 +21,10 @@ Servers (run one after the other): --url [--model] (any running server), --start
 ~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
 transformers: the checkpoint's float32) unless --dtype sets one for both.
 
+Constraint cost: --compare-json-schema runs every level against hearth twice in the same server, unconstrained
+and with response_format json_schema (STORY_SCHEMA: a title and a story, strings long enough to run to the
+token cap), and prints the ratio of output tok/s.
+
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
        [--seed 1234] [--dtype float32|bfloat16] [--transformers-args ARGS] [--plot benchmarks/out/serving.png]
@@ -51,6 +55,13 @@ ROOT = Path(__file__).resolve().parent.parent
 HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
 MODEL_DIR = HEARTH_CACHE / "models" / "SmolLM2-135M-Instruct"  # hearth's default model; transformers' too
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+STORY_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {"name": "story", "strict": True, "schema": {
+        "type": "object", "properties": {"title": {"type": "string", "maxLength": 60},
+                                        "story": {"type": "string", "minLength": 2000}},
+        "required": ["title", "story"], "additionalProperties": False}},
+}
 PROMPTS = [
     "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle.",
     "Explain in detail how a steam engine works, step by step, for a curious student.",
@@ -106,6 +117,8 @@ async def stream_one(client: httpx.AsyncClient, url: str, model: str, index: int
     body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
             "stream": True, "stream_options": {"include_usage": True}, "temperature": args.temperature,
             "max_completion_tokens": args.max_tokens, "seed": args.seed + index}
+    if getattr(args, "response_format", None):
+        body["response_format"] = args.response_format
     result = RequestResult()
     start = time.perf_counter()
     try:
@@ -286,6 +299,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--level-timeout", type=float, default=900.0, help="seconds per level")
+    p.add_argument("--compare-json-schema", action="store_true",
+                   help="with --start-hearth: run the levels again with response_format json_schema, print the cost")
     p.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "out" / "serving.png")
     args = p.parse_args(argv)
     if not (args.url or args.start_hearth or args.compare_transformers):
@@ -314,6 +329,16 @@ def main(argv: list[str] | None = None) -> int:
         with launched("hearth", [sys.executable, "-m", "server", "--port", str(port), *dtype_args], port):
             all_rows["hearth"] = bench_server("hearth", url, served_model(url),
                                               args.dtype or default_dtype("hearth"), args)
+            if args.compare_json_schema:
+                constrained = argparse.Namespace(**{**vars(args), "response_format": STORY_SCHEMA})
+                all_rows["hearth json_schema"] = bench_server(
+                    "hearth, response_format json_schema", url, served_model(url),
+                    args.dtype or default_dtype("hearth"), constrained)
+                free, fixed = all_rows["hearth"], all_rows["hearth json_schema"]
+                print("\nconstraint cost: json_schema / unconstrained output tok/s (1.00 = free)")
+                for c in args.concurrency:
+                    print(f"{c:>4} clients: {ratio(fixed[c]['tok_s'], free[c]['tok_s']):.3f}  "
+                          f"({fixed[c]['tok_s']:.1f} vs {free[c]['tok_s']:.1f} tok/s)")
     if args.compare_transformers:
         port, exe = free_port(), Path(sys.executable).with_name("transformers")
         cmd = [str(exe), "serve", str(MODEL_DIR), "--continuous-batching", "--host", "127.0.0.1",

@@ -17,8 +17,9 @@ def num_blocks_for_budget(
 
 
 class KVCache:
-    """data [num_layers, 2, num_blocks * block_size, num_kv_heads, head_dim]; a token's slot is
-    block * block_size + offset. Zero-initialised so that padded reads stay finite."""
+    """data [num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim]; a token's slot is
+    block * block_size + offset, and its key and value sit side by side so one gather reads both.
+    Zero-initialised so that padded reads stay finite."""
 
     def __init__(
         self,
@@ -33,15 +34,15 @@ class KVCache:
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.data = torch.zeros(
-            num_layers, 2, num_blocks * block_size, num_kv_heads, head_dim, dtype=dtype, device=device
+            num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim, dtype=dtype, device=device
         )
 
-    def layer(self, index: int) -> tuple[Tensor, Tensor]:
-        """(keys, values) of one layer: [num_slots, num_kv_heads, head_dim] each."""
-        return self.data[index, 0], self.data[index, 1]
+    def layer(self, index: int) -> Tensor:
+        """One layer's [num_slots, 2, num_kv_heads, head_dim]: keys at [:, 0], values at [:, 1]."""
+        return self.data[index]
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         """Copy whole blocks src -> dst in every layer (copy-on-write of a shared partial block)."""
         size = self.block_size
         for src, dst in copies:
-            self.data[:, :, dst * size:(dst + 1) * size] = self.data[:, :, src * size:(src + 1) * size]
+            self.data[:, dst * size:(dst + 1) * size] = self.data[:, src * size:(src + 1) * size]

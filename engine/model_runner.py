@@ -19,7 +19,10 @@ class ModelRunner:
         self.device = loaded.device
         if loaded.is_native:
             self.num_kv_heads = loaded.model.shape.num_kv_heads
-            self._kv_head_offsets = torch.arange(self.num_kv_heads, device=self.device).view(1, -1, 1)
+            heads = torch.arange(self.num_kv_heads, device=self.device)
+            # Row of (slot s, key/value j, head h) in a flattened cache layer: (2 s + j) * num_kv_heads + h.
+            self._kv_offsets = (torch.arange(2, device=self.device).view(2, 1, 1, 1) * self.num_kv_heads
+                                + heads.view(1, 1, -1, 1))  # [2, 1, num_kv_heads, 1]
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, as the attention metadata expects."""
@@ -73,7 +76,7 @@ class ModelRunner:
                 if start > 0:
                     context = torch.arange(start + count, device=device)
                     slots = self._slots(torch.tensor(table, device=device), context)
-                    kv_index = slots.unsqueeze(0) * self.num_kv_heads + self._kv_head_offsets[0]
+                    kv_index = (slots * 2 * self.num_kv_heads + self._kv_offsets)[:, 0]  # [2, heads, context]
                     query_pos = torch.arange(start, start + count, device=device).unsqueeze(1)
                     mask = context.unsqueeze(0) <= query_pos  # [count, start + count]
                 prefills.append(PrefillSegment(token_start, count, start, kv_index, mask))
@@ -90,7 +93,7 @@ class ModelRunner:
             context = torch.arange(max_len, device=device)
             is_real = context.unsqueeze(0) < context_lens.unsqueeze(1)  # [num_decodes, max_len]
             slots = torch.where(is_real, self._slots(tables, context), 0)
-            decode_kv_index = slots.unsqueeze(1) * self.num_kv_heads + self._kv_head_offsets
+            decode_kv_index = (slots * 2 * self.num_kv_heads).view(1, len(decodes), 1, max_len) + self._kv_offsets
             decode_bias = torch.zeros(len(decodes), 1, 1, max_len, device=device)
             decode_bias.masked_fill_(~is_real.view(len(decodes), 1, 1, max_len), float("-inf"))
 

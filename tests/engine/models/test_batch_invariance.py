@@ -19,8 +19,8 @@ def test_row_padding_is_only_used_where_measured_necessary():
     assert [bf16.padded(n) for n in (1, 2, 3, 9)] == [2, 2, 3, 9]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_linear_rows_are_identical_in_any_batch_size(default_entry, dtype):
+@pytest.mark.parametrize("dtype, is_prepacked", [("float32", False), ("bfloat16", False), ("bfloat16", True)])
+def test_linear_rows_are_identical_in_any_batch_size(default_entry, dtype, is_prepacked):
     engine_dtype = getattr(torch, dtype)
     from transformers import AutoConfig
 
@@ -29,6 +29,9 @@ def test_linear_rows_are_identical_in_any_batch_size(default_entry, dtype):
     model = LlamaModel(AutoConfig.from_pretrained(default_entry.path), engine_dtype, torch.device("cpu"), 16)
     torch.manual_seed(0)
     weight = (torch.randn(960, 576) * 0.05).to(engine_dtype)
+    if is_prepacked:
+        model.is_prepacked = True
+        weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8)
     rows = torch.randn(40, 576).to(engine_dtype)
     reference = [model._linear(rows[i:i + 1], weight) for i in range(40)]
     for size in (2, 3, 5, 7, 8, 9, 11, 12, 16, 33, 40):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
 
@@ -68,9 +70,20 @@ def main(argv: list[str] | None = None) -> int:
         logprobs_mode=args.logprobs_mode,
     )
     engine_ = LLMEngine(config, entry)
-    app = build_app(engine_, entry)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
+    app = build_app(engine_, entry, is_engine_external=True)
+    # HTTP in a second thread, the engine loop in this one (see server.async_engine for why).
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    http = threading.Thread(target=server.run, name="hearth-http", daemon=True)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    http.start()
+    try:
+        app.state.async_engine.run_forever(lambda: server.should_exit or not http.is_alive())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        http.join(timeout=10)
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

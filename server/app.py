@@ -29,7 +29,10 @@ from server.protocol import ChatCompletionRequest
 VERSION = "0.1.0"
 
 
-def build_app(engine: LLMEngine, entry: ModelEntry) -> FastAPI:
+def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = False) -> FastAPI:
+    """The app over `engine`. Its lifespan runs the engine loop in a thread, unless is_engine_external:
+    then the caller runs app.state.async_engine.run_forever() itself (python -m server does, in the
+    main thread)."""
     async_engine = AsyncEngine(engine)
     loaded = engine.loaded
     adapter = ChatAdapter(
@@ -46,9 +49,11 @@ def build_app(engine: LLMEngine, entry: ModelEntry) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async_engine.start()
+        if not is_engine_external:
+            async_engine.start()
         yield
-        async_engine.stop()
+        if not is_engine_external:
+            async_engine.stop()
 
     app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan)
     app.state.async_engine = async_engine

@@ -1,6 +1,10 @@
-"""Runs LLMEngine.step() in its own thread and hands each request's outputs to its asyncio queue.
+"""Runs LLMEngine.step() in a loop and hands each request's outputs to its asyncio queue.
 
-torch releases the GIL inside its ops, so the event loop keeps serving HTTP while a step computes.
+torch releases the GIL inside its ops, so the event loop keeps serving HTTP while a step computes. The
+command-line server runs this loop in the process's main thread and HTTP in a second one: the forward
+ran 40-60% slower when stepped from a thread other than the one that loaded the model (oneDNN/OpenMP
+per-thread state; measured in benchmarks/bench_engine_thread.py). start() runs it in a thread instead,
+for in-process uses such as tests.
 Adds and aborts reach the engine thread through a locked inbox and are applied between steps; a request
 whose consumer goes away (client disconnect) is aborted and its memory freed at the next step.
 """
@@ -46,22 +50,32 @@ class AsyncEngine:
         self.num_steps = 0
 
     def start(self) -> None:
+        """Run the engine loop in a background thread (no-op when it already runs)."""
         if self._thread is not None:
             return
         self._is_running = True
         self._thread = threading.Thread(target=self._loop, name="hearth-engine", daemon=True)
         self._thread.start()
 
+    def run_forever(self, should_stop) -> None:
+        """Run the engine loop in the calling thread until should_stop() is true."""
+        self._is_running = True
+        self._thread = threading.current_thread()
+        try:
+            self._loop(should_stop)
+        finally:
+            self._is_running = False
+
     def stop(self) -> None:
         self._is_running = False
         self._wakeup.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-            self._thread = None
+        self._thread = None
 
     @property
     def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._is_running and self._thread is not None and self._thread.is_alive()
 
     def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
         target = self._queues.get(request_id)
@@ -85,11 +99,11 @@ class AsyncEngine:
             self.engine.abort_request(request_id)
             self._queues.pop(request_id, None)
 
-    def _loop(self) -> None:
-        while self._is_running:
+    def _loop(self, should_stop=lambda: False) -> None:
+        while self._is_running and not should_stop():
             self._drain_inbox()
             if not self.engine.has_unfinished_requests():
-                self._wakeup.wait(timeout=0.5)
+                self._wakeup.wait(timeout=0.2)
                 self._wakeup.clear()
                 continue
             try:

@@ -164,6 +164,16 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
+    def stats(self) -> dict[str, int]:
+        """Live requests and sequences, and KV cache blocks in use (for /health and tests)."""
+        return {
+            "num_requests": len(self.requests),
+            "num_running_seqs": len(self.scheduler.running),
+            "num_waiting_seqs": len(self.scheduler.waiting),
+            "kv_blocks_total": self.allocator.num_blocks,
+            "kv_blocks_used": self.allocator.num_blocks - self.allocator.num_free,
+        }
+
     # ---- the step -------------------------------------------------------------------------------
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -27,6 +28,7 @@ from server.errors import (
 from server.protocol import ChatCompletionRequest
 
 VERSION = "0.1.0"
+logger = logging.getLogger("hearth.server")
 
 
 def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = False) -> FastAPI:
@@ -67,7 +69,8 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     async def health() -> JSONResponse:
         if not async_engine.is_alive:
             raise APIError(503, "the engine is not running", code="engine_dead")
-        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps})
+        stats = engine.stats()
+        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps, **stats})
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -94,6 +97,8 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         plan = await compile_constraint(adapter.plan(body))
+        logger.info("%s: %d prompt tokens, n=%d, stream=%s, user=%s", plan.request_id, len(plan.prompt_token_ids),
+                    plan.params.n, plan.is_stream, body.user)
         outputs = async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params)
         if plan.is_stream:
             from server.streaming import stream_chat

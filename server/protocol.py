@@ -159,7 +159,6 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaResponseFor
 
 class StreamOptions(Strict):
     include_usage: bool | None = None
-    include_obfuscation: bool | None = None
 
 
 # ---- the request ------------------------------------------------------------------------------------

@@ -123,3 +123,21 @@ def test_tool_call_round_trip_through_the_openai_client(client):
                                            temperature=0, max_completion_tokens=60)
     assert final.choices[0].message.content
     assert final.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server_url):
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Write a very long story."}],
+            "max_completion_tokens": 2000, "stream": True, "seed": 1}
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", server_url + "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            received = [next(lines) for _ in range(6)]
+            assert any(line.startswith("data: ") for line in received)
+            assert httpx.get(server_url + "/health").json()["kv_blocks_used"] > 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            health = httpx.get(server_url + "/health").json()
+            if health["num_requests"] == 0 and health["kv_blocks_used"] == 0:
+                break
+            time.sleep(0.05)
+        assert health["num_requests"] == 0 and health["kv_blocks_used"] == 0

@@ -10,33 +10,16 @@ Usage: python benchmarks/bench_engine_thread.py [--steps 40]
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
-import time
 from pathlib import Path
 
-from engine.chat import render_chat
+from engine_timing import median_decode_step
+
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.registry import ModelRegistry
-from engine.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def decode_steps(engine: LLMEngine, num_seqs: int, num_steps: int, tag: str) -> float:
-    """Median seconds per decode step of num_seqs greedy sequences (prefill excluded)."""
-    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "Tell me a long story."}])
-    for i in range(num_seqs):
-        engine.add_request(f"{tag}-{i}", prompt, SamplingParams(temperature=0, max_tokens=num_steps + 4, ignore_eos=True))
-    for _ in range(3):
-        engine.step()
-    times = []
-    while engine.has_unfinished_requests():
-        start = time.perf_counter()
-        engine.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -50,9 +33,9 @@ def main() -> None:
         results = {}
 
         def in_thread(num_seqs=num_seqs, results=results) -> None:
-            results["thread"] = decode_steps(engine, num_seqs, args.steps, "thread")
+            results["thread"] = median_decode_step(engine, num_seqs, args.steps, "thread")
 
-        results["main"] = decode_steps(engine, num_seqs, args.steps, "main")
+        results["main"] = median_decode_step(engine, num_seqs, args.steps, "main")
         worker = threading.Thread(target=in_thread)
         worker.start()
         worker.join()

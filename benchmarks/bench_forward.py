@@ -11,32 +11,16 @@ Usage: python benchmarks/bench_forward.py [--batches 1 3 8 32] [--steps 30]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-from engine.chat import render_chat
+from engine_timing import median_decode_step
+
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.models.llama import RowPadding
 from engine.registry import ModelRegistry
-from engine.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def step_ms(engine: LLMEngine, num_seqs: int, num_steps: int) -> float:
-    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "Tell me a long story."}])
-    for i in range(num_seqs):
-        engine.add_request(f"r{i}", prompt, SamplingParams(temperature=0, max_tokens=num_steps + 4, ignore_eos=True))
-    for _ in range(3):
-        engine.step()
-    times = []
-    while engine.has_unfinished_requests():
-        start = time.perf_counter()
-        engine.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -52,9 +36,9 @@ def main() -> None:
         padding = model.row_padding
         for num_seqs in args.batches:
             model.row_padding = padding
-            invariant = step_ms(engine, num_seqs, args.steps)
+            invariant = median_decode_step(engine, num_seqs, args.steps) * 1e3
             model.row_padding = RowPadding()
-            unpadded = step_ms(engine, num_seqs, args.steps)
+            unpadded = median_decode_step(engine, num_seqs, args.steps) * 1e3
             print(f"{dtype:>9} {num_seqs:>5} {invariant:>13.1f} {unpadded:>12.1f} {invariant / unpadded - 1:>+6.1%}",
                   flush=True)
         del engine, model

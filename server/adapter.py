@@ -17,33 +17,14 @@ from engine.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, t
 from engine.token_text import TokenText
 from server.errors import APIError
 from server.protocol import ChatCompletionRequest, TextPart
-from server.tool_calls import ToolCall, parse_tool_calls, render_call, tools_system_prompt
+from server.tool_calls import parse_tool_calls, render_call, tools_system_prompt
+from server.tool_plan import ToolPlan, tool_message, tool_plan
 
 # OpenAI reports tokens of (practically) zero probability with this logprob; JSON has no -inf.
 MIN_LOGPROB = -9999.0
 
 # SamplingParams field -> request field, where they differ.
 _PARAM_NAMES = {"max_tokens": "max_completion_tokens", "stop_token_ids": "stop"}
-
-
-@dataclass(frozen=True)
-class ToolPlan:
-    """The functions offered and how the model may call them (tools, or the deprecated functions)."""
-
-    functions: list[dict[str, Any]]
-    # "none", "auto", "required", or the name of the one function to call.
-    choice: str
-    is_parallel: bool
-    call_format: str
-    is_legacy_functions: bool
-
-    @property
-    def names(self) -> set[str]:
-        return {f["name"] for f in self.functions}
-
-    @property
-    def is_forced(self) -> bool:
-        return self.choice not in ("none", "auto")
 
 
 @dataclass(frozen=True)
@@ -99,7 +80,7 @@ class ChatAdapter:
 
     def plan(self, req: ChatCompletionRequest) -> ChatPlan:
         self.check_model(req.model)
-        tools = self.tool_plan(req)
+        tools = tool_plan(req, self.tool_call_format)
         messages = self.messages(req, tools)
         template_tools = None
         if tools is not None and tools.choice != "none":
@@ -144,51 +125,6 @@ class ChatAdapter:
             first = dict(messages[0], content=f"{messages[0]['content']}\n\n{text}")
             return [first, *messages[1:]]
         return [{"role": "system", "content": text}, *messages]
-
-    def tool_plan(self, req: ChatCompletionRequest) -> ToolPlan | None:
-        """tools/tool_choice/parallel_tool_calls, or the deprecated functions/function_call mapped onto them."""
-        if req.tools is not None and req.functions is not None:
-            raise APIError(400, "use tools or the deprecated functions, not both", param="functions")
-        is_legacy = req.functions is not None
-        if req.tools is None and req.functions is None:
-            for name in ("tool_choice", "parallel_tool_calls", "function_call"):
-                if getattr(req, name) is not None:
-                    needed = "functions" if name == "function_call" else "tools"
-                    raise APIError(400, f"{name} is only allowed when {needed} are specified", param=name)
-            return None
-        if is_legacy:
-            if req.tool_choice is not None or req.parallel_tool_calls is not None:
-                param = "tool_choice" if req.tool_choice is not None else "parallel_tool_calls"
-                raise APIError(400, f"{param} goes with tools, not with the deprecated functions", param=param)
-            definitions = req.functions
-            raw_choice = req.function_call
-            param = "function_call"
-        else:
-            if req.function_call is not None:
-                raise APIError(400, "function_call goes with the deprecated functions, not tools",
-                               param="function_call")
-            definitions = [t.function for t in req.tools]
-            raw_choice = req.tool_choice.function if req.tool_choice is not None and not isinstance(
-                req.tool_choice, str) else req.tool_choice
-            param = "tool_choice"
-        if not definitions:
-            raise APIError(400, f"{'functions' if is_legacy else 'tools'} must not be empty",
-                           param="functions" if is_legacy else "tools")
-        functions = [d.model_dump(exclude_none=True, exclude={"strict"}) for d in definitions]
-        names = [f["name"] for f in functions]
-        if len(set(names)) != len(names):
-            raise APIError(400, "function names must be unique", param="functions" if is_legacy else "tools")
-        if raw_choice is None:
-            choice = "auto"
-        elif isinstance(raw_choice, str):
-            choice = raw_choice
-        else:
-            choice = raw_choice.name
-            if choice not in names:
-                raise APIError(400, f"{param} names the function '{choice}', which is not among the ones given",
-                               param=param)
-        return ToolPlan(functions=functions, choice=choice, is_parallel=req.parallel_tool_calls is not False and not is_legacy,
-                        call_format=self.tool_call_format, is_legacy_functions=is_legacy)
 
     def constraint(self, req: ChatCompletionRequest, tools: ToolPlan | None) -> tuple[ConstraintSpec | None, str | None]:
         """The grammar the output must follow: a forced tool call, or a JSON response format."""
@@ -348,24 +284,6 @@ class ChatAdapter:
         return {"prompt_tokens": num_prompt, "completion_tokens": num_completion,
                 "total_tokens": num_prompt + num_completion}
 
-    @staticmethod
-    def tool_message(plan: ChatPlan, content: str | None, calls: list[ToolCall], finish_reason: str | None
-                     ) -> tuple[dict[str, Any], str | None]:
-        """The assistant message and finish_reason for output that may hold tool calls."""
-        tools = plan.tools
-        if not tools.is_parallel:
-            calls = calls[:1]
-        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-        if not calls:
-            return message, finish_reason
-        if finish_reason == "stop":
-            finish_reason = "function_call" if tools.is_legacy_functions else "tool_calls"
-        if tools.is_legacy_functions:
-            message["function_call"] = {"name": calls[0].name, "arguments": calls[0].arguments}
-        else:
-            message["tool_calls"] = [c.openai() for c in calls]
-        return message, finish_reason
-
     def completion(self, plan: ChatPlan, states: list[ChoiceState], num_prompt: int) -> dict[str, Any]:
         choices = []
         for index, state in enumerate(states):
@@ -374,7 +292,7 @@ class ChatAdapter:
             finish_reason = state.finish_reason
             if plan.parses_tool_calls:
                 content, calls = parse_tool_calls(state.text, plan.tools.call_format, plan.tools.names)
-                message, finish_reason = self.tool_message(plan, content, calls, finish_reason)
+                message, finish_reason = tool_message(plan.tools, content, calls, finish_reason)
             choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason})
         return {
             "id": plan.request_id,

@@ -10,12 +10,6 @@ def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_di
     return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
-def num_blocks_for_budget(
-    budget_bytes: int, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
-) -> int:
-    return budget_bytes // bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype)
-
-
 class KVCache:
     """data [num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim]; a token's slot is
     block * block_size + offset, and its key and value sit side by side so one gather reads both.

@@ -37,11 +37,6 @@ def logprob_stats(logits: Tensor, probs: Tensor, top_token_ids: Tensor, num_top:
     return LogprobStats(lse=lse, top_token_ids=top_ids, top_logprobs=top_logprobs)
 
 
-def token_logprobs(logits: Tensor, lse: Tensor, token_ids: Tensor) -> Tensor:
-    """[num_seqs] logprob of token_ids under log_softmax(logits)."""
-    return logits.gather(1, token_ids.unsqueeze(1)).squeeze(1) - lse
-
-
 @dataclass(frozen=True)
 class CandidateLogprobs:
     """Logprobs under a truncated row's kept distribution: log(weight / kept weight) of its candidates."""

@@ -72,8 +72,10 @@ class Sampler:
             raw_probs = torch.ops.aten._softmax.out(logits, 1, False, out=scratch)
             raw_stats = logprob_stats(logits, raw_probs, top_ids, md.num_top_logprobs)
         work = self._buffer("logits", logits).copy_(logits) if needs_copy else logits
-        touched_ids = self._touched_ids(md)
-        raw_touched = work.gather(1, touched_ids) if wants_raw and touched_ids is not None else None
+        # The ids stages 2-4 touch matter only for raw logprobs (restoring the chosen token's raw logit,
+        # refreshing the raw block maxima).
+        touched_ids = self._touched_ids(md) if wants_raw else None
+        raw_touched = work.gather(1, touched_ids) if touched_ids is not None else None
         if has_processing:
             work = self._process(work, md)
         block_max = self._block_max(work, touched_ids, raw_block_max, md)

@@ -82,6 +82,7 @@ class ChatAdapter:
         self.check_model(req.model)
         tools = tool_plan(req, self.tool_call_format)
         messages = self.messages(req, tools)
+        constraint, constraint_param = self.constraint(req, tools, messages)
         template_tools = None
         if tools is not None and tools.choice != "none":
             offered = [{"type": "function", "function": f} for f in tools.functions]
@@ -105,7 +106,6 @@ class ChatAdapter:
             )
         if req.stream_options is not None and not req.stream:
             raise APIError(400, "stream_options is only allowed when stream is true", param="stream_options")
-        constraint, constraint_param = self.constraint(req, tools)
         return ChatPlan(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -126,7 +126,8 @@ class ChatAdapter:
             return [first, *messages[1:]]
         return [{"role": "system", "content": text}, *messages]
 
-    def constraint(self, req: ChatCompletionRequest, tools: ToolPlan | None) -> tuple[ConstraintSpec | None, str | None]:
+    def constraint(self, req: ChatCompletionRequest, tools: ToolPlan | None, messages: list[dict[str, Any]]
+                   ) -> tuple[ConstraintSpec | None, str | None]:
         """The grammar the output must follow: a forced tool call, or a JSON response format."""
         fmt = req.response_format
         wants_json = fmt is not None and fmt.type != "text"
@@ -142,7 +143,7 @@ class ChatAdapter:
             raise APIError(400, "response_format json_object/json_schema with tools is only supported with "
                            "tool_choice 'none'", param="response_format")
         if fmt.type == "json_object":
-            if not any("json" in (m.get("content") or "").lower() for m in self.messages(req, None)):
+            if not any("json" in (m.get("content") or "").lower() for m in messages):
                 raise APIError(400, "'messages' must contain the word 'json' in some form, to use 'response_format' "
                                "of type 'json_object'.", param="messages")
             return ConstraintSpec.of(JSON_OBJECT), "response_format"

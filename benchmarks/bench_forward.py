@@ -2,7 +2,7 @@
 
 Measures what the CPU dtype choice and batch invariance cost: bfloat16 against float32, each with its
 row padding (bf16: a single row padded to 2; fp32: rows padded to a multiple of 8, see
-engine.models.llama.batch_invariant_padding) and without. Median ms per engine step of N greedy decoding
+engine.model.models.llama.batch_invariant_padding) and without. Median ms per engine step of N greedy decoding
 sequences (prefill excluded).
 
 Usage: python benchmarks/bench_forward.py [--batches 1 3 8 32] [--steps 30]
@@ -17,8 +17,8 @@ from engine_timing import median_decode_step
 
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
-from engine.models.llama import RowPadding
-from engine.registry import ModelRegistry
+from engine.loading.registry import ModelRegistry
+from engine.model.models.llama import RowPadding
 
 ROOT = Path(__file__).resolve().parent.parent
 

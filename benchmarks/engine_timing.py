@@ -7,7 +7,7 @@ import time
 
 from engine.chat import render_chat
 from engine.llm_engine import LLMEngine
-from engine.sampling_params import SamplingParams
+from engine.sampling.sampling_params import SamplingParams
 
 
 def median_decode_step(engine: LLMEngine, num_seqs: int, num_steps: int, tag: str = "r") -> float:

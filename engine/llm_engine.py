@@ -14,20 +14,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.block_allocator import BlockAllocator
 from engine.config import EngineConfig
-from engine.detokenizer import IncrementalDetokenizer
-from engine.kv_cache import KVCache, bytes_per_block
-from engine.loader import LoadedModel, load_model
-from engine.model_runner import ModelRunner
-from engine.outputs import ChoiceDelta, RequestOutput
-from engine.registry import ModelEntry
+from engine.loading.loader import LoadedModel, load_model
+from engine.loading.registry import ModelEntry
+from engine.model.kv_cache import KVCache, bytes_per_block
+from engine.model.model_runner import ModelRunner
+from engine.output.detokenizer import IncrementalDetokenizer
+from engine.output.outputs import ChoiceDelta, RequestOutput
+from engine.output.token_text import TokenText
 from engine.runtime import configure_host_allocator
-from engine.sampling_params import SamplingParams
-from engine.sampling_state import SamplingState
-from engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
-from engine.sequence import FinishReason, Sequence, TokenLogprobs
-from engine.token_text import TokenText
+from engine.sampling.sampling_params import SamplingParams
+from engine.sampling.sampling_state import SamplingState
+from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
+from engine.scheduling.sequence import FinishReason, Sequence, TokenLogprobs
 from kernels import Sampler, SamplerOutput
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,9 @@ class LLMEngine:
 
     @property
     def grammar(self):
-        """The constrained-decoding backend (engine.structured_output), built on first use."""
+        """The constrained-decoding backend (engine.output.structured_output), built on first use."""
         if self._grammar is None:
-            from engine.structured_output import GrammarBackend
+            from engine.output.structured_output import GrammarBackend
 
             self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, self.loaded.eos_token_ids)
         return self._grammar
@@ -265,8 +265,8 @@ class LLMEngine:
         """A json_object answer about to run out of max_tokens is closed instead of cut off: once the
         tokens left only just cover the shortest completion of its JSON (and the end token), those
         tokens are forced one by one."""
-        from engine.json_completion import json_completion
-        from engine.structured_output import JSON_OBJECT, allow_only, is_allowed
+        from engine.output.json_completion import json_completion
+        from engine.output.structured_output import JSON_OBJECT, allow_only, is_allowed
 
         for row, seq in enumerate(rows):
             constraint = seq.params.constraint

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.config import EngineConfig
     from engine.llm_engine import LLMEngine
-    from engine.registry import ModelNotFoundError, ModelRegistry
+    from engine.loading.registry import ModelNotFoundError, ModelRegistry
     from server.app import build_app
 
     try:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = registry.resolve(args.model)
         if not entry.exists():
             raise ModelNotFoundError(
-                f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m engine.fetch`) first"
+                f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m engine.loading.fetch`) first"
             )
     except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

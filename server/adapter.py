@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.chat import ChatTemplateError, render_chat
-from engine.outputs import RequestOutput
-from engine.sampling_params import ParamError, SamplingParams
-from engine.sequence import TokenLogprobs
-from engine.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
-from engine.token_text import TokenText
+from engine.output.outputs import RequestOutput
+from engine.output.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
+from engine.output.token_text import TokenText
+from engine.sampling.sampling_params import ParamError, SamplingParams
+from engine.scheduling.sequence import TokenLogprobs
 from server.errors import APIError
 from server.protocol import ChatCompletionRequest, TextPart
 from server.tool_calls import parse_tool_calls, render_call, tools_system_prompt

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.llm_engine import ContextLengthError, LLMEngine
-from engine.registry import ModelEntry
-from engine.structured_output import ConstraintError
+from engine.loading.registry import ModelEntry
+from engine.output.structured_output import ConstraintError
 from server.adapter import ChatAdapter, ChatPlan, ChoiceState
 from server.async_engine import AsyncEngine
 from server.errors import (

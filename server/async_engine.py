@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from engine.llm_engine import LLMEngine
-from engine.outputs import RequestOutput
-from engine.sampling_params import SamplingParams
+from engine.output.outputs import RequestOutput
+from engine.sampling.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.outputs import RequestOutput
+from engine.output.outputs import RequestOutput
 from server.adapter import ChatAdapter, ChatPlan
 from server.errors import APIError
 from server.tool_calls import StreamingToolParser, ToolCall

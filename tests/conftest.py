@@ -11,7 +11,7 @@ import torch
 
 import engine  # noqa: F401  (forces HF offline)
 from engine.config import EngineConfig
-from engine.registry import ModelEntry, ModelRegistry
+from engine.loading.registry import ModelEntry, ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 

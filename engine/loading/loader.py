@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from engine.config import EngineConfig
-from engine.gguf_convert import convert_gguf
-from engine.models.llama import LlamaModel, supports_native
-from engine.registry import ModelEntry, cache_dir
+from engine.loading.gguf_convert import convert_gguf
+from engine.loading.registry import ModelEntry, cache_dir
+from engine.model.models.llama import LlamaModel, supports_native
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class LoadedModel:
     folder: Path
     config: Any
     tokenizer: Any
-    # LlamaModel (native) or engine.models.hf_module.HFModule (transformers' module).
+    # LlamaModel (native) or engine.model.models.hf_module.HFModule (transformers' module).
     model: Any
     is_native: bool
     eos_token_ids: tuple[int, ...]
@@ -37,7 +37,7 @@ def hf_folder(entry: ModelEntry) -> Path:
     """The entry's HF folder; a .gguf entry is converted once into the cache."""
     if not entry.exists():
         raise FileNotFoundError(
-            f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m engine.fetch` "
+            f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m engine.loading.fetch` "
             "for registry models with a source)"
         )
     if not entry.is_gguf:
@@ -83,7 +83,7 @@ def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
         model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1)
         is_native = True
     else:
-        from engine.models.hf_module import HFModule
+        from engine.model.models.hf_module import HFModule
 
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
         model = HFModule.from_folder(folder, dtype, device)

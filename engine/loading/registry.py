@@ -2,7 +2,7 @@
 
 A model is a local Hugging Face folder (config.json + safetensors + tokenizer) or a GGUF file. Paths may
 use ${HEARTH_CACHE} (default ~/.cache/hearth) and ~. An entry may name a `source` it is fetched from at
-set-up time (`python -m engine.fetch`); nothing is fetched at run time.
+set-up time (`python -m engine.loading.fetch`); nothing is fetched at run time.
 """
 
 from __future__ import annotations

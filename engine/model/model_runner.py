@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.attention import AttentionMetadata, PrefillSegment
-from engine.kv_cache import KVCache
-from engine.loader import LoadedModel
-from engine.scheduler import ScheduledChunk
+from engine.loading.loader import LoadedModel
+from engine.model.attention import AttentionMetadata, PrefillSegment
+from engine.model.kv_cache import KVCache
+from engine.scheduling.scheduler import ScheduledChunk
 
 
 class ModelRunner:

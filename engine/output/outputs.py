@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.sequence import TokenLogprobs
+from engine.scheduling.sequence import TokenLogprobs
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.sampling_params import SamplingParams
-from engine.sequence import Sequence
+from engine.sampling.sampling_params import SamplingParams
+from engine.scheduling.sequence import Sequence
 from kernels import SamplingMetadata
 
 

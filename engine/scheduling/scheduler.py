@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.block_allocator import BlockAllocator
-from engine.sequence import Sequence, SequenceStatus
+from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.sequence import Sequence, SequenceStatus
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from engine.detokenizer import IncrementalDetokenizer
-from engine.sampling_params import SamplingParams
+from engine.output.detokenizer import IncrementalDetokenizer
+from engine.sampling.sampling_params import SamplingParams
 
 
 class SequenceStatus(enum.Enum):
@@ -47,14 +47,14 @@ class Sequence:
     # Tokens whose keys and values are in the KV cache.
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
-    # Row of the sampler's per-sequence device state (engine.sampling_state); None while unassigned.
+    # Row of the sampler's per-sequence device state (engine.sampling.sampling_state); None while unassigned.
     slot: int | None = None
     # Choices still to fork from this sequence when its prompt finishes prefill (n > 1).
     num_pending_forks: int = 0
     finish_reason: FinishReason | None = None
     error: str | None = None
     logprobs: list[TokenLogprobs] = field(default_factory=list)
-    # Grammar matcher state when the request is constrained (engine.structured_output).
+    # Grammar matcher state when the request is constrained (engine.output.structured_output).
     matcher: object | None = None
     # A json_object answer whose closing tokens were forced to fit max_tokens.
     is_ending_forced: bool = False

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor
 
-from engine.attention import AttentionMetadata, paged_attention
-from engine.kv_cache import KVCache
+from engine.model.attention import AttentionMetadata, paged_attention
+from engine.model.kv_cache import KVCache
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.detokenizer import IncrementalDetokenizer
+from engine.output.detokenizer import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

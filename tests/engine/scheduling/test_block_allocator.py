@@ -1,6 +1,6 @@
 import pytest
 
-from engine.block_allocator import BlockAllocator, OutOfBlocksError
+from engine.scheduling.block_allocator import BlockAllocator, OutOfBlocksError
 
 
 def test_allocate_share_free_roundtrip():

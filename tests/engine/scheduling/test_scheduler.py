@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from engine.block_allocator import BlockAllocator
-from engine.sampling_params import SamplingParams
-from engine.scheduler import Scheduler, SchedulerConfig
-from engine.sequence import Sequence, SequenceStatus
+from engine.sampling.sampling_params import SamplingParams
+from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.scheduler import Scheduler, SchedulerConfig
+from engine.scheduling.sequence import Sequence, SequenceStatus
 
 BLOCK = 4
 

@@ -7,8 +7,8 @@ import torch
 
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
-from engine.models.llama import batch_invariant_padding
-from engine.sampling_params import SamplingParams
+from engine.model.models.llama import batch_invariant_padding
+from engine.sampling.sampling_params import SamplingParams
 from tests.conftest import chat_prompt, run_to_completion
 
 
@@ -24,7 +24,7 @@ def test_linear_rows_are_identical_in_any_batch_size(default_entry, dtype, is_pr
     engine_dtype = getattr(torch, dtype)
     from transformers import AutoConfig
 
-    from engine.models.llama import LlamaModel
+    from engine.model.models.llama import LlamaModel
 
     model = LlamaModel(AutoConfig.from_pretrained(default_entry.path), engine_dtype, torch.device("cpu"), 16)
     torch.manual_seed(0)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.attention import AttentionMetadata, PrefillSegment
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
-from engine.registry import ModelEntry
-from engine.sampling_params import SamplingParams
+from engine.loading.registry import ModelEntry
+from engine.model.attention import AttentionMetadata, PrefillSegment
+from engine.sampling.sampling_params import SamplingParams
 from tests.conftest import chat_prompt, run_to_completion
 
 # Stated tolerances on logits over a whole sequence (prompt + 64 generated tokens). Both forwards run the

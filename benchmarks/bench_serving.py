@@ -16,8 +16,10 @@ Metrics (vLLM's definitions, timed from sending the request):
              p50 over the requests with 2+ output tokens
 Output tokens: the streamed usage where sent, else the content chunks; both are printed where they differ.
 
-Servers (run one after the other): --url [--model] (any running server), --start-hearth (`python -m server`),
---compare-transformers (`transformers serve --continuous-batching`). Both launched ones serve
+Servers (run one after the other): --url [--model] (any running server), --start-hearth (`python -m server`,
+once per --quantization mode given, default the registry's), --compare-transformers (`transformers serve
+--continuous-batching`), --compare-llama-server (llama.cpp's llama-server on the default model's Q4_1 GGUF,
+2 threads, 32 slots: benchmarks/peers/llama_server.sh, built once). Both launched ones serve
 ~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
 transformers: the checkpoint's float32) unless --dtype sets one for both.
 
@@ -27,7 +29,8 @@ token cap), and prints the ratio of output tok/s.
 
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
-       [--seed 1234] [--dtype float32|bfloat16] [--transformers-args ARGS] [--plot benchmarks/out/serving.png]
+       [--seed 1234] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
+       [--transformers-args ARGS] [--plot benchmarks/out/serving.png]
 """
 
 from __future__ import annotations
@@ -291,6 +294,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transformers-args", default="",
                    help="extra flags for transformers serve, e.g. '--cb-num-blocks 512'")
     p.add_argument("--dtype", help="dtype for both launched servers (default: each one's own 'auto')")
+    p.add_argument("--quantization", nargs="+", choices=("none", "int8", "int4"),
+                   help="start hearth once per mode (default: once, in the registry entry's mode)")
+    p.add_argument("--compare-llama-server", action="store_true",
+                   help="also launch llama.cpp's llama-server (benchmarks/peers/llama_server.sh)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--min-requests", type=int, default=8, help="least requests per level (default: 8)")
@@ -303,8 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --start-hearth: run the levels again with response_format json_schema, print the cost")
     p.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "out" / "serving.png")
     args = p.parse_args(argv)
-    if not (args.url or args.start_hearth or args.compare_transformers):
-        p.error("name a server: --url, --start-hearth and/or --compare-transformers")
+    if not (args.url or args.start_hearth or args.compare_transformers or args.compare_llama_server):
+        p.error("name a server: --url, --start-hearth, --compare-transformers and/or --compare-llama-server")
     if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
         p.error("--url must point at 127.0.0.1 (this benchmark only talks to the local machine)")
     return args
@@ -323,18 +330,20 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or served_model(url)
         all_rows[urlparse(url).netloc] = bench_server("server", url, model, "?", args)
     dtype_args = ["--dtype", args.dtype] if args.dtype else []
-    if args.start_hearth:
+    for mode in (args.quantization or [None]) if args.start_hearth else []:
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1"
-        with launched("hearth", [sys.executable, "-m", "server", "--port", str(port), *dtype_args], port):
-            all_rows["hearth"] = bench_server("hearth", url, served_model(url),
-                                              args.dtype or default_dtype("hearth"), args)
+        name = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
+        mode_args = ["--quantization", mode] if mode else []
+        with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *dtype_args,
+                                               *mode_args], port):
+            all_rows[name] = bench_server(name, url, served_model(url), args.dtype or default_dtype("hearth"), args)
             if args.compare_json_schema:
                 constrained = argparse.Namespace(**{**vars(args), "response_format": STORY_SCHEMA})
-                all_rows["hearth json_schema"] = bench_server(
-                    "hearth, response_format json_schema", url, served_model(url),
+                all_rows[f"{name} json_schema"] = bench_server(
+                    f"{name}, response_format json_schema", url, served_model(url),
                     args.dtype or default_dtype("hearth"), constrained)
-                free, fixed = all_rows["hearth"], all_rows["hearth json_schema"]
+                free, fixed = all_rows[name], all_rows[f"{name} json_schema"]
                 print("\nconstraint cost: json_schema / unconstrained output tok/s (1.00 = free)")
                 for c in args.concurrency:
                     print(f"{c:>4} clients: {ratio(fixed[c]['tok_s'], free[c]['tok_s']):.3f}  "
@@ -347,13 +356,23 @@ def main(argv: list[str] | None = None) -> int:
             all_rows["transformers serve --cb"] = bench_server(
                 "transformers serve --continuous-batching", f"http://127.0.0.1:{port}/v1", str(MODEL_DIR),
                 args.dtype or default_dtype("transformers"), args)
-    if "hearth" in all_rows and "transformers serve --cb" in all_rows:
-        h, t = all_rows["hearth"], all_rows["transformers serve --cb"]
-        print("\nhearth / transformers   (tok/s: higher is better for hearth; TPOT: lower is)")
-        print(f"{'conc':>4} {'tok/s ratio':>11} {'TPOT p50 ratio':>14}")
-        for c in args.concurrency:
-            print(f"{c:>4} {ratio(h[c]['tok_s'], t[c]['tok_s']):>11.2f} "
-                  f"{ratio(h[c]['tpot_p50'], t[c]['tpot_p50']):>14.2f}")
+    if args.compare_llama_server:
+        port = free_port()
+        script = ROOT / "benchmarks" / "peers" / "llama_server.sh"
+        subprocess.run(["bash", str(script), "build"], check=True, stdout=subprocess.DEVNULL)
+        with launched("llama-server", ["bash", str(script), "serve", str(port)], port):
+            all_rows["llama-server"] = bench_server("llama-server (Q4_1 GGUF, 2 threads, 32 slots)",
+                                                    f"http://127.0.0.1:{port}/v1", "smollm2-135m-instruct", "Q4_1", args)
+    for peer in ("transformers serve --cb", "llama-server"):
+        for name in [n for n in all_rows if n.startswith("hearth") and "json_schema" not in n]:
+            if peer not in all_rows:
+                continue
+            h, t = all_rows[name], all_rows[peer]
+            print(f"\n{name} / {peer}   (tok/s: higher is better for hearth; TPOT: lower is)")
+            print(f"{'conc':>4} {'tok/s ratio':>11} {'TPOT p50 ratio':>14}")
+            for c in args.concurrency:
+                print(f"{c:>4} {ratio(h[c]['tok_s'], t[c]['tok_s']):>11.2f} "
+                      f"{ratio(h[c]['tpot_p50'], t[c]['tpot_p50']):>14.2f}")
     plot(all_rows, args.plot, f"{MODEL_DIR.name}, {args.max_tokens} output tokens; {machine()}")
     return 0
 

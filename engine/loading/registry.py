@@ -14,12 +14,14 @@ from typing import Any
 
 import yaml
 
+from engine.loading.quantization import QUANTIZATION_MODES
+
 TOOL_CALL_FORMATS = ("hermes", "llama3_json")
 SAMPLING_DEFAULT_KEYS = (
     "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
     "frequency_penalty", "presence_penalty", "max_tokens",
 )
-ENTRY_KEYS = ("id", "path", "aliases", "dtype", "max_model_len", "defaults", "tool_call_format", "source")
+ENTRY_KEYS = ("id", "path", "aliases", "dtype", "quantization", "max_model_len", "defaults", "tool_call_format", "source")
 
 
 class ModelNotFoundError(LookupError):
@@ -60,6 +62,7 @@ class ModelEntry:
     path: Path
     aliases: tuple[str, ...] = ()
     dtype: str = "auto"
+    quantization: str = "none"
     max_model_len: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     tool_call_format: str = "hermes"
@@ -74,6 +77,10 @@ class ModelEntry:
         if unknown:
             raise ValueError(
                 f"defaults of {self.id!r} may only set {', '.join(SAMPLING_DEFAULT_KEYS)}; got {sorted(unknown)}"
+            )
+        if self.quantization not in QUANTIZATION_MODES:
+            raise ValueError(
+                f"quantization of {self.id!r} must be one of {QUANTIZATION_MODES}, got {self.quantization!r}"
             )
         if self.tool_call_format not in TOOL_CALL_FORMATS:
             raise ValueError(
@@ -106,6 +113,7 @@ def entry_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> ModelE
         path=expand_path(str(raw["path"]), base_dir),
         aliases=tuple(str(a) for a in raw.get("aliases") or ()),
         dtype=str(raw.get("dtype") or "auto"),
+        quantization=str(raw.get("quantization") or "none"),
         max_model_len=raw.get("max_model_len"),
         defaults=dict(raw.get("defaults") or {}),
         tool_call_format=str(raw.get("tool_call_format") or "hermes"),

@@ -15,8 +15,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor
 
+from engine.loading.quantization import Quantization
+from engine.loading.registry import cache_dir
 from engine.model.attention import AttentionMetadata, paged_attention
 from engine.model.kv_cache import KVCache
+from engine.model.linear import Embedding, Linear, LinearFactory, QuantizedValues
+from engine.model.row_tiling import RowTilingStore
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -91,33 +95,6 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
-@dataclass(frozen=True)
-class RowPadding:
-    """How many rows a GEMM input is padded to, so that each row's result is the same in any batch."""
-
-    multiple: int = 1
-    minimum: int = 1
-
-    def padded(self, num_rows: int) -> int:
-        return max(self.minimum, -(-num_rows // self.multiple) * self.multiple)
-
-
-def batch_invariant_padding(dtype: torch.dtype, device: torch.device) -> RowPadding:
-    """Measured on this project's CPU (tests/engine/models/test_batch_invariance.py):
-
-    - float32 (MKL) computed rows differently for 1-3, 5-7 and 9-11 rows than for 8 or more; padding to
-      a multiple of 8 made every row bit-identical whatever the batch.
-    - bfloat16 (oneDNN) takes a GEMV path for a single row whose float32 accumulation order differs from
-      the GEMM used for 2 or more rows: rarely visible after bf16 rounding, but it was (1 ulp of one
-      output in a decode step). Two rows minimum removes it.
-    """
-    if device.type != "cpu":
-        return RowPadding()
-    if dtype == torch.float32:
-        return RowPadding(multiple=8, minimum=8)
-    return RowPadding(minimum=2)
-
-
 def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
     """x [T, heads, head_dim]; cos, signed_sin [T, 1, head_dim].
 
@@ -127,27 +104,34 @@ def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 
 
 class LlamaModel:
-    """Weights as plain tensors; forward over a flat batch of tokens [T]."""
+    """Weights as engine.model.linear layers; forward over a flat batch of tokens [T].
 
-    def __init__(self, config, dtype: torch.dtype, device: torch.device, max_positions: int) -> None:
+    Decode rows and the rows sampled from go through each layer's rows_invariant path, prefill chunks
+    through one call per chunk, so that a sequence's tokens never depend on what else is batched."""
+
+    def __init__(self, config, dtype: torch.dtype, device: torch.device, max_positions: int,
+                 quantization: Quantization | None = None) -> None:
         self.config = config
         self.shape = LlamaShape.from_config(config)
         self.dtype = dtype
         self.device = device
+        self.quantization = quantization or Quantization()
         self.cos, sin = rotary_tables(config, max_positions, dtype, device)
         half = sin.shape[-1] // 2
         self.signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.scale = self.shape.head_dim ** -0.5
-        self.row_padding = batch_invariant_padding(dtype, device)
-        self.is_prepacked = False
-        self.layers: list[dict[str, Tensor]] = []
-        self.embed: Tensor | None = None
+        self.layers: list[dict] = []
+        self.embedding: Embedding | None = None
         self.final_norm: Tensor | None = None
-        self.lm_head: Tensor | None = None
+        self.lm_head: Linear | None = None
 
     @classmethod
-    def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int) -> LlamaModel:
-        model = cls(config, dtype, device, max_positions)
+    def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int,
+                    quantization: Quantization | None = None,
+                    native: dict[str, QuantizedValues] | None = None) -> LlamaModel:
+        """Weights from the folder's safetensors, except those given already quantized in `native`."""
+        model = cls(config, dtype, device, max_positions, quantization)
+        native = native or {}
         tensors: dict[str, Tensor] = {}
         files = sorted(Path(folder).glob("*.safetensors"))
         if not files:
@@ -155,72 +139,77 @@ class LlamaModel:
         for file in files:
             with safe_open(str(file), framework="pt", device="cpu") as handle:
                 for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    tensors[name] = handle.get_tensor(name)
-        model.load_weights(tensors)
-        model.prepack()
+                    if name not in native:
+                        tensors[name] = handle.get_tensor(name)
+        model.load_weights(tensors, native)
+        model.calibrate(RowTilingStore(cache_dir() / "row_tiling.json"))
         return model
 
-    def load_weights(self, tensors: dict[str, Tensor]) -> None:
-        def take(name: str) -> Tensor:
+    def load_weights(self, tensors: dict[str, Tensor], native: dict[str, QuantizedValues] | None = None) -> None:
+        """tensors: HF names -> float weights; native: HF names -> already-quantized int4 values."""
+        native = dict(native or {})
+        factory = LinearFactory(self.quantization, self.dtype, self.device)
+
+        def pop(name: str) -> Tensor:
             if name not in tensors:
                 raise KeyError(f"weight {name!r} is missing from the checkpoint")
-            return tensors.pop(name).to(device=self.device, dtype=self.dtype).contiguous()
+            return tensors.pop(name).to(self.device)
+
+        def take(name: str) -> Tensor:
+            return pop(name).to(self.dtype).contiguous()
+
+        def fused(names: list[str], bias: Tensor | None = None) -> Linear:
+            if all(n in native for n in names):
+                return factory.from_q4([native.pop(n) for n in names], bias)
+            if any(n in native for n in names):
+                raise ValueError(f"weights {names} are partly 4-bit in the GGUF; the native loader needs all or none")
+            return factory.linear(torch.cat([pop(n) for n in names]), bias)
 
         shape = self.shape
-        self.embed = take("model.embed_tokens.weight")
         for i in range(shape.num_layers):
             p = f"model.layers.{i}."
-            layer = {
+            qkv_bias = (torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
+                        if shape.has_qkv_bias else None)
+            self.layers.append({
                 "input_norm": take(p + "input_layernorm.weight"),
-                "qkv": torch.cat([take(p + f"self_attn.{n}_proj.weight") for n in "qkv"]),
-                "o": take(p + "self_attn.o_proj.weight"),
+                "qkv": fused([p + f"self_attn.{n}_proj.weight" for n in "qkv"], qkv_bias),
+                "o": fused([p + "self_attn.o_proj.weight"]),
                 "post_norm": take(p + "post_attention_layernorm.weight"),
-                "gate_up": torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]),
-                "down": take(p + "mlp.down_proj.weight"),
-            }
-            if shape.has_qkv_bias:
-                layer["qkv_bias"] = torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
-            self.layers.append(layer)
+                "gate_up": fused([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
+                "down": fused([p + "mlp.down_proj.weight"]),
+            })
         self.final_norm = take("model.norm.weight")
-        if shape.tie_word_embeddings or "lm_head.weight" not in tensors:
-            self.lm_head = self.embed
-        else:
-            self.lm_head = take("lm_head.weight")
+        embed = pop("model.embed_tokens.weight")
+        is_tied = shape.tie_word_embeddings or "lm_head.weight" not in tensors
+        self.embedding, self.lm_head = factory.embedding_and_head(embed, None if is_tied else pop("lm_head.weight"))
         tensors.pop("lm_head.weight", None)
-        leftovers = [n for n in tensors if not n.endswith("rotary_emb.inv_freq")]
+        leftovers = [n for n in list(tensors) + list(native) if not n.endswith("rotary_emb.inv_freq")]
         if leftovers:
             raise ValueError(f"checkpoint has weights the native Llama forward does not use: {leftovers[:5]}")
 
-    def prepack(self, batch_hint: int = 8) -> bool:
-        """Reorder the bfloat16 projection weights once into oneDNN's blocked layout.
+    def linears(self) -> list[Linear]:
+        return [layer[n] for layer in self.layers for n in ("qkv", "o", "gate_up", "down")] + [self.lm_head]
 
-        oneDNN otherwise repacks a bf16 weight on every call: with few rows that repacking, not the
-        arithmetic, was most of the GEMM time (30 layers of 6144x576 at 8 rows: 17.5 ms plain, 12.8 ms
-        prepacked; results bit-identical). Returns whether the weights were prepacked.
-        """
-        if self.dtype != torch.bfloat16 or self.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-            return False
-        try:
-            reorder = torch.ops.mkldnn._reorder_linear_weight
-            for layer in self.layers:
-                for name in ("qkv", "o", "gate_up", "down"):
-                    layer[name] = reorder(layer[name], batch_hint)
-            self.lm_head = reorder(self.lm_head, batch_hint)
-        except (RuntimeError, AttributeError):
-            return False
-        self.is_prepacked = True
-        return True
+    def calibrate(self, store: RowTilingStore | None = None) -> None:
+        """Each kernel configuration's batch-invariant row counts (engine.model.row_tiling), measured once
+        per machine and kept in `store`."""
+        store = store or RowTilingStore(None)
+        for linear in self.linears():
+            linear.calibrate(self.dtype, store)
 
-    def _linear(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-        num_rows = x.shape[0]
-        padding = self.row_padding.padded(num_rows) - num_rows
-        if padding:
-            x = torch.cat([x, x.new_zeros(padding, x.shape[1])])
-        if self.is_prepacked:
-            out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        else:
-            out = F.linear(x, weight, bias)
-        return out[:num_rows] if padding else out
+    @property
+    def num_weight_bytes(self) -> int:
+        norms = sum(layer[n].numel() * layer[n].element_size() for layer in self.layers for n in ("input_norm", "post_norm"))
+        tied = self.embedding.shares_head
+        return (sum(linear.num_bytes for linear in self.linears()) + norms
+                + (0 if tied else self.embedding.num_bytes))
+
+    def _linear(self, x: Tensor, linear: Linear, md: AttentionMetadata) -> Tensor:
+        if not md.prefills:
+            return linear.rows_invariant(x)
+        parts = [linear.rows_invariant(x[:md.num_decode_tokens])] if md.num_decode_tokens else []
+        parts += [linear.matmul(x[seg.token_start:seg.token_start + seg.num_tokens]) for seg in md.prefills]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
@@ -230,23 +219,23 @@ class LlamaModel:
         kv_size = shape.num_kv_heads * shape.head_dim
         cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, head_dim]
         sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
-        hidden = self.embed.index_select(0, input_ids)
+        hidden = self.embedding.lookup(input_ids)
         num_tokens = input_ids.shape[0]
         for index, layer in enumerate(self.layers):
             x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
-            qkv = self._linear(x, layer["qkv"], layer.get("qkv_bias"))
+            qkv = self._linear(x, layer["qkv"], md)
             # q and k heads rotate together: [T, num_heads + num_kv_heads, head_dim].
             qk = _rotate(qkv[:, :q_size + kv_size].view(num_tokens, -1, shape.head_dim), cos, sin)
             q, k = qk.split([shape.num_heads, shape.num_kv_heads], dim=1)
             v = qkv[:, q_size + kv_size:].view(num_tokens, shape.num_kv_heads, shape.head_dim)
             attn = paged_attention(q, k, v, kv_cache.layer(index), md, self.scale)
-            hidden = hidden + self._linear(attn.view(num_tokens, q_size), layer["o"])
+            hidden = hidden + self._linear(attn.view(num_tokens, q_size), layer["o"], md)
             x = _rms_norm(hidden, layer["post_norm"], shape.rms_norm_eps)
-            gate, up = self._linear(x, layer["gate_up"]).chunk(2, dim=-1)
-            hidden = hidden + self._linear(F.silu(gate) * up, layer["down"])
+            gate, up = self._linear(x, layer["gate_up"], md).chunk(2, dim=-1)
+            hidden = hidden + self._linear(F.silu(gate) * up, layer["down"], md)
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     @torch.inference_mode()
     def compute_logits(self, hidden: Tensor) -> Tensor:
-        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype."""
-        return self._linear(hidden, self.lm_head)
+        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype; each row batch-invariant."""
+        return self.lm_head.rows_invariant(hidden)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# llama.cpp's llama-server as hearth's peer, built from source once and started on the default GGUF.
+#
+#   benchmarks/peers/llama_server.sh build          # once: ~10 min on 2 cores; prints the binary's path
+#   benchmarks/peers/llama_server.sh serve PORT     # 2 threads, 32 slots, on the default model's Q4_1 GGUF
+#
+# The source is the one vendored in llama-cpp-python's sdist (PyPI is the only registry reached here):
+# `pip download --no-deps --no-binary :all: llama-cpp-python`, then cmake -DLLAMA_CURL=OFF, target
+# llama-server. Everything lives under ${HEARTH_CACHE:-~/.cache/hearth}/peers.
+set -euo pipefail
+HEARTH_CACHE=${HEARTH_CACHE:-$HOME/.cache/hearth}
+PEERS=$HEARTH_CACHE/peers
+VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+SRC=$PEERS/llama_cpp_python-$VERSION/vendor/llama.cpp
+BIN=$SRC/build/bin/llama-server
+PY=${PYTHON:-$(dirname "$0")/../../.venv/bin/python}
+GGUF=${LLAMA_SERVER_GGUF:-$HEARTH_CACHE/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
+
+build() {
+  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
+  mkdir -p "$PEERS"
+  if [ ! -d "$SRC" ]; then
+    "$PY" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$PEERS" >&2
+    tar -xzf "$PEERS/llama_cpp_python-$VERSION.tar.gz" -C "$PEERS"
+  fi
+  cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+  cmake --build "$SRC/build" --target llama-server -j "$(nproc)" >&2
+  echo "$BIN"
+}
+
+case "${1:-}" in
+  build) build ;;
+  serve)
+    port=${2:?usage: $0 serve PORT}
+    [ -f "$GGUF" ] || { echo "no GGUF at $GGUF: run make setup" >&2; exit 2; }
+    exec "$(build)" -m "$GGUF" --host 127.0.0.1 --port "$port" -t 2 -tb 2 -np 32 -c $((32 * 2048)) \
+      --alias smollm2-135m-instruct --no-webui ;;
+  *) echo "usage: $0 build | serve PORT" >&2; exit 2 ;;
+esac

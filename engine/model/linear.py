@@ -1,0 +1,253 @@
+"""Linear layers of the native forward: dense (bf16 prepacked for oneDNN, or plain), int8 or int4 weights.
+
+Each layer is called in two ways:
+- `matmul(x)`: one kernel call over all rows. A prefill chunk uses it: its rows are always the same chunk,
+  so its numerics are a function of the chunk alone.
+- `rows_invariant(x)`: every row's result is the same whatever the row count, by calling the kernel only
+  with row counts its RowTiling (engine.model.row_tiling) measured to agree. Decode rows and the rows
+  sampled from use it, so a sequence's tokens do not depend on what else is batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
+from kernels.weight_only import (
+    apply_int4_linear,
+    apply_int8_linear,
+    pack_int4,
+    quantize_int4_values,
+    quantize_int8,
+)
+
+
+class Linear:
+    """y = x W^T (+ bias) for x [rows, in_features]; subclasses hold W in their own format."""
+
+    in_features: int
+    out_features: int
+    bias: Tensor | None = None
+    device: torch.device
+    tiling: RowTiling | None = None
+
+    def _kernel(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def num_bytes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def kernel_key(self) -> tuple:
+        """Layers with equal keys run the same kernel configuration, so they share one RowTiling."""
+        raise NotImplementedError
+
+    def matmul(self, x: Tensor) -> Tensor:
+        out = self._kernel(x)
+        return out if self.bias is None else out + self.bias
+
+    def calibrate(self, dtype: torch.dtype, store: RowTilingStore) -> None:
+        key = self.kernel_key
+        tiling = store.get(key, self.device)
+        if tiling is None:
+            tiling = calibrate_row_tiling(self._kernel, self.in_features, dtype, self.device)
+            store.put(key, self.device, tiling)
+        self.tiling = tiling
+
+
+    def rows_invariant(self, x: Tensor) -> Tensor:
+        tiling = self.tiling or RowTiling()
+        num_rows = x.shape[0]
+        tiles = tiling.tiles(num_rows)
+        outs = []
+        for start, stop, num_padded in tiles:
+            chunk = x[start:stop]
+            if num_padded > stop - start:
+                chunk = torch.cat([chunk, chunk.new_zeros(num_padded - (stop - start), chunk.shape[1])])
+                outs.append(self._kernel(chunk)[:stop - start])
+            else:
+                outs.append(self._kernel(chunk))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out if self.bias is None else out + self.bias
+
+
+class DenseLinear(Linear):
+    """Weights in the model dtype; bf16 on CPU prepacked once into oneDNN's blocked layout.
+
+    oneDNN otherwise repacks a bf16 weight on every call: with few rows that repacking, not the arithmetic,
+    was most of the GEMM time (30 layers of 6144x576 at 8 rows: 17.5 ms plain, 12.8 ms prepacked; results
+    bit-identical)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, is_prepacked: bool) -> None:
+        self.out_features, self.in_features = weight.shape
+        self.dtype = weight.dtype
+        self.is_prepacked = is_prepacked
+        self.device = weight.device
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8) if is_prepacked else weight
+        self.bias = bias
+        self._num_bytes = weight.numel() * weight.element_size()
+
+    def _kernel(self, x: Tensor) -> Tensor:
+        if self.is_prepacked:
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        return F.linear(x, self.weight)
+
+    @property
+    def num_bytes(self) -> int:
+        return self._num_bytes
+
+    @property
+    def kernel_key(self) -> tuple:
+        return ("dense", self.dtype, self.is_prepacked, self.out_features, self.in_features)
+
+
+
+class Int8Linear(Linear):
+    """Symmetric per-output-channel int8 weights (aten._weight_int8pack_mm)."""
+
+    def __init__(self, qweight: Tensor, scales: Tensor, bias: Tensor | None) -> None:
+        self.out_features, self.in_features = qweight.shape
+        self.qweight, self.scales, self.bias = qweight, scales, bias
+        self.device = qweight.device
+
+    def _kernel(self, x: Tensor) -> Tensor:
+        return apply_int8_linear(x, self.qweight, self.scales)
+
+    @property
+    def num_bytes(self) -> int:
+        return self.qweight.numel() + self.scales.numel() * self.scales.element_size()
+
+    @property
+    def kernel_key(self) -> tuple:
+        return ("int8", self.scales.dtype, self.out_features, self.in_features)
+
+
+
+class Int4Linear(Linear):
+    """Asymmetric group-wise int4 weights (aten._weight_int4pack_mm[_for_cpu])."""
+
+    def __init__(self, packed: Tensor, scales_and_zeros: Tensor, group_size: int, out_features: int,
+                 in_features: int, bias: Tensor | None) -> None:
+        self.out_features, self.in_features = out_features, in_features
+        self.packed, self.scales_and_zeros, self.group_size, self.bias = packed, scales_and_zeros, group_size, bias
+        self.device = packed.device
+
+    def _kernel(self, x: Tensor) -> Tensor:
+        return apply_int4_linear(x, self.packed, self.group_size, self.scales_and_zeros)
+
+    @property
+    def num_bytes(self) -> int:
+        return self.packed.numel() * self.packed.element_size() + self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
+
+    @property
+    def kernel_key(self) -> tuple:
+        return ("int4", self.scales_and_zeros.dtype, self.group_size, self.out_features, self.in_features)
+
+
+
+def dense_linear(weight: Tensor, bias: Tensor | None, device: torch.device) -> DenseLinear:
+    weight = weight.to(device).contiguous()
+    is_prepacked = (weight.dtype == torch.bfloat16 and device.type == "cpu" and torch.backends.mkldnn.is_available())
+    return DenseLinear(weight, bias, is_prepacked)
+
+
+def int8_linear(weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Int8Linear:
+    """Quantize a float weight [out, in] (on its device) to int8; activations run in `dtype`."""
+    qweight, scales = quantize_int8(weight, dtype)
+    return Int8Linear(qweight, scales, bias)
+
+
+def int4_linear(weight: Tensor, bias: Tensor | None, dtype: torch.dtype, group_size: int) -> Int4Linear:
+    """Quantize a float weight [out, in] (on its device) to group-wise int4; activations run in `dtype`."""
+    q, scale, zero = quantize_int4_values(weight, group_size)
+    return int4_from_values(q, scale, zero, group_size, bias, dtype)
+
+
+def int4_from_values(q: Tensor, scale: Tensor, zero: Tensor, group_size: int, bias: Tensor | None,
+                     dtype: torch.dtype) -> Int4Linear:
+    """An Int4Linear from already-quantized values: q [out, in] in 0..15, w = (q - 8) * scale + zero."""
+    packed, scales_and_zeros = pack_int4(q, scale, zero, dtype)
+    out_features, in_features = q.shape
+    return Int4Linear(packed, scales_and_zeros, group_size, out_features, in_features, bias)
+
+
+@dataclass(frozen=True)
+class QuantizedValues:
+    """A weight already in 4-bit form (from a GGUF Q4_0/Q4_1 tensor): w = (q - 8) * scale + zero.
+
+    q [out, in] uint8 in 0..15; scale, zero [out, in / group_size] float32."""
+
+    q: Tensor
+    scale: Tensor
+    zero: Tensor
+    group_size: int
+
+
+class Embedding:
+    """Token embeddings, dense in the model dtype, or the int8 table the tied lm_head also reads."""
+
+    def __init__(self, table: Tensor, scales: Tensor | None, dtype: torch.dtype, shares_head: bool) -> None:
+        self.table, self.scales, self.dtype, self.shares_head = table, scales, dtype, shares_head
+
+    def lookup(self, token_ids: Tensor) -> Tensor:
+        """token_ids [T] -> [T, hidden_size] in the model dtype."""
+        rows = self.table.index_select(0, token_ids)
+        if self.scales is None:
+            return rows
+        return (rows.float() * self.scales.index_select(0, token_ids).float()[:, None]).to(self.dtype)
+
+    @property
+    def num_bytes(self) -> int:
+        size = self.table.numel() * self.table.element_size()
+        return size + (0 if self.scales is None else self.scales.numel() * self.scales.element_size())
+
+
+def is_int4_packable(out_features: int, in_features: int, group_size: int) -> bool:
+    """aten's int4 packing takes rows in tiles of 16 and inputs in whole groups."""
+    return out_features % 16 == 0 and in_features % group_size == 0
+
+
+class LinearFactory:
+    """Builds each layer in the model's quantization mode; activations run in `dtype`."""
+
+    def __init__(self, quantization, dtype: torch.dtype, device: torch.device) -> None:
+        self.mode, self.group_size = quantization.mode, quantization.group_size
+        self.dtype, self.device = dtype, device
+
+    def linear(self, weight: Tensor, bias: Tensor | None) -> Linear:
+        """weight [out, in] as stored (any float dtype): quantized from its own values, not a bf16 copy."""
+        weight = weight.to(self.device)
+        if self.mode == "int4" and is_int4_packable(*weight.shape, self.group_size):
+            return int4_linear(weight, bias, self.dtype, self.group_size)
+        if self.mode != "none":  # int4 packs only whole 16-row tiles of whole groups: int8 for the rest
+            return int8_linear(weight, bias, self.dtype)
+        return dense_linear(weight.to(self.dtype), bias, self.device)
+
+    def from_q4(self, parts: list[QuantizedValues], bias: Tensor | None) -> Linear:
+        """Fused rows of already-4-bit weights (q/k/v or gate/up), packed as they are."""
+        q = torch.cat([p.q for p in parts]).to(self.device)
+        scale = torch.cat([p.scale for p in parts]).to(self.device)
+        zero = torch.cat([p.zero for p in parts]).to(self.device)
+        return int4_from_values(q, scale, zero, parts[0].group_size, bias, self.dtype)
+
+    def embedding_and_head(self, embed: Tensor, lm_head: Tensor | None) -> tuple[Embedding, Linear]:
+        """The embedding and the lm_head (the embedding itself when lm_head is None: tied).
+
+        Quantized modes keep the vocabulary projection in int8 per channel, as GGUF files commonly keep
+        token_embd/output in Q8_0 (the default model's does). A tied int8 table serves both the lookup and
+        the head, so the embedding is stored once."""
+        embed = embed.to(self.device)
+        if self.mode != "none" and lm_head is None:
+            qweight, scales = quantize_int8(embed, self.dtype)
+            return Embedding(qweight, scales, self.dtype, shares_head=True), Int8Linear(qweight, scales, None)
+        table = embed.to(self.dtype).contiguous()
+        if lm_head is None:
+            return Embedding(table, None, self.dtype, shares_head=True), dense_linear(table, None, self.device)
+        head = (int8_linear(lm_head.to(self.device), None, self.dtype) if self.mode != "none"
+                else dense_linear(lm_head.to(self.dtype), None, self.device))
+        return Embedding(table, None, self.dtype, shares_head=False), head

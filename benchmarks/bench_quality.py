@@ -110,7 +110,11 @@ def main() -> None:
     args = parser.parse_args()
     entry = ModelRegistry.load(ROOT / "models.yaml").resolve(None)
     results: dict[str, dict] = {}
-    reference_logits = bf16_tokens = None
+    reference_logits = None
+    print(f"default model, pydoc_data.topics first {args.tokens} tokens, windows of {args.window}; "
+          f"greedy agreement over {len(PROMPTS)} prompts x 64 tokens")
+    print(f"{'mode':<14}{'perplexity':>11}{'vs bf16':>9}{'greedy = bf16':>15}{'mean |dlogit|':>15}"
+          f"{'max |dlogit|':>14}{'weights MiB':>13}", flush=True)
     for label in ["fp32-dequant", "bf16", *[m for m in args.modes if m not in ("fp32-dequant", "bf16")]]:
         dtype, quantization = MODES[label]
         engine = LLMEngine(EngineConfig(model_path=str(entry.path), dtype=dtype, quantization=quantization,
@@ -119,26 +123,17 @@ def main() -> None:
         logits = window_logits(engine, ids[:args.window])
         if reference_logits is None:
             reference_logits = logits
-        tokens = greedy(engine)
-        if label == "bf16":
-            bf16_tokens = tokens
         distance = (logits - reference_logits).abs()
-        results[label] = {
-            "ppl": perplexity(engine, ids, args.window),
-            "tokens": tokens,
-            "mean": float(distance.mean()),
-            "max": float(distance.max()),
-            "bytes": engine.loaded.model.num_weight_bytes,
-        }
+        results[label] = {"ppl": perplexity(engine, ids, args.window), "tokens": greedy(engine),
+                          "mean": float(distance.mean()), "max": float(distance.max()),
+                          "bytes": engine.loaded.model.num_weight_bytes}
         del engine
-    base = results["bf16"]["ppl"]
-    print(f"default model, pydoc_data.topics first {args.tokens} tokens, windows of {args.window}; "
-          f"greedy agreement over {len(PROMPTS)} prompts x 64 tokens")
-    print(f"{'mode':<14}{'perplexity':>11}{'vs bf16':>9}{'greedy = bf16':>15}{'mean |dlogit|':>15}"
-          f"{'max |dlogit|':>14}{'weights MiB':>13}")
-    for label, r in results.items():
-        print(f"{label:<14}{r['ppl']:>11.3f}{r['ppl'] / base - 1:>+9.2%}{agreement(r['tokens'], bf16_tokens):>15.1%}"
-              f"{r['mean']:>15.4f}{r['max']:>14.3f}{r['bytes'] / 2**20:>13.1f}")
+        for done in [n for n in results if "bf16" in results and not results[n].get("printed")]:
+            r, base = results[done], results["bf16"]
+            print(f"{done:<14}{r['ppl']:>11.3f}{r['ppl'] / base['ppl'] - 1:>+9.2%}"
+                  f"{agreement(r['tokens'], base['tokens']):>15.1%}{r['mean']:>15.4f}{r['max']:>14.3f}"
+                  f"{r['bytes'] / 2**20:>13.1f}", flush=True)
+            r["printed"] = True
     print("(mean/max |dlogit|: against the float32 dequantized GGUF, the model's own numbers)")
 
 

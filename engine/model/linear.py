@@ -247,7 +247,9 @@ class LinearFactory:
             return Embedding(qweight, scales, self.dtype, shares_head=True), Int8Linear(qweight, scales, None)
         table = embed.to(self.dtype).contiguous()
         if lm_head is None:
-            return Embedding(table, None, self.dtype, shares_head=True), dense_linear(table, None, self.device)
+            head = dense_linear(table, None, self.device)
+            # A prepacked head is a reordered copy: the lookup table is then a second tensor.
+            return Embedding(table, None, self.dtype, shares_head=not head.is_prepacked), head
         head = (int8_linear(lm_head.to(self.device), None, self.dtype) if self.mode != "none"
                 else dense_linear(lm_head.to(self.dtype), None, self.device))
         return Embedding(table, None, self.dtype, shares_head=False), head

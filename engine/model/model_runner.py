@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from engine.loading.loader import LoadedModel
-from engine.model.attention import AttentionMetadata, PrefillSegment
+from engine.model.attention import AttentionMetadata, PrefillSegment, decode_groups, padded_context_len
 from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
 
@@ -25,8 +25,10 @@ class ModelRunner:
                                 + heads.view(1, 1, -1, 1))  # [2, 1, num_kv_heads, 1]
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
-        """Decode rows (one token) first, as the attention metadata expects."""
-        return [c for c in chunks if c.num_tokens == 1] + [c for c in chunks if c.num_tokens > 1]
+        """Decode rows (one token) first, rows of one padded context length together, as the attention
+        metadata expects."""
+        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: padded_context_len(c.start + 1))
+        return decodes + [c for c in chunks if c.num_tokens > 1]
 
     def execute(self, chunks: list[ScheduledChunk], block_copies: list[tuple[int, int]]) -> Tensor:
         """Run `chunks` (in self.order) and return logits [num_sampled, vocab] of the sampled chunks."""
@@ -81,27 +83,14 @@ class ModelRunner:
                     mask = context.unsqueeze(0) <= query_pos  # [count, start + count]
                 prefills.append(PrefillSegment(token_start, count, start, kv_index, mask))
 
-        decode_kv_index = decode_bias = None
+        groups = []
         if decodes:
-            context_lens = torch.tensor([c.start + 1 for c in decodes], device=device)
-            max_len = int(max(c.start + 1 for c in decodes))
-            max_blocks = -(-max_len // size)
-            tables = torch.tensor(
-                [c.seq.block_table[:max_blocks] + [0] * (max_blocks - len(c.seq.block_table[:max_blocks])) for c in decodes],
-                device=device,
-            )
-            context = torch.arange(max_len, device=device)
-            is_real = context.unsqueeze(0) < context_lens.unsqueeze(1)  # [num_decodes, max_len]
-            slots = torch.where(is_real, self._slots(tables, context), 0)
-            decode_kv_index = (slots * 2 * self.num_kv_heads).view(1, len(decodes), 1, max_len) + self._kv_offsets
-            decode_bias = torch.zeros(len(decodes), 1, 1, max_len, device=device)
-            decode_bias.masked_fill_(~is_real.view(len(decodes), 1, 1, max_len), float("-inf"))
+            groups = decode_groups([(c.seq.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)
 
         md = AttentionMetadata(
             slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=device),
             num_decode_tokens=len(decodes),
-            decode_kv_index=decode_kv_index,
-            decode_bias=decode_bias,
+            decode_groups=groups,
             prefills=prefills,
         )
         return (

@@ -77,7 +77,8 @@ def calibrate_row_tiling(kernel: Callable[[Tensor], Tensor], in_features: int, d
 
 
 def machine_key() -> str:
-    """What a kernel's row behaviour depends on: the processor (model and instruction sets) and torch."""
+    """What a kernel's row behaviour depends on: the processor (model and instruction sets), torch, and the
+    thread count (oneDNN and MKL block by threads)."""
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -85,7 +86,7 @@ def machine_key() -> str:
         cpu = "".join(lines)
     except OSError:
         pass
-    return hashlib.sha256(f"{cpu}|{torch.__version__}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{cpu}|{torch.__version__}|{torch.get_num_threads()}".encode()).hexdigest()[:16]
 
 
 class RowTilingStore:

@@ -1,0 +1,104 @@
+"""Where a decode step's time goes, by part: ms per engine step of N greedy sequences, per weight mode.
+
+    python benchmarks/profile_step.py [--modes bf16 int4] [--batch 1] [--steps 40]
+
+Parts are timed around the engine's own calls (scheduler, input building, forward, logits, sampler, output
+processing); the forward is split further with torch.profiler by the ops that ran (linear kernels,
+attention, norms and elementwise ops), scaled to the forward's wall time. The op count per step is
+torch.profiler's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from engine.chat import render_chat
+from engine.config import EngineConfig
+from engine.llm_engine import LLMEngine
+from engine.loading.registry import ModelRegistry
+from engine.sampling.sampling_params import SamplingParams
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {"bf16": ("bfloat16", "none"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
+LINEAR_OPS = ("mkldnn::_linear_pointwise", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
+              "aten::addmm", "aten::mm", "aten::linear")
+ATTENTION_OPS = ("aten::bmm", "aten::_softmax", "aten::index_copy_", "aten::scaled_dot_product_attention",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu")
+
+
+def timed(times: dict[str, list[float]], name: str, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        times[name].append(time.perf_counter() - start)
+        return result
+    return wrapper
+
+
+def profile_mode(entry, mode: str, num_seqs: int, num_steps: int) -> tuple[dict[str, float], int]:
+    dtype, quantization = MODES[mode]
+    engine = LLMEngine(EngineConfig(model_path=str(entry.path), dtype=dtype, quantization=quantization,
+                                    max_num_seqs=max(num_seqs, 2)), entry)
+    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "Tell me a long story."}])
+    for i in range(num_seqs):
+        engine.add_request(f"p{i}", prompt, SamplingParams(temperature=0, max_tokens=3 * num_steps + 20,
+                                                          ignore_eos=True))
+    for _ in range(5):
+        engine.step()
+    times: dict[str, list[float]] = defaultdict(list)
+    model, runner = engine.loaded.model, engine.runner
+    model.forward = timed(times, "forward", model.forward)
+    model.compute_logits = timed(times, "lm_head", model.compute_logits)
+    runner._prepare = timed(times, "inputs", runner._prepare)
+    engine.scheduler.schedule = timed(times, "scheduler", engine.scheduler.schedule)
+    engine.sampler = type("TimedSampler", (), {"__call__": staticmethod(timed(times, "sampler", engine.sampler))})()
+    engine._process = timed(times, "outputs", engine._process)
+    for _ in range(num_steps):
+        start = time.perf_counter()
+        engine.step()
+        times["step"].append(time.perf_counter() - start)
+    parts = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            engine.step()
+    by_kind: dict[str, float] = defaultdict(float)
+    num_ops = 0
+    for event in prof.key_averages():
+        num_ops += event.count
+        kind = ("linear" if event.key in LINEAR_OPS else "attention" if event.key in ATTENTION_OPS
+                else "norm/rotary/other ops")
+        by_kind[kind] += event.self_cpu_time_total
+    total = sum(by_kind.values()) or 1.0
+    forward = parts.get("forward", 0.0)
+    for kind, value in by_kind.items():
+        parts[f"  forward: {kind}"] = forward * value / total
+    parts["python and glue"] = parts["step"] - sum(v for k, v in parts.items() if k != "step" and not k.startswith(" "))
+    return parts, num_ops // 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="+", default=["bf16", "int4"], choices=list(MODES))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    entry = ModelRegistry.load(ROOT / "models.yaml").resolve(None)
+    results = {mode: profile_mode(entry, mode, args.batch, args.steps) for mode in args.modes}
+    names = list(next(iter(results.values()))[0])
+    print(f"ms per decode step, {args.batch} sequence(s), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'part':<34}" + "".join(f"{mode:>10}" for mode in results))
+    for name in ["step", *[n for n in names if n != "step"]]:
+        print(f"{name:<34}" + "".join(f"{results[m][0].get(name, 0.0):>10.2f}" for m in results))
+    print(f"{'ops per step (torch.profiler)':<34}" + "".join(f"{results[m][1]:>10d}" for m in results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Decode attention: each row's output is the same alone or amid rows of any other lengths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.model.attention import AttentionMetadata, decode_groups, padded_context_len, paged_attention
+
+NUM_KV_HEADS, HEAD_DIM, NUM_HEADS, BLOCK = 3, 64, 9, 16
+
+
+def _attend(q, k, v, kv_layer, contexts):
+    """Rows sorted by padded length, as ModelRunner orders them; returns outputs in the given order."""
+    order = sorted(range(len(contexts)), key=lambda i: padded_context_len(contexts[i][1]))
+    tables = [contexts[i] for i in order]
+    write = [t[(n - 1) // BLOCK] * BLOCK + (n - 1) % BLOCK for t, n in tables]
+    md = AttentionMetadata(slot_mapping=torch.tensor(write), num_decode_tokens=len(order),
+                           decode_groups=decode_groups(tables, BLOCK, NUM_KV_HEADS, torch.device("cpu")))
+    out = paged_attention(q[order], k[order], v[order], kv_layer.clone(), md, 0.125)
+    return out[torch.tensor(order).argsort()]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_decode_rows_equal_alone_and_batched(dtype):
+    generator = torch.Generator().manual_seed(0)
+    kv_layer = torch.randn(128 * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
+    lengths = [1, 7, 36, 39, 40, 48, 64, 65, 100, 129, 250, 17, 3, 300]
+    free = torch.randperm(128, generator=generator).tolist()
+    contexts = [([free.pop() for _ in range(-(-n // BLOCK))], n) for n in lengths]
+    qkv = torch.randn(len(lengths), NUM_HEADS + 2 * NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
+    q, k, v = qkv.split([NUM_HEADS, NUM_KV_HEADS, NUM_KV_HEADS], dim=1)  # strided views, as in the model
+    batched = _attend(q, k, v, kv_layer, contexts)
+    for i in range(len(lengths)):
+        alone = _attend(q[i:i + 1], k[i:i + 1], v[i:i + 1], kv_layer, contexts[i:i + 1])
+        assert torch.equal(alone[0], batched[i]), lengths[i]
+        for j in (2, 9, 13):  # and beside one other row of a similar or a much longer context
+            pair = _attend(q[[i, j]], k[[i, j]], v[[i, j]], kv_layer, [contexts[i], contexts[j]])
+            assert torch.equal(pair[0], batched[i]), (lengths[i], lengths[j])

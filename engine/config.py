@@ -45,6 +45,8 @@ class EngineConfig:
     prefill_chunk_size: int = 512
     logprobs_mode: str = "raw"
     use_native_model: bool = True
+    # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if not self.model_path:

@@ -197,7 +197,26 @@ class Scheduler:
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_new))
             scheduled.add(seq.seq_id)
             budget -= num_new
+        self._add_prefill_chunks(out, budget)
         return out
+
+    def _add_prefill_chunks(self, out: SchedulerOutput, budget: int) -> None:
+        """Spend the budget left on further chunks of the prompts prefilling this step, earliest admitted
+        first: a step's rows are one batch, so a lone long prompt runs in large GEMMs (several times faster
+        per token than 128-row ones here) while its chunks keep their fixed boundaries. Never preempts."""
+        size, chunk_size = self.config.block_size, self.config.prefill_chunk_size
+        watermark = self.config.num_watermark_blocks if len(self.running) > 1 else 0
+        ends = {c.seq.seq_id: (c.seq, c.start + c.num_tokens) for c in out.chunks if not c.is_sampled}
+        for seq, end in ends.values():
+            while end < seq.num_tokens:
+                num_new = min(seq.num_tokens - end, chunk_size)
+                needed = -(-(end + num_new) // size) - len(seq.block_table)
+                if num_new > budget or needed + watermark > self.allocator.num_free:
+                    return
+                seq.block_table.extend(self.allocator.allocate() for _ in range(needed))
+                out.chunks.append(ScheduledChunk(seq, end, num_new))
+                end += num_new
+                budget -= num_new
 
     def record_computed(self, chunks: list[ScheduledChunk]) -> None:
         """After a step's forward ran `chunks`: advance their sequences, and cache the blocks that full-size

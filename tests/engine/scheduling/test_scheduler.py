@@ -44,14 +44,30 @@ def test_prefill_is_chunked_at_fixed_boundaries_then_decodes():
     scheduler = make_scheduler(chunk=16, budget=32)
     seq = make_seq(prompt_len=40)
     scheduler.add(seq)
-    starts = []
-    for _ in range(5):
+    steps = []
+    for _ in range(4):
         out = scheduler.schedule()
-        starts += [(c.start, c.num_tokens, c.is_sampled) for c in out.chunks]
+        steps.append([(c.start, c.num_tokens, c.is_sampled) for c in out.chunks])
         run_step(scheduler, out)
-    assert starts[:3] == [(0, 16, False), (16, 16, False), (32, 8, True)]
-    assert starts[3:] == [(40, 1, True), (41, 1, True)]
+    # As many whole chunks of a prompt as the token budget takes in one step.
+    assert steps[:2] == [[(0, 16, False), (16, 16, False)], [(32, 8, True)]]
+    assert steps[2:] == [[(40, 1, True)], [(41, 1, True)]]
     assert len(seq.block_table) == -(-(seq.num_computed_tokens) // BLOCK)
+
+
+def test_prefill_chunks_fill_the_budget_left_after_decodes_and_admissions():
+    scheduler = make_scheduler(chunk=8, budget=32)
+    first = make_seq(prompt_len=4)
+    scheduler.add(first)
+    run_step(scheduler, scheduler.schedule())
+    second, third = make_seq(prompt_len=40), make_seq(prompt_len=20)
+    scheduler.add(second)
+    scheduler.add(third)
+    out = scheduler.schedule()
+    chunks = [(c.seq, c.start, c.num_tokens) for c in out.chunks]
+    # The decode and a chunk of each admitted prompt first, then the earliest admitted prompt's next
+    # chunks while whole ones fit (7 tokens of budget are left: not a chunk).
+    assert chunks == [(first, 4, 1), (second, 0, 8), (third, 0, 8), (second, 8, 8)]
 
 
 def test_token_budget_and_max_num_seqs_limit_admission():

@@ -66,10 +66,6 @@ class BlockAllocator:
 
     # ---- prefix cache ---------------------------------------------------------------------------
 
-    def match(self, hashes: list[bytes]) -> list[int]:
-        """Cached blocks of the longest prefix of the hash chain `hashes` (none without a cache)."""
-        return self.prefix_cache.match(hashes) if self.prefix_cache is not None else []
-
     def num_parked(self, blocks: list[int]) -> int:
         """How many of `blocks` are unreferenced: reusing them takes that many from num_free."""
         return sum(self._ref_counts[b] == 0 for b in blocks)
@@ -80,10 +76,3 @@ class BlockAllocator:
             self.prefix_cache.unpark(block)
         self._ref_counts[block] += 1
         return block
-
-    def cache(self, block: int, digest: bytes) -> None:
-        """Register a held, full, computed block under its hash (no-op without a cache)."""
-        if self._ref_counts[block] < 1:
-            raise ValueError(f"block {block} is not allocated")
-        if self.prefix_cache is not None:
-            self.prefix_cache.add(digest, block)

@@ -12,6 +12,10 @@ import hashlib
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.scheduling.sequence import Sequence as Seq
 
 # 128-bit digests: an accidental collision (which would serve another prefix's KV) is out of reach.
 DIGEST_SIZE = 16
@@ -77,8 +81,24 @@ class PrefixCache:
             blocks.append(block)
         return blocks
 
+    def find(self, seq: Seq, block_size: int, unit: int) -> list[int]:
+        """Blocks that `seq`, with nothing computed, reuses: its longest cached prefix cut to a multiple of
+        `unit` tokens (whole chunks of whole blocks) and short of its last token, whose logits it needs."""
+        limit = (seq.num_tokens - 1) // unit * unit
+        if limit == 0:
+            return []
+        extend_hashes(seq.block_hashes, seq.token_ids, block_size, limit // block_size)
+        blocks = self.match(seq.block_hashes[:limit // block_size])
+        return blocks[:len(blocks) * block_size // unit * unit // block_size]
+
+    def add_blocks(self, seq: Seq, first: int, last: int, block_size: int) -> None:
+        """Register blocks [first, last) of seq's block table, full and computed, under their hashes."""
+        extend_hashes(seq.block_hashes, seq.token_ids, block_size, last)
+        for index in range(first, last):
+            self.add(seq.block_hashes[index], seq.block_table[index])
+
     def add(self, digest: bytes, block: int) -> bool:
-        """Register a referenced block under `digest`; False when the hash or the block is already cached
+        """Register a block a sequence holds under `digest`; False when the hash or the block is already cached
         (two sequences computed the same prefix at once: the first copy stays the cached one)."""
         if digest in self._blocks or block in self._hashes:
             return False

@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from engine.scheduling.block_allocator import BlockAllocator
-from engine.scheduling.prefix_cache import extend_hashes
 from engine.scheduling.sequence import Sequence, SequenceStatus
 
 
@@ -119,18 +118,6 @@ class Scheduler:
         while len(seq.block_table) < total:
             seq.block_table.append(self.allocator.allocate())
 
-    def _cached_prefix(self, seq: Sequence) -> list[int]:
-        """Cached blocks that `seq`, admitted with nothing computed, reuses (see the module docstring)."""
-        cache = self.allocator.prefix_cache
-        unit = self._reuse_unit
-        limit = (seq.num_tokens - 1) // unit * unit
-        if cache is None or limit == 0:
-            return []
-        size = self.config.block_size
-        extend_hashes(seq.block_hashes, seq.token_ids, size, limit // size)
-        blocks = cache.match(seq.block_hashes[:limit // size])
-        return blocks[:len(blocks) * size // unit * unit // size]
-
     def _start_from_cache(self, seq: Sequence, hit: list[int]) -> None:
         seq.block_table = [self.allocator.reuse(b) for b in hit]
         seq.num_computed_tokens = seq.num_cacheable_tokens = len(hit) * self.config.block_size
@@ -174,7 +161,8 @@ class Scheduler:
 
         while self.waiting and budget > 0:
             seq = self.waiting[0]  # nothing computed, no blocks
-            hit = self._cached_prefix(seq)
+            cache = self.allocator.prefix_cache
+            hit = cache.find(seq, self.config.block_size, self._reuse_unit) if cache is not None else []
             start = len(hit) * self.config.block_size
             num_new = min(seq.num_tokens - start, self.config.prefill_chunk_size)
             num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
@@ -229,12 +217,8 @@ class Scheduler:
                 continue
             first = seq.num_cacheable_tokens // size
             seq.num_cacheable_tokens += chunk_size
-            if self.allocator.prefix_cache is None:
-                continue
-            last = seq.num_cacheable_tokens // size
-            extend_hashes(seq.block_hashes, seq.token_ids, size, last)
-            for index in range(first, last):
-                self.allocator.cache(seq.block_table[index], seq.block_hashes[index])
+            if self.allocator.prefix_cache is not None:
+                self.allocator.prefix_cache.add_blocks(seq, first, seq.num_cacheable_tokens // size, size)
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Child shares the parent's blocks (its prompt) and takes one of the parent's reserved slots."""

@@ -28,16 +28,16 @@ def test_cached_blocks_stay_out_of_the_free_list_until_needed_then_go_least_rece
     cache = PrefixCache()
     allocator = BlockAllocator(3, cache)
     a, b = allocator.allocate(), allocator.allocate()
-    allocator.cache(a, b"a")
-    allocator.cache(b, b"b")
+    cache.add(b"a", a)
+    cache.add(b"b", b)
     allocator.free(a)
     allocator.free(b)
     assert allocator.num_free == 3 and cache.num_cached == 2
-    assert allocator.match([b"a"]) == [a]
+    assert cache.match([b"a"]) == [a]
     allocator.allocate()  # the never-used block first
     assert cache.num_cached == 2
     assert allocator.allocate() == a  # then the least recently released cached block, forgotten
-    assert allocator.match([b"a"]) == [] and allocator.match([b"b"]) == [b]
+    assert cache.match([b"a"]) == [] and cache.match([b"b"]) == [b]
     allocator.reuse(b)
     assert allocator.num_free == 0 and allocator.ref_count(b) == 1
 

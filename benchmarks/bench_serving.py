@@ -23,6 +23,10 @@ once per --quantization mode given, default the registry's), --compare-transform
 ~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
 transformers: the checkpoint's float32) unless --dtype sets one for both.
 
+Prefix caching: --compare-prefix-caching runs the levels against a second hearth started with
+--no-prefix-caching and prints the ratio of output tok/s (this load shares no prefix long enough to hit:
+it measures what the cache costs when it does not help). --hearth-args passes other flags to hearth.
+
 Constraint cost: --compare-json-schema runs every level against hearth twice in the same server, unconstrained
 and with response_format json_schema (STORY_SCHEMA: a title and a story, strings long enough to run to the
 token cap), and prints the ratio of output tok/s.
@@ -30,7 +34,7 @@ token cap), and prints the ratio of output tok/s.
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
        [--seed 1234] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
-       [--transformers-args ARGS] [--plot benchmarks/out/serving.png]
+       [--transformers-args ARGS] [--hearth-args ARGS] [--compare-prefix-caching] [--plot benchmarks/out/serving.png]
 """
 
 from __future__ import annotations
@@ -254,6 +258,11 @@ def bench_server(name: str, url: str, model: str, dtype: str, args) -> dict[int,
                   f"{s['usage_chunks']} content chunks")
         if s["no_usage"]:
             print(f"     {s['no_usage']} requests streamed no usage: output tokens = their content chunks")
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        health = httpx.get(url.removesuffix("/v1") + "/health", timeout=10, trust_env=False).json()
+        if "prefix_cache_hit_rate" in health:
+            print(f"prefix cache: hit rate {health['prefix_cache_hit_rate']:.3f} "
+                  f"({health['prefix_cache_hit_tokens']} of {health['prefix_cache_queried_tokens']} prompt tokens)")
     return rows
 
 
@@ -293,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also launch `transformers serve --continuous-batching` on the same model")
     p.add_argument("--transformers-args", default="",
                    help="extra flags for transformers serve, e.g. '--cb-num-blocks 512'")
+    p.add_argument("--hearth-args", default="", help="extra flags for python -m server, e.g. '--no-prefix-caching'")
+    p.add_argument("--compare-prefix-caching", action="store_true",
+                   help="with --start-hearth: also run a hearth started with --no-prefix-caching, print the ratio")
     p.add_argument("--dtype", help="dtype for both launched servers (default: each one's own 'auto')")
     p.add_argument("--quantization", nargs="+", choices=("none", "int8", "int4"),
                    help="start hearth once per mode (default: once, in the registry entry's mode)")
@@ -334,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1"
         name = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
-        mode_args = ["--quantization", mode] if mode else []
-        with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *dtype_args,
-                                               *mode_args], port):
+        hearth_args = [*dtype_args, *(["--quantization", mode] if mode else []), *shlex.split(args.hearth_args)]
+        with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *hearth_args],
+                      port):
             all_rows[name] = bench_server(name, url, served_model(url), args.dtype or default_dtype("hearth"), args)
             if args.compare_json_schema:
                 constrained = argparse.Namespace(**{**vars(args), "response_format": STORY_SCHEMA})
@@ -348,6 +360,18 @@ def main(argv: list[str] | None = None) -> int:
                 for c in args.concurrency:
                     print(f"{c:>4} clients: {ratio(fixed[c]['tok_s'], free[c]['tok_s']):.3f}  "
                           f"({fixed[c]['tok_s']:.1f} vs {free[c]['tok_s']:.1f} tok/s)")
+    if args.start_hearth and args.compare_prefix_caching:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/v1"
+        cmd = [sys.executable, "-m", "server", "--port", str(port), *hearth_args, "--no-prefix-caching"]
+        with launched("hearth-no-prefix-caching", cmd, port):
+            all_rows["hearth --no-prefix-caching"] = off = bench_server(
+                "hearth --no-prefix-caching", url, served_model(url), args.dtype or default_dtype("hearth"), args)
+        on = all_rows[name]
+        print("\nprefix caching on / off, output tok/s (1.00 = free)")
+        for c in args.concurrency:
+            print(f"{c:>4} clients: {ratio(on[c]['tok_s'], off[c]['tok_s']):.3f}  "
+                  f"({on[c]['tok_s']:.1f} vs {off[c]['tok_s']:.1f} tok/s)")
     if args.compare_transformers:
         port, exe = free_port(), Path(sys.executable).with_name("transformers")
         cmd = [str(exe), "serve", str(MODEL_DIR), "--continuous-batching", "--host", "127.0.0.1",

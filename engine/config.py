@@ -44,11 +44,14 @@ class EngineConfig:
     block_size: int = 16
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 1024
-    prefill_chunk_size: int = 512
+    # Prefix-cache hits are whole chunks: 128 gives fine hits for ~4% on a cold 1,000-token prefill (README).
+    prefill_chunk_size: int = 128
     logprobs_mode: str = "raw"
     use_native_model: bool = True
     # Linear weights: none (as loaded), int8 or int4 (engine.loading.quantization).
     quantization: str = "none"
+    # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if not self.model_path:

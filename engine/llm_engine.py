@@ -26,6 +26,7 @@ from engine.runtime import configure_host_allocator
 from engine.sampling.sampling_params import SamplingParams
 from engine.sampling.sampling_state import SamplingState
 from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.prefix_cache import PrefixCache
 from engine.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from engine.scheduling.sequence import FinishReason, Sequence, TokenLogprobs
 from kernels import Sampler, SamplerOutput
@@ -80,7 +81,9 @@ class LLMEngine:
             KVCache(hf.num_hidden_layers, num_blocks, config.block_size, num_kv_heads, head_dim, loaded.dtype, loaded.device)
             if loaded.is_native else None
         )
-        self.allocator = BlockAllocator(num_blocks)
+        # The transformers fallback keeps its own per-sequence cache: nothing there to share.
+        self.prefix_cache = PrefixCache() if config.enable_prefix_caching and loaded.is_native else None
+        self.allocator = BlockAllocator(num_blocks, self.prefix_cache)
         self.scheduler = Scheduler(
             SchedulerConfig(
                 max_num_seqs=config.max_num_seqs,
@@ -164,14 +167,21 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
-    def stats(self) -> dict[str, int]:
-        """Live requests and sequences, and KV cache blocks in use (for /health and tests)."""
+    def stats(self) -> dict[str, int | float | bool]:
+        """Live requests and sequences, KV cache blocks in use (cached blocks no sequence holds are not),
+        and the prefix cache: blocks cached, prompt tokens looked up and reused (for /health and tests)."""
+        cache = self.prefix_cache
         return {
             "num_requests": len(self.requests),
             "num_running_seqs": len(self.scheduler.running),
             "num_waiting_seqs": len(self.scheduler.waiting),
             "kv_blocks_total": self.allocator.num_blocks,
             "kv_blocks_used": self.allocator.num_blocks - self.allocator.num_free,
+            "is_prefix_caching": cache is not None,
+            "prefix_cache_blocks": cache.num_cached if cache else 0,
+            "prefix_cache_queried_tokens": cache.num_queried_tokens if cache else 0,
+            "prefix_cache_hit_tokens": cache.num_hit_tokens if cache else 0,
+            "prefix_cache_hit_rate": round(cache.hit_rate, 4) if cache else 0.0,
         }
 
     # ---- the step -------------------------------------------------------------------------------
@@ -221,8 +231,7 @@ class LLMEngine:
                 self._started_seqs.add(chunk.seq.seq_id)
         try:
             logits = self.runner.execute(chunks, sched.block_copies)
-            for chunk in chunks:
-                chunk.seq.num_computed_tokens += chunk.num_tokens
+            self.scheduler.record_computed(chunks)
             rows, logit_rows = self._sample_rows(chunks)
             if not rows:  # only prefill chunks that do not reach the end of their prompt
                 return []
@@ -327,6 +336,7 @@ class LLMEngine:
             outputs.append(RequestOutput(
                 request_id, choice_deltas, state.num_prompt_tokens,
                 sum(s.num_output_tokens for s in state.seqs), finished,
+                num_cached_tokens=state.seqs[0].num_cached_tokens or 0,
             ))
             if finished:
                 del self.requests[request_id]

@@ -34,7 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kv-cache-memory-gib", type=float, default=2.0, help="KV cache budget in GiB (default: 2)")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="most sequences decoded at once (default: 64)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=1024, help="token budget of one step (default: 1024)")
-    parser.add_argument("--prefill-chunk-size", type=int, default=512, help="prompt tokens per prefill chunk (default: 512)")
+    parser.add_argument("--prefill-chunk-size", type=int, default=128,
+                        help="prompt tokens per prefill chunk, and the granularity of prefix-cache hits (default: 128)")
+    parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the KV of prompt prefixes seen before (default: on; --no-prefix-caching: off)")
     parser.add_argument("--logprobs-mode", choices=("raw", "processed"), default="raw",
                         help="logprobs of the raw model distribution (default) or of the processed one")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         max_num_batched_tokens=args.max_num_batched_tokens,
         prefill_chunk_size=args.prefill_chunk_size,
         logprobs_mode=args.logprobs_mode,
+        enable_prefix_caching=args.prefix_caching,
     )
     engine_ = LLMEngine(config, entry)
     app = build_app(engine_, entry, is_engine_external=True)

@@ -281,11 +281,13 @@ class ChatAdapter:
             content.append(entry)
         return content
 
-    def usage(self, num_prompt: int, num_completion: int) -> dict[str, int]:
+    def usage(self, num_prompt: int, num_completion: int, num_cached: int = 0) -> dict[str, Any]:
+        """OpenAI's usage; cached_tokens: prompt tokens whose KV came from the prefix cache."""
         return {"prompt_tokens": num_prompt, "completion_tokens": num_completion,
-                "total_tokens": num_prompt + num_completion}
+                "total_tokens": num_prompt + num_completion, "prompt_tokens_details": {"cached_tokens": num_cached}}
 
-    def completion(self, plan: ChatPlan, states: list[ChoiceState], num_prompt: int) -> dict[str, Any]:
+    def completion(self, plan: ChatPlan, states: list[ChoiceState], num_prompt: int,
+                   num_cached: int = 0) -> dict[str, Any]:
         choices = []
         for index, state in enumerate(states):
             logprobs = {"content": self.logprobs_content(state.logprobs), "refusal": None} if plan.params.logprobs else None
@@ -301,12 +303,12 @@ class ChatAdapter:
             "created": plan.created,
             "model": self.model_id,
             "choices": choices,
-            "usage": self.usage(num_prompt, sum(s.num_tokens for s in states)),
+            "usage": self.usage(num_prompt, sum(s.num_tokens for s in states), num_cached),
             "service_tier": plan.service_tier,
             "system_fingerprint": self.system_fingerprint,
         }
 
-    def chunk(self, plan: ChatPlan, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+    def chunk(self, plan: ChatPlan, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": plan.request_id,
             "object": "chat.completion.chunk",

@@ -106,15 +106,17 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         states = [ChoiceState() for _ in range(plan.params.n)]
+        num_cached = 0
         try:
             async for output in outputs:
                 if output.error is not None:
                     raise APIError(500, output.error)
                 adapter.accumulate(states, output)
+                num_cached = output.num_cached_tokens
         except ContextLengthError as exc:
             raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
         except ValueError as exc:
             raise APIError(400, str(exc)) from exc
-        return JSONResponse(adapter.completion(plan, states, len(plan.prompt_token_ids)))
+        return JSONResponse(adapter.completion(plan, states, len(plan.prompt_token_ids), num_cached))
 
     return app

@@ -30,7 +30,7 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
     stream_options.include_usage a final chunk with no choices carries the usage."""
     n = plan.params.n
     num_prompt = len(plan.prompt_token_ids)
-    num_completion = 0
+    num_completion = num_cached = 0
     parsers = [StreamingToolParser(plan.tools.call_format, plan.tools.names) for _ in range(n)] \
         if plan.parses_tool_calls else None
     num_calls = [0] * n
@@ -45,7 +45,7 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
             if output.error is not None:
                 yield APIError(500, output.error).sse()
                 return
-            num_completion = output.num_completion_tokens
+            num_completion, num_cached = output.num_completion_tokens, output.num_cached_tokens
             choices = []
             for delta in output.choices:
                 if not (delta.text or delta.finish_reason or delta.logprobs):
@@ -77,5 +77,5 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
         return
     assert all(has_started)
     if plan.include_usage:
-        yield _event(adapter.chunk(plan, [], usage=adapter.usage(num_prompt, num_completion)))
+        yield _event(adapter.chunk(plan, [], usage=adapter.usage(num_prompt, num_completion, num_cached)))
     yield "data: [DONE]\n\n"

@@ -26,3 +26,5 @@ class RequestOutput:
     num_completion_tokens: int
     is_finished: bool
     error: str | None = None
+    # Prompt tokens whose KV came from the prefix cache (OpenAI's usage.prompt_tokens_details.cached_tokens).
+    num_cached_tokens: int = 0

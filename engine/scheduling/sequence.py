@@ -47,6 +47,13 @@ class Sequence:
     # Tokens whose keys and values are in the KV cache.
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
+    # Hash chain of the sequence's first full blocks (engine.scheduling.prefix_cache), grown on demand.
+    block_hashes: list[bytes] = field(default_factory=list)
+    # Tokens [0, n) computed by full prefill chunks (or reused from the prefix cache): their full blocks
+    # hold exactly the KV a later request computes for the same tokens, so they may be cached.
+    num_cacheable_tokens: int = 0
+    # Prompt tokens reused from the prefix cache at the first admission; None until admitted.
+    num_cached_tokens: int | None = None
     # Row of the sampler's per-sequence device state (engine.sampling.sampling_state); None while unassigned.
     slot: int | None = None
     # Choices still to fork from this sequence when its prompt finishes prefill (n > 1).
@@ -74,6 +81,11 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt then output (a new list when there is output)."""
+        return self.prompt_token_ids + self.output_token_ids if self.output_token_ids else self.prompt_token_ids
 
     def token_at(self, index: int) -> int:
         num_prompt = len(self.prompt_token_ids)

@@ -82,11 +82,14 @@ def test_n_choices_share_one_prefill(engine, monkeypatch):
 
     monkeypatch.setattr(engine.runner, "execute", counting)
     prompt = chat_prompt(engine, "Tell me about the sea.")
+    num_hits = engine.prefix_cache.num_hit_tokens
     engine.add_request("n4", prompt, SamplingParams(n=4, temperature=1, seed=1, max_tokens=5, ignore_eos=True))
     outputs = run_to_completion(engine)["n4"]
     assert sorted(outputs) == [0, 1, 2, 3] and all(len(t) == 5 for t in outputs.values())
-    # The prompt once, then 4 choices x 4 decode steps (the first token of each comes from the prefill).
-    assert sum(computed) == len(prompt) + 4 * 4
+    # The prompt once (less what the prefix cache held: the chat template's system prompt), then 4 choices
+    # x 4 decode steps (the first token of each comes from the prefill).
+    num_cached = engine.prefix_cache.num_hit_tokens - num_hits
+    assert num_cached > 0 and sum(computed) == len(prompt) - num_cached + 4 * 4
 
 
 def test_unseeded_requests_differ(engine):

@@ -1,0 +1,196 @@
+"""Prefix caching: the cache and allocator alone, the scheduler's hits, then the engine.
+
+The engine tests run the tiny random Llama in float32 (GEMM rows batch-invariant on every CPU measured so
+far) and compare the logprobs of every generated token, so a hit must give the miss's logits bit for bit,
+alone and batched, not just its argmax."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.llm_engine import LLMEngine
+from engine.sampling.sampling_params import SamplingParams
+from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.prefix_cache import PrefixCache, extend_hashes
+from tests.engine.scheduling.test_scheduler import BLOCK, make_scheduler, make_seq, run_step
+
+
+def test_block_hashes_chain_the_whole_prefix():
+    base = extend_hashes([], list(range(12)), 4, 3)
+    assert extend_hashes([], list(range(12)), 4, 3) == base
+    changed = extend_hashes([], [99] + list(range(1, 12)), 4, 3)
+    # Same tokens in blocks 1 and 2, but after another first block: every hash differs.
+    assert all(a != b for a, b in zip(base, changed))
+
+
+def test_cached_blocks_stay_out_of_the_free_list_until_needed_then_go_least_recently_used():
+    cache = PrefixCache()
+    allocator = BlockAllocator(3, cache)
+    a, b = allocator.allocate(), allocator.allocate()
+    cache.add(b"a", a)
+    cache.add(b"b", b)
+    allocator.free(a)
+    allocator.free(b)
+    assert allocator.num_free == 3 and cache.num_cached == 2
+    assert cache.match([b"a"]) == [a]
+    allocator.allocate()  # the never-used block first
+    assert cache.num_cached == 2
+    assert allocator.allocate() == a  # then the least recently released cached block, forgotten
+    assert cache.match([b"a"]) == [] and cache.match([b"b"]) == [b]
+    allocator.reuse(b)
+    assert allocator.num_free == 0 and allocator.ref_count(b) == 1
+
+
+def finish_all(scheduler, seqs, max_steps=50):
+    for _ in range(max_steps):
+        run_step(scheduler, scheduler.schedule())
+        if all(s.num_output_tokens for s in seqs):
+            return
+    raise AssertionError("did not finish prefill")
+
+
+def test_a_hit_starts_at_a_chunk_boundary_short_of_the_last_token():
+    scheduler = make_scheduler(chunk=8, budget=32, is_caching=True)
+    first = make_seq(prompt_len=20)
+    scheduler.add(first)
+    finish_all(scheduler, [first])
+    for _ in range(6):  # decode steps: their blocks are not cached
+        run_step(scheduler, scheduler.schedule())
+    # Chunks [0, 8) and [8, 16) were full: 4 blocks cached; [16, 20) and the decodes were not.
+    assert scheduler.allocator.prefix_cache.num_cached == 16 // BLOCK
+    scheduler.finish(first)
+    starts = {}
+    for prompt_len in (20, 16, 8, 30):
+        seq = make_seq(prompt_len=prompt_len)
+        scheduler.add(seq)
+        out = scheduler.schedule()
+        starts[prompt_len] = (out.chunks[0].start, seq.num_cached_tokens)
+        run_step(scheduler, out)
+        scheduler.finish(seq)
+    # 16 == a whole cached prompt: its last chunk is recomputed for its logits; 8: nothing to reuse.
+    assert starts == {20: (16, 16), 16: (8, 8), 8: (0, 0), 30: (16, 16)}
+    cache = scheduler.allocator.prefix_cache
+    assert (cache.num_hit_tokens, cache.num_queried_tokens) == (40, 20 + 20 + 16 + 8 + 30)
+
+
+def test_n_choices_fork_from_cached_blocks_and_copy_on_write_their_shared_tail():
+    scheduler = make_scheduler(chunk=8, budget=32, is_caching=True)
+    first = make_seq(prompt_len=18)
+    scheduler.add(first)
+    finish_all(scheduler, [first])
+    scheduler.finish(first)
+    parent = make_seq(prompt_len=18, n=3)
+    scheduler.add(parent)
+    finish_all(scheduler, [parent])
+    assert parent.num_cached_tokens == 16
+    children = [make_seq(prompt_len=18) for _ in range(2)]
+    for child in children:
+        scheduler.fork(parent, child)
+        child.output_token_ids.append(1)
+    assert scheduler.allocator.ref_count(parent.block_table[0]) == 3
+    out = scheduler.schedule()
+    assert len(out.block_copies) == 2  # the shared partial block [16, 18) + the parent's output token
+    for seq in [parent, *children]:
+        scheduler.finish(seq)
+    assert scheduler.allocator.num_free == scheduler.allocator.num_blocks
+
+
+# ---- the engine -------------------------------------------------------------------------------
+
+TEXT = (
+    "The lighthouse stood on a narrow spit of rock at the edge of the bay, and for forty years the same family "
+    "had kept its lamp burning through storms and calm nights alike. Every evening the keeper climbed the "
+    "spiral stairs, trimmed the wick, polished the great lens and wrote the weather in a leather book. Ships "
+    "passed far out on the grey water, their lights blinking back like distant stars, and the keeper counted "
+    "them as other people count sheep. One winter a bottle washed up among the kelp, sealed with red wax. "
+)
+OTHER = "Bananas are berries, but strawberries are not; botanists define fruit by the flower it grows from. " * 3
+GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=True, top_logprobs=2)
+SEEDED = SamplingParams(temperature=1.0, seed=11, max_tokens=6, ignore_eos=True, logprobs=True, top_logprobs=2)
+BLOCK_BYTES = 2 * 2 * 16 * 2 * 16 * 4  # tiny Llama: 2 layers, k and v, 16 tokens, 2 kv heads x 16, float32
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_entry):
+    """Caching on and off over one model; 16-token chunks and blocks, so a hit can be one block."""
+    config = dict(model_path=str(tiny_entry.path), dtype="float32", prefill_chunk_size=16, max_num_batched_tokens=64,
+                  max_num_seqs=8, kv_cache_memory_gib=256 * BLOCK_BYTES / 2**30)
+    on = LLMEngine(EngineConfig(**config), tiny_entry)
+    off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
+    return on, off
+
+
+def run(engine, requests):
+    """requests: id -> (prompt, params), added at once; returns id -> ((token, logprob, top) per token, cached)."""
+    for request_id, (prompt, params) in requests.items():
+        engine.add_request(request_id, prompt, params)
+    tokens = {rid: [] for rid in requests}
+    cached = {}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            (delta,) = output.choices
+            tokens[output.request_id] += [(r.token_id, r.logprob, r.top) for r in delta.logprobs]
+            cached[output.request_id] = output.num_cached_tokens
+    return {rid: (tokens[rid], cached[rid]) for rid in requests}
+
+
+def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
+    on, off = engines
+    text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
+    assert len(text) >= 160 and len(other) >= 50
+    # (primer, target, cached tokens expected) after a tag token: hits are whole 16-token chunks that the
+    # primer computed, short of the target's last token.
+    cases = {
+        "none": ([0] + text[:100], [1] + text[:100], 0),  # same tokens after another first one
+        "one-block": ([0] + text[:40], [0] + text[:20] + other[:30], 16),
+        "many-blocks": ([0] + text[:150], [0] + text[:150] + other[:20], 144),
+        "whole-prompt": ([0] + text[:158], [0] + text[:158], 144),  # 160 tokens: the last chunk is recomputed
+    }
+    requests, expected = {}, {}
+    for marker, (name, (primer, target, num_cached)) in enumerate(cases.items()):
+        for kind, params in (("greedy", GREEDY), ("seeded", SEEDED)):
+            tag = [1000 + 2 * marker + (kind == "seeded")]  # every case and kind on a prefix of its own
+            run(on, {"primer": (tag + primer, GREEDY)})
+            request_id = f"{name}-{kind}"
+            requests[request_id] = (tag + target, params)
+            expected[request_id] = off_tokens = run(off, {request_id: (tag + target, params)})[request_id][0]
+            assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
+    # Batched: every target at once, now hitting its whole cached prompt, beside two misses.
+    misses = {f"miss{i}": ([2000 + i] + other[:40 + 9 * i], SEEDED) for i in range(2)}
+    expected |= {rid: tokens for rid, (tokens, _) in run(off, misses).items()}
+    together = run(on, requests | misses)
+    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
+    assert all(together[rid][1] > 0 for rid in requests) and together["miss1"][1] == 0
+    assert on.allocator.num_free == on.allocator.num_blocks
+
+
+def test_eviction_under_a_tiny_kv_budget_finishes_every_request_with_the_right_text(tiny_entry, engines):
+    _, off = engines
+    # 32 blocks of 16 tokens (the 512-token context): two requests (at most 12 blocks each) at a time fit,
+    # the prefixes of all eight (34 full blocks) do not stay cached.
+    config = EngineConfig(model_path=str(tiny_entry.path), dtype="float32", prefill_chunk_size=16,
+                          max_num_seqs=2, kv_cache_memory_gib=32 * BLOCK_BYTES / 2**30)
+    tiny = LLMEngine(config, loaded=off.loaded)
+    num_evicted, preempted = 0, []
+    evict, schedule = tiny.prefix_cache.evict, tiny.scheduler.schedule
+
+    def counting_evict():
+        nonlocal num_evicted
+        num_evicted += 1
+        return evict()
+
+    def recording_schedule():
+        out = schedule()
+        preempted.extend(out.preempted)
+        return out
+
+    tiny.prefix_cache.evict, tiny.scheduler.schedule = counting_evict, recording_schedule
+    text = off.tokenizer.encode(TEXT * 2)
+    prompts = {f"p{i}": ([3000 + i // 2] + text[:90 + 13 * i], GREEDY) for i in range(8)}
+    expected = {rid: run(off, {rid: request})[rid][0] for rid, request in prompts.items()}
+    for order in (list(prompts), list(reversed(prompts))):
+        got = run(tiny, {rid: prompts[rid] for rid in order})
+        assert {rid: tokens for rid, (tokens, _) in got.items()} == expected
+    assert num_evicted > 0 and not preempted
+    assert tiny.allocator.num_free == tiny.allocator.num_blocks

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.protocol import ChatCompletionRequest
+
 _TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
           413: "invalid_request_error", 500: "server_error", 503: "server_error"}
 
@@ -54,6 +56,11 @@ def validation_message(exc: RequestValidationError) -> APIError:
     if first.get("type") == "extra_forbidden":
         return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
                         code="unrecognized_argument")
+    if param is None and first.get("input") is None:  # no body (or null): name the first field a body needs
+        param = next(name for name, f in ChatCompletionRequest.model_fields.items() if f.is_required())
+        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if param is None:
+        return APIError(400, "The request body must be a JSON object.", code="invalid_value")
     if first.get("type") == "missing":
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     detail = first.get("msg", "invalid value")

@@ -11,6 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# OpenAI's integers are 64-bit; larger ones are 400s naming the field, never an overflow in the engine.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -171,13 +174,13 @@ class ChatCompletionRequest(Strict):
     functions: list[FunctionDefinition] | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None
-    n: int | None = None
+    max_completion_tokens: Int64 | None = None
+    max_tokens: Int64 | None = None
+    n: Int64 | None = None
     parallel_tool_calls: bool | None = None
     presence_penalty: float | None = None
     response_format: ResponseFormat | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
@@ -185,14 +188,14 @@ class ChatCompletionRequest(Strict):
     temperature: float | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Int64 | None = None
     top_p: float | None = None
     user: str | None = None
     # Extensions (not in OpenAI's API; off unless set).
-    top_k: int | None = None
+    top_k: Int64 | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    min_tokens: int | None = None
+    min_tokens: Int64 | None = None
 
 
 # ---- responses --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pydantic schemas of the HTTP API (the only place pydantic is used).
+"""Pydantic schema of the chat completion request (responses: server/responses.py).
 
 The request names every field of OpenAI's CreateChatCompletionRequest; unknown fields are rejected.
 Each optional field also accepts an explicit null. top_k, min_p, repetition_penalty and min_tokens are
@@ -196,75 +196,3 @@ class ChatCompletionRequest(Strict):
     min_p: float | None = None
     repetition_penalty: float | None = None
     min_tokens: Int64 | None = None
-
-
-# ---- responses --------------------------------------------------------------------------------------
-
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None
-    refusal: list[TokenLogprob] | None = None
-
-
-class ResponseFunctionCall(BaseModel):
-    name: str
-    arguments: str
-
-
-class ResponseToolCall(BaseModel):
-    id: str
-    type: Literal["function"] = "function"
-    function: ResponseFunctionCall
-
-
-class ResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-    refusal: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
-    function_call: ResponseFunctionCall | None = None
-
-
-class Choice(BaseModel):
-    index: int
-    message: ResponseMessage
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: str | None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    service_tier: str | None = None
-    system_fingerprint: str | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "hearth"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

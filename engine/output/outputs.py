@@ -26,3 +26,5 @@ class RequestOutput:
     num_completion_tokens: int
     is_finished: bool
     error: str | None = None
+    # time.monotonic() when the request was first scheduled (its queue time ends there).
+    first_scheduled_time: float | None = None

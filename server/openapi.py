@@ -30,6 +30,24 @@ _DESCRIPTIONS = {
 }
 
 
+# One server-sent event (the schema of an event stream describes each event, as Open API 3.2 has it):
+# its data is a ChatCompletionChunk, an ErrorResponse when the request fails mid-stream, or [DONE].
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"anyOf": [
+            {"const": "[DONE]"},
+            {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
+                {"$ref": "#/components/schemas/ChatCompletionChunk"},
+                {"$ref": "#/components/schemas/ErrorResponse"},
+            ]}},
+        ]},
+    },
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS[status]} for status in statuses}
 
@@ -40,7 +58,7 @@ def chat_responses() -> dict[int | str, dict[str, Any]]:
         "description": "A chat.completion object; with `stream: true`, server-sent events whose data are "
                        "ChatCompletionChunk objects, then `data: [DONE]` (or an ErrorResponse event if the "
                        "request fails once streaming)",
-        "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ChatCompletionChunk"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     }
     return {200: ok, **error_responses(400, 401, 404, 413, 429, 500, 503)}
 

@@ -19,7 +19,10 @@ def test_chat_completions_documents_its_responses(app_client):
     assert set(responses) == {"200", "400", "401", "404", "413", "429", "500", "503"}
     ok = responses["200"]["content"]
     assert ok["application/json"]["schema"]["$ref"] == "#/components/schemas/ChatCompletion"
-    assert ok["text/event-stream"]["schema"]["$ref"] == "#/components/schemas/ChatCompletionChunk"
+    event_data = ok["text/event-stream"]["schema"]["properties"]["data"]["anyOf"]
+    assert {"const": "[DONE]"} in event_data
+    chunk_refs = [r["$ref"] for branch in event_data for r in branch.get("contentSchema", {}).get("anyOf", [])]
+    assert chunk_refs == ["#/components/schemas/ChatCompletionChunk", ERROR_REF]
     for status in ("400", "401", "404", "413", "429", "500", "503"):
         assert responses[status]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF, status
     components = schema["components"]["schemas"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -62,6 +63,11 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     metrics = Metrics(engine.stats, lambda: admission.num_waiting)
     shutdown = Shutdown(config.shutdown_timeout_s)
     created = int(time.time())
+    # Constrained decoding needs the `structured` extra (see pyproject.toml); probes and logs say if it is missing.
+    has_constrained_decoding = importlib.util.find_spec("xgrammar") is not None
+    if not has_constrained_decoding:
+        logger.warning("xgrammar is not installed: response_format json_object/json_schema and forced tool calls "
+                       "will be refused (install hearth[structured])")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -98,7 +104,8 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         if not async_engine.is_alive:
             raise APIError(503, "the engine is not running", code="engine_dead")
         stats = engine.stats()
-        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps, **stats})
+        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps,
+                             "constrained_decoding": has_constrained_decoding, **stats})
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401)})

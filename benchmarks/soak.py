@@ -134,15 +134,24 @@ async def soak(url: str, pid: int | None, args) -> int:
                 kind = rng.choices(kinds, weights)[0]
                 results[kind].append(await send(client, url, kind, body(kind, rng, args.max_tokens)))
 
+        finished = asyncio.Event()
+
         async def sample_rss() -> None:
-            while time.monotonic() < deadline and pid is not None:
+            # Until the last request ends: requests in flight at the deadline run to their end.
+            while not finished.is_set() and pid is not None:
                 if (value := rss_mib(pid)) is not None:
                     rss.append((time.monotonic() - started, value))
                     print(f"  t={rss[-1][0]:6.0f} s  RSS {value:8.1f} MiB  requests {sum(map(len, results.values()))}",
                           flush=True)
-                await asyncio.sleep(args.rss_interval)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(finished.wait(), args.rss_interval)
 
-        await asyncio.gather(sample_rss(), *(worker(i) for i in range(args.clients)))
+        async def workers() -> None:
+            await asyncio.gather(*(worker(i) for i in range(args.clients)))
+            finished.set()
+
+        await asyncio.gather(sample_rss(), workers())
+        args.elapsed = time.monotonic() - started
         if pid is not None and (value := rss_mib(pid)) is not None:
             rss.append((time.monotonic() - started, value))
     return report(results, rss, args)
@@ -151,7 +160,8 @@ async def soak(url: str, pid: int | None, args) -> int:
 def report(results: dict[str, list], rss: list[tuple[float, float]], args) -> int:
     every = [r for rs in results.values() for r in rs]
     errors = [(kind, r[2]) for kind, rs in results.items() for r in rs if r[2] is not None]
-    print(f"\n{len(every)} requests from {args.clients} clients in {args.minutes:g} min; {len(errors)} errors")
+    print(f"\n{len(every)} requests from {args.clients} clients in {args.elapsed / 60:.1f} min ({args.minutes:g} min of "
+          f"sending, then the requests in flight ran to their end); {len(errors)} errors")
     pct = lambda xs, q: float(np.percentile(xs, q)) * 1e3 if xs else float("nan")
     print(f"{'kind':16} {'requests':>8} {'errors':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'TTFT p50':>9}")
     for kind in MIX:

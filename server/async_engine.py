@@ -12,6 +12,7 @@ whose consumer goes away (client disconnect) is aborted and its memory freed at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -80,12 +81,16 @@ class AsyncEngine:
         self._close()
 
     def _close(self) -> None:
-        """Refuse new requests; those added but never taken in by the loop get EngineDeadError."""
+        """Refuse new requests; those still waiting for outputs (added, or running when the loop ended)
+        get EngineDeadError rather than waiting for ever. Called once the loop has ended."""
         with self._lock:
             self._is_closed = True
             adds, self._adds = self._adds, []
-        for pending in adds:
-            pending.loop.call_soon_threadsafe(pending.queue.put_nowait, EngineDeadError("the engine is not running"))
+        waiting = [(p.queue, p.loop) for p in adds] + list(self._queues.values())
+        self._queues.clear()
+        for queue, loop in waiting:
+            with contextlib.suppress(RuntimeError):  # that request's event loop is already closed
+                loop.call_soon_threadsafe(queue.put_nowait, EngineDeadError("the engine is not running"))
 
     def abort_all(self, error: BaseException) -> int:
         """End every request, handing `error` to its consumer; returns how many. Engine thread only."""

@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null && echo "using torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
 		|| $(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev]"
-	# xgrammar (constrained decoding) declares torch, transformers and the CUDA-only triton as
-	# dependencies: installed without them; it needs only apache-tvm-ffi besides what is here.
+	# The `structured` extra of pyproject.toml (constrained decoding), without its dependencies: xgrammar
+	# declares the CUDA-only triton, which a CPU machine never uses; the rest it needs is here already.
+	# Same pins as the extra (tests/test_packaging.py checks); with CUDA, use `pip install ".[structured]"`.
 	$(PY) -m pip install --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
 	@touch $(STAMP)
 

@@ -194,7 +194,7 @@ def launched(name: str, cmd: list[str], port: int, timeout: float = 300.0):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
             time.sleep(0.5)
-        yield
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

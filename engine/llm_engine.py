@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -49,6 +50,8 @@ class RequestState:
     seed: int
     num_prompt_tokens: int
     seqs: list[Sequence] = field(default_factory=list)
+    # time.monotonic() when a chunk of it was first scheduled (the end of its queue time).
+    first_scheduled_time: float | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -105,6 +108,7 @@ class LLMEngine:
         self.requests: dict[str, RequestState] = {}
         self._next_seq_id = 0
         self._started_seqs: set[int] = set()
+        self.num_preemptions = 0
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -177,6 +181,7 @@ class LLMEngine:
             "num_waiting_seqs": len(self.scheduler.waiting),
             "kv_blocks_total": self.allocator.num_blocks,
             "kv_blocks_used": self.allocator.num_blocks - self.allocator.num_free,
+            "num_preemptions": self.num_preemptions,
             "is_prefix_caching": cache is not None,
             "prefix_cache_blocks": cache.num_cached if cache else 0,
             "prefix_cache_queried_tokens": cache.num_queried_tokens if cache else 0,
@@ -219,13 +224,18 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule()
+        self.num_preemptions += len(sched.preempted)
         if not self.loaded.is_native:
             for seq in sched.preempted:
                 self.loaded.model.drop(seq.seq_id)
         if not sched.chunks:
             return []
         chunks = self.runner.order(sched.chunks)
+        now = time.monotonic()
         for chunk in chunks:
+            state = self.requests.get(chunk.seq.request_id)
+            if state is not None and state.first_scheduled_time is None:
+                state.first_scheduled_time = now
             if chunk.seq.seq_id not in self._started_seqs:
                 self.sampling_state.start(chunk.seq.slot, chunk.seq)
                 self._started_seqs.add(chunk.seq.seq_id)
@@ -337,6 +347,7 @@ class LLMEngine:
                 request_id, choice_deltas, state.num_prompt_tokens,
                 sum(s.num_output_tokens for s in state.seqs), finished,
                 num_cached_tokens=state.seqs[0].num_cached_tokens or 0,
+                first_scheduled_time=state.first_scheduled_time,
             ))
             if finished:
                 del self.requests[request_id]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
 import threading
 
@@ -41,6 +41,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logprobs-mode", choices=("raw", "processed"), default="raw",
                         help="logprobs of the raw model distribution (default) or of the processed one")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    parser.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                        help="require `Authorization: Bearer KEY` on /v1/* (repeatable; also HEARTH_API_KEY)")
+    parser.add_argument("--api-key-file", default=None, metavar="FILE", help="file of accepted keys, one a line")
+    parser.add_argument("--metrics-require-key", action="store_true", help="require an API key on /metrics too")
+    parser.add_argument("--max-waiting-requests", type=int, default=256,
+                        help="requests that may wait for the engine; more get 429 (default: 256)")
+    parser.add_argument("--max-request-bytes", type=int, default=4 << 20,
+                        help="largest request body; larger ones get 413 (default: 4 MiB)")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0,
+                        help="seconds in-flight requests may take to finish after SIGTERM/SIGINT (default: 30)")
     return parser.parse_args(argv)
 
 
@@ -53,15 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     from engine.llm_engine import LLMEngine
     from engine.loading.registry import ModelNotFoundError, ModelRegistry
     from server.app import build_app
+    from server.auth import load_api_keys
+    from server.config import ServerConfig
 
     try:
+        server_config = ServerConfig(
+            api_keys=load_api_keys(args.api_key, os.environ, args.api_key_file),
+            metrics_require_key=args.metrics_require_key,
+            max_waiting_requests=args.max_waiting_requests,
+            max_request_bytes=args.max_request_bytes,
+            shutdown_timeout_s=args.shutdown_timeout,
+        )
         registry = ModelRegistry.load(args.models)
         entry = registry.resolve(args.model)
         if not entry.exists():
             raise ModelNotFoundError(
                 f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m engine.loading.fetch`) first"
             )
-    except (ModelNotFoundError, FileNotFoundError, ValueError) as exc:
+    except (ModelNotFoundError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = EngineConfig(
@@ -78,21 +97,30 @@ def main(argv: list[str] | None = None) -> int:
         enable_prefix_caching=args.prefix_caching,
     )
     engine_ = LLMEngine(config, entry)
-    app = build_app(engine_, entry, is_engine_external=True)
-    # HTTP in a second thread, the engine loop in this one (see server.async_engine for why).
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level))
+    app = build_app(engine_, entry, is_engine_external=True, config=server_config)
+    if server_config.api_keys:
+        logging.getLogger("hearth.server").info("API keys required on /v1/*%s (%d keys)",
+                                                " and /metrics" if args.metrics_require_key else "",
+                                                len(server_config.api_keys))
+    # HTTP in a second thread, the engine loop in this one (see server.async_engine for why). Signals
+    # reach this thread: they start the drain (server.shutdown), HTTP keeps answering (503 to new
+    # requests) until the engine has finished or ended what was in flight.
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=5))
     http = threading.Thread(target=server.run, name="hearth-http", daemon=True)
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    shutdown = app.state.shutdown
+    shutdown.install_signal_handlers()
     http.start()
     try:
-        app.state.async_engine.run_forever(lambda: server.should_exit or not http.is_alive())
-    except KeyboardInterrupt:
-        pass
+        app.state.async_engine.run_forever(lambda: not http.is_alive() or shutdown.engine_should_stop(app.state.async_engine))
     finally:
         server.should_exit = True
-        http.join(timeout=10)
+        http.join(timeout=15)
     return 0 if server.started else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # Ctrl-C while the model loads, before the drain handlers are installed
+        raise SystemExit(130) from None

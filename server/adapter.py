@@ -219,11 +219,11 @@ class ChatAdapter:
             max_tokens = self.defaults.get("max_tokens")
         logit_bias = {}
         for key, value in (req.logit_bias or {}).items():
-            try:
-                token_id = int(key)
-            except ValueError:
+            # int() would also take ' 5', '+5' and '1_0'; a token id is digits only.
+            if not key.isascii() or not key.isdigit():
                 raise APIError(400, f"logit_bias keys must be token ids given as strings of integers, got {key!r}",
-                               param="logit_bias") from None
+                               param="logit_bias")
+            token_id = int(key)
             if not 0 <= token_id < self.vocab_size:
                 raise APIError(400, f"logit_bias key {token_id} is not a token id of this model "
                                f"(vocab size {self.vocab_size})", param="logit_bias")

@@ -1,7 +1,8 @@
-"""The FastAPI application: /v1/chat/completions, /v1/models, /health."""
+"""The FastAPI application: /v1/chat/completions, /v1/models, /health, /metrics, /docs."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,7 +18,12 @@ from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.loading.registry import ModelEntry
 from engine.output.structured_output import ConstraintError
 from server.adapter import ChatAdapter, ChatPlan, ChoiceState
-from server.async_engine import AsyncEngine
+from server.admission import Admission
+from server.async_engine import AsyncEngine, EngineDeadError
+from server.auth import AuthMiddleware, KeyChecker
+from server.body_limit import BodyLimitMiddleware
+from server.config import ServerConfig
+from server.disconnect import ClientDisconnected, unless_disconnected
 from server.errors import (
     APIError,
     handle_api_error,
@@ -25,16 +31,22 @@ from server.errors import (
     handle_unexpected_error,
     handle_validation_error,
 )
+from server.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
+from server.openapi import chat_responses, error_responses, install_docs, install_openapi
 from server.protocol import ChatCompletionRequest
+from server.responses import ModelCard, ModelList
+from server.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
 
 VERSION = "0.1.0"
 logger = logging.getLogger("hearth.server")
 
 
-def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = False) -> FastAPI:
+def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = False,
+              config: ServerConfig | None = None) -> FastAPI:
     """The app over `engine`. Its lifespan runs the engine loop in a thread, unless is_engine_external:
     then the caller runs app.state.async_engine.run_forever() itself (python -m server does, in the
     main thread)."""
+    config = config or ServerConfig()
     async_engine = AsyncEngine(engine)
     loaded = engine.loaded
     adapter = ChatAdapter(
@@ -47,7 +59,15 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
         tool_call_format=entry.tool_call_format,
     )
+    admission = Admission(config.max_waiting_requests, async_engine.num_queued)
+    metrics = Metrics(engine.stats, lambda: admission.num_waiting)
+    shutdown = Shutdown(config.shutdown_timeout_s)
     created = int(time.time())
+    # Constrained decoding needs the `structured` extra (see pyproject.toml); probes and logs say if it is missing.
+    has_constrained_decoding = importlib.util.find_spec("xgrammar") is not None
+    if not has_constrained_decoding:
+        logger.warning("xgrammar is not installed: response_format json_object/json_schema and forced tool calls "
+                       "will be refused (install hearth[structured])")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,26 +77,46 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         if not is_engine_external:
             async_engine.stop()
 
-    app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan)
+    app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="OpenAI-style chat completions served by a local engine.")
     app.state.async_engine = async_engine
     app.state.adapter = adapter
+    app.state.admission = admission
+    app.state.metrics = metrics
+    app.state.shutdown = shutdown
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(APIError, handle_api_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected_error)
+    # The last added runs first: count every response, then refuse while draining, then check the key,
+    # then the body size.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_request_bytes)
+    app.add_middleware(AuthMiddleware, checker=KeyChecker(config.api_keys), protect_metrics=config.metrics_require_key)
+    app.add_middleware(ShutdownMiddleware, shutdown=shutdown)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_openapi(app, has_keys=bool(config.api_keys))
+    install_docs(app)
 
-    @app.get("/health")
+    @app.get("/health", responses=error_responses(503))
     async def health() -> JSONResponse:
+        if shutdown.is_draining:
+            raise shutting_down_error()
         if not async_engine.is_alive:
             raise APIError(503, "the engine is not running", code="engine_dead")
         stats = engine.stats()
-        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps, **stats})
+        return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps,
+                             "constrained_decoding": has_constrained_decoding, **stats})
 
-    @app.get("/v1/models")
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401)})
+    async def prometheus_metrics() -> Response:
+        return metrics.response()
+
+    @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 503))
     async def models() -> dict:
         return {"object": "list", "data": [{"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=error_responses(401, 404, 503))
     async def model(model_id: str) -> dict:
         adapter.check_model(model_id)
         return {"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}
@@ -88,31 +128,45 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         try:
             compiled = await run_in_threadpool(engine.grammar.compile, plan.constraint)
         except ImportError as exc:
-            raise APIError(400, f"constrained decoding is unavailable: {exc}", param=plan.constraint_param) from exc
+            raise APIError(400, f"constrained decoding is unavailable: {exc} (install hearth[structured])",
+                           param=plan.constraint_param) from exc
         except ConstraintError as exc:
             what = "JSON schema" if plan.constraint_param == "response_format" else "function parameters schema"
             raise APIError(400, f"invalid {what}: {exc}", param=plan.constraint_param, code="invalid_schema") from exc
         return replace(plan, params=replace(plan.params, constraint=compiled))
 
-    @app.post("/v1/chat/completions")
+    async def collect(plan: ChatPlan, outputs) -> tuple[list[ChoiceState], int]:
+        """The choices' states and the prompt tokens served from the prefix cache."""
+        states = [ChoiceState() for _ in range(plan.params.n)]
+        num_cached = 0
+        async for output in outputs:
+            if output.error is not None:
+                raise APIError(500, output.error)
+            adapter.accumulate(states, output)
+            num_cached = output.num_cached_tokens
+        return states, num_cached
+
+    @app.post("/v1/chat/completions", response_model=None, responses=chat_responses())
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        plan = await compile_constraint(adapter.plan(body))
+        arrival = time.monotonic()
+        with admission.planning():
+            plan = await compile_constraint(adapter.plan(body))
         logger.info("%s: %d prompt tokens, n=%d, stream=%s, user=%s", plan.request_id, len(plan.prompt_token_ids),
                     plan.params.n, plan.is_stream, body.user)
-        outputs = async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params)
+        outputs = metrics.track(async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params),
+                                arrival, plan.params.n)
         if plan.is_stream:
             from server.streaming import stream_chat
 
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        states = [ChoiceState() for _ in range(plan.params.n)]
-        num_cached = 0
         try:
-            async for output in outputs:
-                if output.error is not None:
-                    raise APIError(500, output.error)
-                adapter.accumulate(states, output)
-                num_cached = output.num_cached_tokens
+            states, num_cached = await unless_disconnected(request, collect(plan, outputs))
+        except ClientDisconnected:
+            logger.info("%s: client disconnected; aborted", plan.request_id)
+            return Response(status_code=CLIENT_CLOSED)
+        except EngineDeadError as exc:
+            raise APIError(503, str(exc), code="server_shutting_down" if shutdown.is_draining else "engine_dead") from exc
         except ContextLengthError as exc:
             raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
         except ValueError as exc:

@@ -12,6 +12,7 @@ whose consumer goes away (client disconnect) is aborted and its memory freed at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 class EngineDeadError(RuntimeError):
-    """The engine thread stopped."""
+    """The engine thread stopped (or is stopping): the request cannot run or finish."""
 
 
 @dataclass
@@ -46,6 +47,8 @@ class AsyncEngine:
         self._aborts: list[str] = []
         self._queues: dict[str, tuple[asyncio.Queue, asyncio.AbstractEventLoop]] = {}
         self._is_running = False
+        # Set once the loop has ended: later requests are refused instead of queued for no one.
+        self._is_closed = False
         self._thread: threading.Thread | None = None
         self.num_steps = 0
 
@@ -54,17 +57,20 @@ class AsyncEngine:
         if self._thread is not None:
             return
         self._is_running = True
+        self._is_closed = False
         self._thread = threading.Thread(target=self._loop, name="hearth-engine", daemon=True)
         self._thread.start()
 
     def run_forever(self, should_stop) -> None:
         """Run the engine loop in the calling thread until should_stop() is true."""
         self._is_running = True
+        self._is_closed = False
         self._thread = threading.current_thread()
         try:
             self._loop(should_stop)
         finally:
             self._is_running = False
+            self._close()
 
     def stop(self) -> None:
         self._is_running = False
@@ -72,6 +78,43 @@ class AsyncEngine:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        """Refuse new requests; those still waiting for outputs (added, or running when the loop ended)
+        get EngineDeadError rather than waiting for ever. Called once the loop has ended."""
+        with self._lock:
+            self._is_closed = True
+            adds, self._adds = self._adds, []
+        waiting = [(p.queue, p.loop) for p in adds] + list(self._queues.values())
+        self._queues.clear()
+        for queue, loop in waiting:
+            with contextlib.suppress(RuntimeError):  # that request's event loop is already closed
+                loop.call_soon_threadsafe(queue.put_nowait, EngineDeadError("the engine is not running"))
+
+    def abort_all(self, error: BaseException) -> int:
+        """End every request, handing `error` to its consumer; returns how many. Engine thread only."""
+        self._drain_inbox()
+        request_ids = list(self._queues)
+        for request_id in request_ids:
+            self.engine.abort_request(request_id)
+            self._deliver(request_id, error)
+        self._queues.clear()
+        return len(request_ids)
+
+    @property
+    def is_idle(self) -> bool:
+        """No request queued, running or waiting for its consumer to be told it finished."""
+        with self._lock:
+            has_adds = bool(self._adds)
+        return not has_adds and not self._queues and not self.engine.has_unfinished_requests()
+
+    def num_queued(self) -> int:
+        """Requests handed to the engine that it has not started: in the inbox or its waiting queue
+        (read from another thread: a count that may be one step old)."""
+        with self._lock:
+            num_adds = len(self._adds)
+        return num_adds + self.engine.stats()["num_waiting_seqs"]
 
     @property
     def is_alive(self) -> bool:
@@ -121,10 +164,10 @@ class AsyncEngine:
                     self._queues.pop(output.request_id, None)
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        if not self.is_alive:
-            raise EngineDeadError("the engine is not running")
         queue: asyncio.Queue = asyncio.Queue()
         with self._lock:
+            if not self.is_alive or self._is_closed:
+                raise EngineDeadError("the engine is not running")
             self._adds.append(_Pending(request_id, prompt_token_ids, params, queue, asyncio.get_running_loop()))
         self._wakeup.set()
         is_finished = False

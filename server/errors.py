@@ -9,14 +9,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 500: "server_error", 503: "server_error"}
+from server.protocol import ChatCompletionRequest
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          405: "invalid_request_error", 413: "invalid_request_error", 429: "requests", 500: "server_error",
+          503: "server_error"}
 
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str | None = None) -> None:
+                 type: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.message = message
         self.param = param
@@ -27,7 +31,7 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
     def sse(self) -> str:
         return f"data: {json.dumps(self.body())}\n\n"
@@ -54,6 +58,11 @@ def validation_message(exc: RequestValidationError) -> APIError:
     if first.get("type") == "extra_forbidden":
         return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
                         code="unrecognized_argument")
+    if param is None and first.get("input") is None:  # no body (or null): name the first field a body needs
+        param = next(name for name, f in ChatCompletionRequest.model_fields.items() if f.is_required())
+        return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    if param is None:
+        return APIError(400, "The request body must be a JSON object.", code="invalid_value")
     if first.get("type") == "missing":
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     detail = first.get("msg", "invalid value")

@@ -1,4 +1,4 @@
-"""Pydantic schemas of the HTTP API (the only place pydantic is used).
+"""Pydantic schema of the chat completion request (responses: server/responses.py).
 
 The request names every field of OpenAI's CreateChatCompletionRequest; unknown fields are rejected.
 Each optional field also accepts an explicit null. top_k, min_p, repetition_penalty and min_tokens are
@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# OpenAI's integers are 64-bit; larger ones are 400s naming the field, never an overflow in the engine.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class Strict(BaseModel):
@@ -171,13 +174,13 @@ class ChatCompletionRequest(Strict):
     functions: list[FunctionDefinition] | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: int | None = None
-    max_tokens: int | None = None
-    n: int | None = None
+    max_completion_tokens: Int64 | None = None
+    max_tokens: Int64 | None = None
+    n: Int64 | None = None
     parallel_tool_calls: bool | None = None
     presence_penalty: float | None = None
     response_format: ResponseFormat | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
@@ -185,88 +188,11 @@ class ChatCompletionRequest(Strict):
     temperature: float | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = None
-    top_logprobs: int | None = None
+    top_logprobs: Int64 | None = None
     top_p: float | None = None
     user: str | None = None
     # Extensions (not in OpenAI's API; off unless set).
-    top_k: int | None = None
+    top_k: Int64 | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    min_tokens: int | None = None
-
-
-# ---- responses --------------------------------------------------------------------------------------
-
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None
-    refusal: list[TokenLogprob] | None = None
-
-
-class ResponseFunctionCall(BaseModel):
-    name: str
-    arguments: str
-
-
-class ResponseToolCall(BaseModel):
-    id: str
-    type: Literal["function"] = "function"
-    function: ResponseFunctionCall
-
-
-class ResponseMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None
-    refusal: str | None = None
-    tool_calls: list[ResponseToolCall] | None = None
-    function_call: ResponseFunctionCall | None = None
-
-
-class Choice(BaseModel):
-    index: int
-    message: ResponseMessage
-    logprobs: ChoiceLogprobs | None = None
-    finish_reason: str | None
-
-
-class PromptTokensDetails(BaseModel):
-    cached_tokens: int = 0
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: PromptTokensDetails | None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    service_tier: str | None = None
-    system_fingerprint: str | None = None
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "hearth"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+    min_tokens: Int64 | None = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.output.outputs import RequestOutput
 from server.adapter import ChatAdapter, ChatPlan
+from server.async_engine import EngineDeadError
 from server.errors import APIError
 from server.tool_calls import StreamingToolParser, ToolCall
 
@@ -71,6 +72,9 @@ async def stream_chat(adapter: ChatAdapter, plan: ChatPlan, outputs: AsyncIterat
                 yield _event(adapter.chunk(plan, choices))
     except APIError as exc:
         yield exc.sse()
+        return
+    except EngineDeadError as exc:  # shutdown ended the request, or the engine stopped
+        yield APIError(503, str(exc), code="server_shutting_down").sse()
         return
     except Exception as exc:  # the request failed inside the engine; the stream says so and ends
         yield APIError(500, f"internal error: {exc}").sse()

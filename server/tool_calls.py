@@ -28,6 +28,8 @@ TOOLS_PROMPT = (
 _HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _HERMES_OPEN = "<tool_call>"
 _PYTHON_TAG = "<|python_tag|>"
+# A trailing piece of an opening tag this long or longer ("<t", "<to", ...) is taken for a cut call.
+_MIN_PARTIAL_OPEN = 2
 
 
 @dataclass(frozen=True)
@@ -72,25 +74,10 @@ def _call_from(obj: Any, names: set[str]) -> ToolCall | None:
 
 def parse_tool_calls(text: str, call_format: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
     """(content, calls): calls found in `text`; content is what is left, stripped of surrounding whitespace
-    (as the streamed content is), None when nothing but calls remains. Text that does not parse as a
-    call of a known function stays content."""
+    (as the streamed content is), None when nothing but calls remains. Call markup never stays content:
+    a call that does not parse as one of a known function, or one cut off by max_tokens, is dropped."""
     if call_format == "llama3_json":
-        body = text.strip().removeprefix(_PYTHON_TAG).strip()
-        decoder = json.JSONDecoder()
-        calls = []
-        position = 0
-        while position < len(body):
-            try:
-                obj, position = decoder.raw_decode(body, position)
-            except ValueError:
-                return text.strip() or None, []
-            call = _call_from(obj, names)
-            if call is None:
-                return text.strip() or None, []
-            calls.append(call)
-            while position < len(body) and body[position] in " \t\n;":
-                position += 1
-        return (None, calls) if calls else (text.strip() or None, [])
+        return _parse_llama3_json(text, names)
     calls: list[ToolCall] = []
     kept: list[str] = []
     position = 0
@@ -99,14 +86,60 @@ def parse_tool_calls(text: str, call_format: str, names: set[str]) -> tuple[str 
             call = _call_from(json.loads(match.group(1)), names)
         except ValueError:
             call = None
-        if call is None:
-            continue
         kept.append(text[position:match.start()])
-        calls.append(call)
+        if call is not None:
+            calls.append(call)
         position = match.end()
-    kept.append(text[position:])
+    kept.append(_without_cut_call(text[position:]))
     content = "".join(kept).strip()
     return (content or None), calls
+
+
+def _partial_open_length(text: str) -> int:
+    """Length of the longest proper prefix of the opening tag that `text` ends with."""
+    return max((n for n in range(1, len(_HERMES_OPEN)) if text.endswith(_HERMES_OPEN[:n])), default=0)
+
+
+def _without_cut_call(tail: str) -> str:
+    """`tail` (text after the last complete call) without a call that was opened but never closed."""
+    start = tail.find(_HERMES_OPEN)
+    if start >= 0:
+        return tail[:start]
+    cut = _partial_open_length(tail)
+    return tail[:len(tail) - cut] if cut >= _MIN_PARTIAL_OPEN else tail
+
+
+def _looks_like_call_start(body: str) -> bool:
+    """Whether llama3_json output that does not parse began a call: '{' then (a prefix of) '"name"'."""
+    if body.startswith(_PYTHON_TAG):
+        return True
+    if not body.startswith("{"):
+        return False
+    rest = body[1:].lstrip()
+    return rest.startswith('"name"') or '"name"'.startswith(rest)
+
+
+def _parse_llama3_json(text: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
+    body = text.strip().removeprefix(_PYTHON_TAG).strip()
+    decoder = json.JSONDecoder()
+    calls = []
+    position = 0
+    while position < len(body):
+        try:
+            obj, end = decoder.raw_decode(body, position)
+        except ValueError:
+            # A call cut off by max_tokens (after whole calls, or from the start) is dropped.
+            if calls or _looks_like_call_start(text.strip()):
+                return None, calls
+            return text.strip() or None, []
+        call = _call_from(obj, names)
+        if call is None:
+            return text.strip() or None, []
+        calls.append(call)
+        position = end
+        while position < len(body) and body[position] in " \t\n;":
+            position += 1
+    return (None, calls) if calls else (text.strip() or None, [])
 
 
 class StreamingToolParser:
@@ -114,7 +147,8 @@ class StreamingToolParser:
 
     Content is released as it comes, except text that may be the start of a call: from `<tool_call>` (or
     a partial prefix of it at the end) for hermes, and the whole output when it opens with `{` for
-    llama3_json. Held text becomes calls when they complete, and content again if it never parses.
+    llama3_json. Held text becomes calls when they complete; held markup that never makes a call (cut
+    off, or naming no known function) is dropped, so the content matches parse_tool_calls'.
     """
 
     def __init__(self, call_format: str, names: set[str]) -> None:
@@ -143,8 +177,11 @@ class StreamingToolParser:
         while True:
             start = self._held.find(_HERMES_OPEN)
             if start < 0:
-                keep = 0 if is_final else max((n for n in range(1, len(_HERMES_OPEN))
-                                               if self._held.endswith(_HERMES_OPEN[:n])), default=0)
+                if is_final:
+                    out.append(_without_cut_call(self._held))
+                    self._held = ""
+                    break
+                keep = _partial_open_length(self._held)
                 out.append(self._held[:len(self._held) - keep])
                 self._held = self._held[len(self._held) - keep:]
                 break
@@ -152,15 +189,11 @@ class StreamingToolParser:
             self._held = self._held[start:]
             match = _HERMES.match(self._held)
             if match is None:
-                if is_final:
-                    out.append(self._held)
+                if is_final:  # a call cut off by max_tokens: dropped, as in parse_tool_calls
                     self._held = ""
                 break
-            content, found = parse_tool_calls(match.group(0), "hermes", self.names)
-            if found:
-                calls.extend(found)
-            else:
-                out.append(match.group(0))
+            # A block that is no call of a known function is dropped, as in parse_tool_calls.
+            calls.extend(parse_tool_calls(match.group(0), "hermes", self.names)[1])
             self._held = self._held[match.end():]
         return "".join(out), calls
 

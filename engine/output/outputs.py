@@ -28,3 +28,5 @@ class RequestOutput:
     error: str | None = None
     # Prompt tokens whose KV came from the prefix cache (OpenAI's usage.prompt_tokens_details.cached_tokens).
     num_cached_tokens: int = 0
+    # time.monotonic() when the request was first scheduled (its queue time ends there).
+    first_scheduled_time: float | None = None

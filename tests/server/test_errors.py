@@ -131,3 +131,30 @@ def test_step_failure_fails_its_requests_only(app_client, default_engine, monkey
     assert_error(chat(app_client), 500)
     monkeypatch.undo()
     assert chat(app_client).status_code == 200
+
+
+def test_empty_body_names_the_missing_field(app_client):
+    for content in (b"", b"null"):
+        response = app_client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+        error = assert_error(response, 400, param="messages", code="missing_required_parameter")
+        assert "'messages'" in error["message"]
+    for content in (b"[]", b"5"):
+        response = app_client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+        assert "None" not in assert_error(response, 400)["message"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("seed", 2**70), ("seed", -(2**63) - 1), ("top_k", 2**70), ("n", 2**64), ("max_completion_tokens", 2**63),
+])
+def test_integers_outside_int64_are_400_naming_the_field(app_client, field, value):
+    assert_error(chat(app_client, **{field: value}), 400, param=field)
+
+
+def test_int64_seed_bounds_are_accepted(app_client):
+    for seed in (2**63 - 1, -(2**63)):
+        assert chat(app_client, seed=seed, max_completion_tokens=1).status_code == 200
+
+
+@pytest.mark.parametrize("key", ["1_0", " 5", "+5", "-1", "٣"])
+def test_logit_bias_keys_must_be_plain_token_ids(app_client, key):
+    assert_error(chat(app_client, logit_bias={key: 1}), 400, param="logit_bias")

@@ -149,8 +149,8 @@ def test_auto_tool_choice_parses_calls_from_the_text(app_client, default_engine,
     content, calls = parse_tool_calls(text, "hermes", {"get_weather"})
     assert content == "Let me check." and calls[0].name == "get_weather"
     assert json.loads(calls[0].arguments) == {"city": "Oslo", "unit": "celsius"}
-    # A call to an unknown function stays text.
-    assert parse_tool_calls(text, "hermes", {"other"}) == (text, [])
+    # A call to an unknown function is dropped: call markup never reaches content.
+    assert parse_tool_calls(text, "hermes", {"other"}) == ("Let me check.", [])
     status, body = post(app_client, messages=ASK_WEATHER, tools=TOOLS, temperature=0, max_completion_tokens=20)
     assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length", "tool_calls")
 

@@ -1,0 +1,117 @@
+"""Schemathesis over the OpenAPI document, in-process against the real engine: every generated request,
+valid or not, gets an answer the document describes (status, content type, schema) and never a 5xx.
+
+Generated bodies are adjusted before they are sent (cap()): a string `model` becomes the served model's
+id (a random name only ever meets the 404), completions are capped at MAX_TOKENS tokens and n at MAX_N
+(asking for more only takes longer), so the run stays well under two minutes. The examples are
+derandomized: CI sends the same requests every run.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHAT_EXAMPLES = 1000
+OTHER_EXAMPLES = 25
+MAX_TOKENS = 1
+MAX_N = 2
+MODEL = "smollm2-135m-instruct"
+CONCURRENCY = 32
+# Generous: a slow shared machine must not turn into a failure; a hang still ends the test.
+CALL_TIMEOUT_S = 120
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+class WithoutLifespan:
+    """The session app without its lifespan: its engine loop already runs and must outlive this test."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await self.app(scope, receive, send)
+
+
+def _is_number(value) -> bool:
+    # 2.0 is a valid integer to the server (pydantic's lax mode), so floats are capped too.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def cap(body):
+    """Bound the work a generated request asks for, leaving invalid values as generated."""
+    if not isinstance(body, dict):
+        return body
+    if isinstance(body.get("model"), str):  # a random name is only ever a 404; reach the engine instead
+        body["model"] = MODEL
+    for field in ("max_tokens", "max_completion_tokens"):
+        if _is_number(body.get(field)) and body[field] > MAX_TOKENS:
+            body[field] = MAX_TOKENS
+    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_completion_tokens"] = MAX_TOKENS
+    if _is_number(body.get("n")) and body["n"] > MAX_N:
+        body["n"] = MAX_N
+    return body
+
+
+def send_generated(operation, examples: int, pool: ThreadPoolExecutor) -> list[Future]:
+    """Generate `examples` cases of `operation`, each sent as soon as it is generated."""
+    futures = []
+
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy())
+    def generate(case) -> None:
+        case.body = cap(case.body)
+        futures.append(pool.submit(call_and_check, case))
+
+    generate()
+    return futures
+
+
+def call_and_check(case) -> tuple[int, str | None]:
+    """(status, failure or None): a 5xx, or a response the document does not describe."""
+    response = case.call(timeout=CALL_TIMEOUT_S)
+    try:
+        case.validate_response(response, checks=CHECKS)
+    except Exception as exc:  # schemathesis raises its failures grouped; the text names each one
+        return response.status_code, f"{case.method} {case.path} {case.body!r:.300}: {exc!s:.500}"
+    return response.status_code, None
+
+
+@pytest.mark.slow
+def test_generated_requests_never_get_a_5xx(app_client):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", WithoutLifespan(app_client.app))
+    started = time.monotonic()
+    # Sent CONCURRENCY at a time, as clients would, while the next ones are generated: the engine batches
+    # them, which keeps the run short.
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        futures = []
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            examples = CHAT_EXAMPLES if operation.path == "/v1/chat/completions" else OTHER_EXAMPLES
+            futures += send_generated(operation, examples, pool)
+        outcomes = [future.result() for future in futures]
+    statuses = collections.Counter(status for status, _ in outcomes)
+    failures = [failure for _, failure in outcomes if failure is not None]
+    print(f"\nschemathesis: {len(outcomes)} requests in {time.monotonic() - started:.0f} s, "
+          f"{sum(n for s, n in statuses.items() if s >= 500)} of 5xx, "
+          f"{len(failures)} not as documented; by status: {dict(sorted(statuses.items()))}")
+    assert not failures, failures[:5]
+    assert statuses[200] > 0 and len(outcomes) >= CHAT_EXAMPLES

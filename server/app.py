@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,9 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.loading.registry import ModelEntry
-from engine.output.structured_output import ConstraintError
-from server.adapter import ChatAdapter, ChatPlan, ChoiceState
 from server.async_engine import AsyncEngine
+from server.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
 from server.errors import (
     APIError,
     handle_api_error,
@@ -27,7 +25,6 @@ from server.errors import (
 )
 from server.protocol import ChatCompletionRequest
 
-VERSION = "0.1.0"
 logger = logging.getLogger("hearth.server")
 
 
@@ -36,17 +33,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     then the caller runs app.state.async_engine.run_forever() itself (python -m server does, in the
     main thread)."""
     async_engine = AsyncEngine(engine)
-    loaded = engine.loaded
-    adapter = ChatAdapter(
-        model_id=entry.id,
-        model_names=entry.names,
-        tokenizer=engine.tokenizer,
-        vocab_size=engine.vocab_size,
-        max_model_len=engine.max_model_len,
-        defaults=dict(entry.defaults),
-        system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
-        tool_call_format=entry.tool_call_format,
-    )
+    adapter = chat_adapter(engine, entry)
     created = int(time.time())
 
     @asynccontextmanager
@@ -81,22 +68,11 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         adapter.check_model(model_id)
         return {"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}
 
-    async def compile_constraint(plan: ChatPlan) -> ChatPlan:
-        """Compile the plan's grammar off the event loop and the engine thread (cached per spec)."""
-        if plan.constraint is None:
-            return plan
-        try:
-            compiled = await run_in_threadpool(engine.grammar.compile, plan.constraint)
-        except ImportError as exc:
-            raise APIError(400, f"constrained decoding is unavailable: {exc}", param=plan.constraint_param) from exc
-        except ConstraintError as exc:
-            what = "JSON schema" if plan.constraint_param == "response_format" else "function parameters schema"
-            raise APIError(400, f"invalid {what}: {exc}", param=plan.constraint_param, code="invalid_schema") from exc
-        return replace(plan, params=replace(plan.params, constraint=compiled))
-
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        plan = await compile_constraint(adapter.plan(body))
+        plan = adapter.plan(body)
+        if plan.constraint is not None:  # compiled off the event loop and the engine thread
+            plan = await run_in_threadpool(compile_constraint, engine, plan)
         logger.info("%s: %d prompt tokens, n=%d, stream=%s, user=%s", plan.request_id, len(plan.prompt_token_ids),
                     plan.params.n, plan.is_stream, body.user)
         outputs = async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params)
@@ -105,16 +81,12 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
 
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        states = [ChoiceState() for _ in range(plan.params.n)]
+        completion = Completion(adapter, plan)
         try:
             async for output in outputs:
-                if output.error is not None:
-                    raise APIError(500, output.error)
-                adapter.accumulate(states, output)
-        except ContextLengthError as exc:
-            raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from exc
-        return JSONResponse(adapter.completion(plan, states, len(plan.prompt_token_ids)))
+                completion.add(output)
+        except (ContextLengthError, ValueError) as exc:
+            raise request_error(exc) from exc
+        return JSONResponse(completion.body())
 
     return app

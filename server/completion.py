@@ -41,7 +41,7 @@ def parse_request(body: Any) -> ChatCompletionRequest:
         errors = [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         raise validation_message(RequestValidationError(errors))
     try:
-        return ChatCompletionRequest.model_validate(body)
+        return ChatCompletionRequest.model_validate(body, from_attributes=True)  # as FastAPI validates
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         raise validation_message(RequestValidationError(errors)) from None

@@ -92,7 +92,7 @@ class BatchJob:
                     summary.add(result)
                     progress.update()
                     now = time.perf_counter()
-                    if now - last_postfix >= _POSTFIX_INTERVAL:
+                    if now - last_postfix >= _POSTFIX_INTERVAL or progress.n == progress.total:
                         progress.set_postfix_str(f"{summary.num_completion_tokens / (now - start):.0f} tok/s", refresh=False)
                         last_postfix = now
         finally:

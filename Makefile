@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup model serve test lint bench-sampler bench-serving clean
+.PHONY: setup model serve batch sweep test lint bench-sampler bench-serving clean
 
 # --system-site-packages keeps an existing (e.g. CUDA) torch visible; only when none is importable is
 # torch==2.13.0 installed, never an unpinned torch (which would pull several GB of CUDA wheels).
@@ -34,6 +34,15 @@ setup: $(STAMP) model
 
 serve: setup
 	$(PY) -m server --models models.yaml --host $(HOST) --port $(PORT)
+
+# make batch IN=requests.jsonl OUT=results.jsonl [BATCH_ARGS="--max-num-seqs 128"]
+batch: setup
+	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make batch IN=requests.jsonl OUT=results.jsonl"; exit 2; }
+	$(PY) -m server.batch --models models.yaml -i "$(IN)" -o "$(OUT)" $(BATCH_ARGS)
+
+# make sweep SWEEP_ARGS="--temperature 0.5 1.0 --top-p 0.9 1.0 --seeds 1 2 --max-tokens 8 --out sweep-out"
+sweep: setup
+	$(PY) benchmarks/sweep.py $(SWEEP_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

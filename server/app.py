@@ -6,7 +6,6 @@ import importlib.util
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,12 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.loading.registry import ModelEntry
-from engine.output.structured_output import ConstraintError
-from server.adapter import ChatAdapter, ChatPlan, ChoiceState
+from server.adapter import ChatPlan
 from server.admission import Admission
 from server.async_engine import AsyncEngine, EngineDeadError
 from server.auth import AuthMiddleware, KeyChecker
 from server.body_limit import BodyLimitMiddleware
+from server.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
 from server.config import ServerConfig
 from server.disconnect import ClientDisconnected, unless_disconnected
 from server.errors import (
@@ -37,7 +36,6 @@ from server.protocol import ChatCompletionRequest
 from server.responses import ModelCard, ModelList
 from server.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
 
-VERSION = "0.1.0"
 logger = logging.getLogger("hearth.server")
 
 
@@ -48,17 +46,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     main thread)."""
     config = config or ServerConfig()
     async_engine = AsyncEngine(engine)
-    loaded = engine.loaded
-    adapter = ChatAdapter(
-        model_id=entry.id,
-        model_names=entry.names,
-        tokenizer=engine.tokenizer,
-        vocab_size=engine.vocab_size,
-        max_model_len=engine.max_model_len,
-        defaults=dict(entry.defaults),
-        system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
-        tool_call_format=entry.tool_call_format,
-    )
+    adapter = chat_adapter(engine, entry)
     admission = Admission(config.max_waiting_requests, async_engine.num_queued)
     metrics = Metrics(engine.stats, lambda: admission.num_waiting)
     shutdown = Shutdown(config.shutdown_timeout_s)
@@ -121,36 +109,24 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         adapter.check_model(model_id)
         return {"id": entry.id, "object": "model", "created": created, "owned_by": "hearth"}
 
-    async def compile_constraint(plan: ChatPlan) -> ChatPlan:
-        """Compile the plan's grammar off the event loop and the engine thread (cached per spec)."""
-        if plan.constraint is None:
-            return plan
-        try:
-            compiled = await run_in_threadpool(engine.grammar.compile, plan.constraint)
-        except ImportError as exc:
-            raise APIError(400, f"constrained decoding is unavailable: {exc} (install hearth[structured])",
-                           param=plan.constraint_param) from exc
-        except ConstraintError as exc:
-            what = "JSON schema" if plan.constraint_param == "response_format" else "function parameters schema"
-            raise APIError(400, f"invalid {what}: {exc}", param=plan.constraint_param, code="invalid_schema") from exc
-        return replace(plan, params=replace(plan.params, constraint=compiled))
+    async def planned(body: ChatCompletionRequest) -> ChatPlan:
+        """The request's plan, its grammar compiled off the event loop and the engine thread (cached per spec)."""
+        plan = adapter.plan(body)
+        if plan.constraint is not None:
+            plan = await run_in_threadpool(compile_constraint, engine, plan)
+        return plan
 
-    async def collect(plan: ChatPlan, outputs) -> tuple[list[ChoiceState], int]:
-        """The choices' states and the prompt tokens served from the prefix cache."""
-        states = [ChoiceState() for _ in range(plan.params.n)]
-        num_cached = 0
+    async def collect(plan: ChatPlan, outputs) -> Completion:
+        completion = Completion(adapter, plan)
         async for output in outputs:
-            if output.error is not None:
-                raise APIError(500, output.error)
-            adapter.accumulate(states, output)
-            num_cached = output.num_cached_tokens
-        return states, num_cached
+            completion.add(output)
+        return completion
 
     @app.post("/v1/chat/completions", response_model=None, responses=chat_responses())
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         arrival = time.monotonic()
         with admission.planning():
-            plan = await compile_constraint(adapter.plan(body))
+            plan = await planned(body)
         logger.info("%s: %d prompt tokens, n=%d, stream=%s, user=%s", plan.request_id, len(plan.prompt_token_ids),
                     plan.params.n, plan.is_stream, body.user)
         outputs = metrics.track(async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params),
@@ -161,16 +137,14 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
-            states, num_cached = await unless_disconnected(request, collect(plan, outputs))
+            completion = await unless_disconnected(request, collect(plan, outputs))
         except ClientDisconnected:
             logger.info("%s: client disconnected; aborted", plan.request_id)
             return Response(status_code=CLIENT_CLOSED)
         except EngineDeadError as exc:
             raise APIError(503, str(exc), code="server_shutting_down" if shutdown.is_draining else "engine_dead") from exc
-        except ContextLengthError as exc:
-            raise APIError(400, str(exc), param="messages", code="context_length_exceeded") from exc
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from exc
-        return JSONResponse(adapter.completion(plan, states, len(plan.prompt_token_ids), num_cached))
+        except (ContextLengthError, ValueError) as exc:
+            raise request_error(exc) from exc
+        return JSONResponse(completion.body())
 
     return app

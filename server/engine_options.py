@@ -1,0 +1,56 @@
+"""The model and engine options shared by `python -m server` and `python -m server.batch`."""
+
+from __future__ import annotations
+
+import argparse
+
+from engine.config import EngineConfig
+from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="models.yaml", help="model registry file (default: models.yaml)")
+    parser.add_argument("--model", default=None,
+                        help="registry id or alias, or a path to a local HF folder or .gguf file (default: the registry's default)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if available)")
+    parser.add_argument("--dtype", default=None,
+                        help="auto, bfloat16, float32 or float16 (default: the registry entry's, else auto = bfloat16)")
+    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default=None,
+                        help="linear weights: none, int8 or int4 (default: the registry entry's, else none); int4 "
+                             "loads a GGUF's 4-bit tensors as they are")
+    parser.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + completion tokens")
+    parser.add_argument("--kv-cache-memory-gib", type=float, default=2.0, help="KV cache budget in GiB (default: 2)")
+    parser.add_argument("--max-num-seqs", type=int, default=64, help="most sequences decoded at once (default: 64)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=1024, help="token budget of one step (default: 1024)")
+    parser.add_argument("--prefill-chunk-size", type=int, default=128,
+                        help="prompt tokens per prefill chunk, and the granularity of prefix-cache hits (default: 128)")
+    parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the KV of prompt prefixes seen before (default: on; --no-prefix-caching: off)")
+    parser.add_argument("--logprobs-mode", choices=("raw", "processed"), default="raw",
+                        help="logprobs of the raw model distribution (default) or of the processed one")
+
+
+def resolve_entry(args: argparse.Namespace) -> ModelEntry:
+    """The registry entry (or local path) the options name; ModelNotFoundError when its weights are absent."""
+    entry = ModelRegistry.load(args.models).resolve(args.model)
+    if not entry.exists():
+        raise ModelNotFoundError(
+            f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m engine.loading.fetch`) first"
+        )
+    return entry
+
+
+def engine_config(args: argparse.Namespace, entry: ModelEntry) -> EngineConfig:
+    return EngineConfig(
+        model_path=str(entry.path),
+        dtype=args.dtype or entry.dtype,
+        quantization=args.quantization or entry.quantization,
+        device=args.device,
+        max_model_len=args.max_model_len,
+        kv_cache_memory_gib=args.kv_cache_memory_gib,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        prefill_chunk_size=args.prefill_chunk_size,
+        logprobs_mode=args.logprobs_mode,
+        enable_prefix_caching=args.prefix_caching,
+    )

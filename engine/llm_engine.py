@@ -144,6 +144,9 @@ class LLMEngine:
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
         params.validate_for_vocab(self.vocab_size)
+        if params.n > self.config.max_num_seqs:  # its choices could never all run: it would wait forever
+            raise ValueError(f"n must be at most {self.config.max_num_seqs} (the server's --max-num-seqs), "
+                             f"got {params.n}")
         num_prompt = len(prompt_token_ids)
         wanted = params.max_tokens or 1
         if num_prompt + wanted > self.max_model_len:

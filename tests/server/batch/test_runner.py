@@ -139,9 +139,5 @@ def test_choices_that_cannot_fit_the_engine_are_refused_not_waited_for(tmp_path,
     assert error["param"] == "n" and "max_num_seqs (1)" in error["message"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: a prompt prefilled in the same step as other prompts gets other logits than alone (bf16; attention "
-    "output first differs in layer 6 by ~1e-3, logits by up to 0.31), which changes sampled and even greedy "
-    "tokens. The batch prefills many prompts per step; the test client's requests run one at a time."))
 def test_results_equal_the_servers_when_batched_among_other_requests(batch_run, app_client):
     assert_equal_to_the_servers(app_client, batch_run[1], list(range(len(GOOD))), copies=3)

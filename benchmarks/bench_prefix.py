@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncache-on server /health: hit rate {health['prefix_cache_hit_rate']:.3f} "
           f"({health['prefix_cache_hit_tokens']} of {health['prefix_cache_queried_tokens']} prompt tokens), "
           f"{health['prefix_cache_blocks']} cached blocks")
-    plot(rows, args.plot, f"SmolLM2-135M-Instruct, {args.conversations} conversations; {machine()}")
+    plot(rows, args.plot, f"SmolLM2-135M-Instruct, {args.conversations} conversations x {args.turns} turns; "
+                          f"{machine().split(';')[0]}")
     return 0
 
 

@@ -260,7 +260,7 @@ def bench_server(name: str, url: str, model: str, dtype: str, args) -> dict[int,
             print(f"     {s['no_usage']} requests streamed no usage: output tokens = their content chunks")
     with contextlib.suppress(httpx.HTTPError, ValueError):
         health = httpx.get(url.removesuffix("/v1") + "/health", timeout=10, trust_env=False).json()
-        if "prefix_cache_hit_rate" in health:
+        if health.get("is_prefix_caching"):
             print(f"prefix cache: hit rate {health['prefix_cache_hit_rate']:.3f} "
                   f"({health['prefix_cache_hit_tokens']} of {health['prefix_cache_queried_tokens']} prompt tokens)")
     return rows

@@ -180,6 +180,7 @@ def launched(name: str, cmd: list[str], port: int, timeout: float = 300.0):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HUB_DISABLE_UPDATE_CHECK": "1"}  # offline, and no PyPI version check by the `transformers` CLI
     print(f"[{name}] starting: {' '.join(cmd)}  (log: {log_path})", flush=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

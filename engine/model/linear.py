@@ -25,6 +25,9 @@ from kernels.weight_only import (
     quantize_int8,
 )
 
+# Before calibration: one call over all rows.
+_UNTILED = RowTiling()
+
 
 class Linear:
     """y = x W^T (+ bias) for x [rows, in_features]; subclasses hold W in their own format."""
@@ -61,9 +64,7 @@ class Linear:
 
 
     def rows_invariant(self, x: Tensor) -> Tensor:
-        tiling = self.tiling or RowTiling()
-        num_rows = x.shape[0]
-        tiles = tiling.tiles(num_rows)
+        tiles = (self.tiling or _UNTILED).tiles(x.shape[0])
         outs = []
         for start, stop, num_padded in tiles:
             chunk = x[start:stop]

@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.llm_engine import LLMEngine
     from engine.loading.registry import ModelNotFoundError
-    from server.app import build_app
-    from server.auth import load_api_keys
     from server.config import ServerConfig
+    from server.http.app import build_app
+    from server.http.auth import load_api_keys
 
     try:
         server_config = ServerConfig(
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 " and /metrics" if args.metrics_require_key else "",
                                                 len(server_config.api_keys))
     # HTTP in a second thread, the engine loop in this one (see server.async_engine for why). Signals
-    # reach this thread: they start the drain (server.shutdown), HTTP keeps answering (503 to new
+    # reach this thread: they start the drain (server.http.shutdown), HTTP keeps answering (503 to new
     # requests) until the engine has finished or ended what was in flight.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=5))

@@ -48,7 +48,7 @@ def default_engine(default_entry):
 def app_client(default_engine, default_entry):
     from fastapi.testclient import TestClient
 
-    from server.app import build_app
+    from server.http.app import build_app
 
     with TestClient(build_app(default_engine, default_entry)) as client:
         yield client

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.loading.registry import ModelNotFoundError
     from server.batch.job import BatchJob
     from server.batch.runner import BatchRunner
-    from server.completion import chat_adapter
+    from server.chat.completion import chat_adapter
 
     try:
         job = BatchJob(args.input, args.output)

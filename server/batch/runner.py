@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.llm_engine import LLMEngine
-from server.adapter import ChatAdapter
 from server.batch.requests_file import BatchLine
 from server.batch.results_file import error_record, record
-from server.completion import Completion, compile_constraint, parse_request, request_error
+from server.chat.adapter import ChatAdapter
+from server.chat.completion import Completion, compile_constraint, parse_request, request_error
 from server.errors import APIError
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from engine.output.structured_output import JSON_OBJECT, JSON_SCHEMA, Constraint
 from engine.output.token_text import TokenText
 from engine.sampling.sampling_params import ParamError, SamplingParams
 from engine.scheduling.sequence import TokenLogprobs
+from server.chat.protocol import ChatCompletionRequest, TextPart
+from server.chat.tool_calls import parse_tool_calls, render_call, tools_system_prompt
+from server.chat.tool_plan import ToolPlan, tool_message, tool_plan
 from server.errors import APIError
-from server.protocol import ChatCompletionRequest, TextPart
-from server.tool_calls import parse_tool_calls, render_call, tools_system_prompt
-from server.tool_plan import ToolPlan, tool_message, tool_plan
 
 # OpenAI reports tokens of (practically) zero probability with this logprob; JSON has no -inf.
 MIN_LOGPROB = -9999.0

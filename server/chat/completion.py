@@ -14,9 +14,9 @@ from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.loading.registry import ModelEntry
 from engine.output.outputs import RequestOutput
 from engine.output.structured_output import ConstraintError
-from server.adapter import ChatAdapter, ChatPlan, ChoiceState
+from server.chat.adapter import ChatAdapter, ChatPlan, ChoiceState
+from server.chat.protocol import ChatCompletionRequest
 from server.errors import APIError, validation_message
-from server.protocol import ChatCompletionRequest
 
 VERSION = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""Pydantic schema of the chat completion request (responses: server/responses.py).
+"""Pydantic schema of the chat completion request (responses: server/chat/responses.py).
 
 The request names every field of OpenAI's CreateChatCompletionRequest; unknown fields are rejected.
 Each optional field also accepts an explicit null. top_k, min_p, repetition_penalty and min_tokens are

@@ -15,14 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.llm_engine import ContextLengthError, LLMEngine
 from engine.loading.registry import ModelEntry
-from server.adapter import ChatPlan
-from server.admission import Admission
 from server.async_engine import AsyncEngine, EngineDeadError
-from server.auth import AuthMiddleware, KeyChecker
-from server.body_limit import BodyLimitMiddleware
-from server.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
+from server.chat.adapter import ChatPlan
+from server.chat.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
+from server.chat.protocol import ChatCompletionRequest
+from server.chat.responses import ModelCard, ModelList
 from server.config import ServerConfig
-from server.disconnect import ClientDisconnected, unless_disconnected
 from server.errors import (
     APIError,
     handle_api_error,
@@ -30,11 +28,13 @@ from server.errors import (
     handle_unexpected_error,
     handle_validation_error,
 )
-from server.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
-from server.openapi import chat_responses, error_responses, install_docs, install_openapi
-from server.protocol import ChatCompletionRequest
-from server.responses import ModelCard, ModelList
-from server.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
+from server.http.admission import Admission
+from server.http.auth import AuthMiddleware, KeyChecker
+from server.http.body_limit import BodyLimitMiddleware
+from server.http.disconnect import ClientDisconnected, unless_disconnected
+from server.http.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
+from server.http.openapi import chat_responses, error_responses, install_docs, install_openapi
+from server.http.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
 
 logger = logging.getLogger("hearth.server")
 
@@ -132,7 +132,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         outputs = metrics.track(async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params),
                                 arrival, plan.params.n)
         if plan.is_stream:
-            from server.streaming import stream_chat
+            from server.http.streaming import stream_chat
 
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

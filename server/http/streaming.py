@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.output.outputs import RequestOutput
-from server.adapter import ChatAdapter, ChatPlan
 from server.async_engine import EngineDeadError
+from server.chat.adapter import ChatAdapter, ChatPlan
+from server.chat.tool_calls import StreamingToolParser, ToolCall
 from server.errors import APIError
-from server.tool_calls import StreamingToolParser, ToolCall
 
 
 def _call_deltas(plan: ChatPlan, calls: list[ToolCall], first_index: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def batch_engine(default_entry):
 @pytest.fixture(scope="session")
 def batch_runner(batch_engine, default_entry):
     from server.batch.runner import BatchRunner
-    from server.completion import chat_adapter
+    from server.chat.completion import chat_adapter
 
     return BatchRunner(batch_engine, chat_adapter(batch_engine, default_entry))
 
@@ -35,7 +35,7 @@ def lone_runner(default_entry):
     requests do on the server; test_runner.py also checks the batched runner against them."""
     from engine.llm_engine import LLMEngine
     from server.batch.runner import BatchRunner
-    from server.completion import chat_adapter
+    from server.chat.completion import chat_adapter
 
     engine_ = LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=1, kv_cache_memory_gib=0.25),
                         default_entry)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import build_app
-from server.auth import KeyChecker, load_api_keys
 from server.config import ServerConfig
+from server.http.app import build_app
+from server.http.auth import KeyChecker, load_api_keys
 
 MODEL = "smollm2-135m-instruct"
 

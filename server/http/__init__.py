@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI app, its middleware, SSE streaming, metrics and docs."""

@@ -25,7 +25,7 @@ class InProcessClient:
 
     def __init__(self, engine, entry) -> None:
         from server.batch.runner import BatchRunner
-        from server.completion import chat_adapter
+        from server.chat.completion import chat_adapter
 
         self.model = entry.id
         self.runner = BatchRunner(engine, chat_adapter(engine, entry))

@@ -1,6 +1,6 @@
 """Where a decode step's time goes, by part: ms per engine step of N greedy sequences, per weight mode.
 
-    python benchmarks/profile_step.py [--modes bf16 int4] [--batch 1] [--steps 40]
+    python benchmarks/profile_step.py [--modes bf16 int4] [--batch 1] [--steps 40] [--top-ops 15]
 
 Parts are timed around the engine's own calls (scheduler, input building, forward, logits, sampler, output
 processing); the forward is split further with torch.profiler by the ops that ran (linear kernels,
@@ -41,7 +41,7 @@ def timed(times: dict[str, list[float]], name: str, fn):
     return wrapper
 
 
-def profile_mode(entry, mode: str, num_seqs: int, num_steps: int) -> tuple[dict[str, float], int]:
+def profile_mode(entry, mode: str, num_seqs: int, num_steps: int, num_top_ops: int = 0) -> tuple[dict[str, float], int]:
     dtype, quantization = MODES[mode]
     engine = LLMEngine(EngineConfig(model_path=str(entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=max(num_seqs, 2)), entry)
@@ -77,6 +77,11 @@ def profile_mode(entry, mode: str, num_seqs: int, num_steps: int) -> tuple[dict[
                 else "norm/rotary/other ops")
         by_kind[kind] += event.self_cpu_time_total
     total = sum(by_kind.values()) or 1.0
+    if num_top_ops:
+        print(f"{mode}: ops by self CPU time per step (torch.profiler, 10 steps)")
+        print(f"{'op':<48}{'calls':>8}{'ms':>9}")
+        for event in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:num_top_ops]:
+            print(f"{event.key:<48}{event.count // 10:>8}{event.self_cpu_time_total / 1e4:>9.2f}")
     forward = parts.get("forward", 0.0)
     for kind, value in by_kind.items():
         parts[f"  forward: {kind}"] = forward * value / total
@@ -89,9 +94,10 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["bf16", "int4"], choices=list(MODES))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--top-ops", type=int, default=0, help="also print the N ops with the most self time")
     args = parser.parse_args()
     entry = ModelRegistry.load(ROOT / "models.yaml").resolve(None)
-    results = {mode: profile_mode(entry, mode, args.batch, args.steps) for mode in args.modes}
+    results = {mode: profile_mode(entry, mode, args.batch, args.steps, args.top_ops) for mode in args.modes}
     names = list(next(iter(results.values()))[0])
     print(f"ms per decode step, {args.batch} sequence(s), torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'part':<34}" + "".join(f"{mode:>10}" for mode in results))

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from engine.loading.loader import LoadedModel
-from engine.model.attention import AttentionMetadata, PrefillSegment, decode_groups, padded_context_len
+from engine.model.attention import AttentionMetadata, PrefillSegment, concat_decode_index, decode_groups
 from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
 
@@ -25,9 +25,9 @@ class ModelRunner:
                                 + heads.view(1, 1, -1, 1))  # [2, 1, num_kv_heads, 1]
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
-        """Decode rows (one token) first, rows of one padded context length together, as the attention
-        metadata expects."""
-        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: padded_context_len(c.start + 1))
+        """Decode rows (one token) first, rows of one context length together, as the attention metadata
+        expects."""
+        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: c.start + 1)
         return decodes + [c for c in chunks if c.num_tokens > 1]
 
     def execute(self, chunks: list[ScheduledChunk], block_copies: list[tuple[int, int]]) -> Tensor:
@@ -92,6 +92,7 @@ class ModelRunner:
             num_decode_tokens=len(decodes),
             decode_groups=groups,
             prefills=prefills,
+            decode_index=concat_decode_index(groups),
         )
         return (
             torch.tensor(token_ids, dtype=torch.int64, device=device),

@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model.attention import AttentionMetadata, decode_groups, padded_context_len, paged_attention
+from engine.model.attention import AttentionMetadata, concat_decode_index, decode_groups, paged_attention
 
 NUM_KV_HEADS, HEAD_DIM, NUM_HEADS, BLOCK = 3, 64, 9, 16
 
 
 def _attend(q, k, v, kv_layer, contexts):
-    """Rows sorted by padded length, as ModelRunner orders them; returns outputs in the given order."""
-    order = sorted(range(len(contexts)), key=lambda i: padded_context_len(contexts[i][1]))
+    """Rows sorted by context length, as ModelRunner orders them; returns outputs in the given order."""
+    order = sorted(range(len(contexts)), key=lambda i: contexts[i][1])
     tables = [contexts[i] for i in order]
     write = [t[(n - 1) // BLOCK] * BLOCK + (n - 1) % BLOCK for t, n in tables]
-    md = AttentionMetadata(slot_mapping=torch.tensor(write), num_decode_tokens=len(order),
-                           decode_groups=decode_groups(tables, BLOCK, NUM_KV_HEADS, torch.device("cpu")))
+    groups = decode_groups(tables, BLOCK, NUM_KV_HEADS, torch.device("cpu"))
+    md = AttentionMetadata(slot_mapping=torch.tensor(write), num_decode_tokens=len(order), decode_groups=groups,
+                           decode_index=concat_decode_index(groups))
     out = paged_attention(q[order], k[order], v[order], kv_layer.clone(), md, 0.125)
     return out[torch.tensor(order).argsort()]
 
@@ -25,7 +26,7 @@ def _attend(q, k, v, kv_layer, contexts):
 def test_decode_rows_equal_alone_and_batched(dtype):
     generator = torch.Generator().manual_seed(0)
     kv_layer = torch.randn(128 * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
-    lengths = [1, 7, 36, 39, 40, 48, 64, 65, 100, 129, 250, 17, 3, 300]
+    lengths = [1, 7, 36, 39, 40, 48, 64, 65, 100, 129, 250, 17, 3, 300, 100, 7]  # equal lengths share a call
     free = torch.randperm(128, generator=generator).tolist()
     contexts = [([free.pop() for _ in range(-(-n // BLOCK))], n) for n in lengths]
     qkv = torch.randn(len(lengths), NUM_HEADS + 2 * NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)

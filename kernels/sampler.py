@@ -102,7 +102,8 @@ class Sampler:
                                            md.top_k, md.top_p, md.min_p, self.initial_candidates, block_max)
             token_ids = draw_from_candidates(candidates.weights, candidates.token_ids, candidates.keep_len,
                                              uniforms)
-            if not md.is_all_truncated:
+            # Without probs every random row truncates (the rest are greedy, replaced below).
+            if not md.is_all_truncated and probs is not None:
                 token_ids = torch.where(is_row_truncated, token_ids, draw_from_probs(probs, block_cum, uniforms))
         else:
             token_ids = draw_from_probs(probs, block_cum, uniforms)

@@ -258,6 +258,19 @@ def test_greedy_ties_go_to_the_lowest_id():
     assert sample(logits, rows).token_ids.tolist() == [17, 0, 5]
 
 
+def test_greedy_rows_beside_rows_that_all_truncate_by_top_k():
+    """No row needs its whole distribution (needs_total_mass is False), yet not every row truncates: the
+    greedy ones do not. The engine builds such a batch from one greedy and one top_k request."""
+    logits = zipf_logits(3, VOCAB_SIZE, seed=3)
+    rows = [RowParams(temperature=0.0), RowParams(top_k=20, seed=1), RowParams(top_k=5, min_p=0.1, seed=2)]
+    md = build_metadata(rows, VOCAB_SIZE)
+    assert not md.needs_total_mass and not md.is_all_truncated
+    out = Sampler()(logits, md)
+    assert out.token_ids[0] == logits[0].argmax()
+    for i in (1, 2):
+        assert out.token_ids[i] == sample(logits[i:i + 1], [rows[i]]).token_ids[0]
+
+
 def test_tiny_temperature_and_tiny_top_p_pick_the_argmax():
     logits = zipf_logits(1, VOCAB_SIZE, seed=8, scale=0.3)  # flat-ish, so a slip would show
     best = int(logits[0].argmax())

@@ -78,7 +78,9 @@ class Sampler:
         raw_touched = work.gather(1, touched_ids) if touched_ids is not None else None
         if has_processing:
             work = self._process(work, md)
-        block_max = self._block_max(work, touched_ids, raw_block_max, md)
+        # The bitmask may change any id: the block maxima are then read again whole.
+        block_max = self._block_max(work, touched_ids if md.allowed_token_bitmask is None else None, raw_block_max,
+                                    md)
 
         greedy_ids = argmax_blockwise(work, block_max=block_max) if md.has_greedy else None
         if md.is_all_greedy and not wants_processed:
@@ -120,10 +122,9 @@ class Sampler:
                                             md.repetition_penalty, md.frequency_penalty))
 
     @staticmethod
-    def _touched_ids(md: SamplingMetadata) -> Tensor | None:
-        """[num_seqs, M] every id stages 2-4 may change; None when the bitmask may change any id."""
-        if md.allowed_token_bitmask is not None:
-            return None
+    def _touched_ids(md: SamplingMetadata) -> Tensor:
+        """[num_seqs, M] every id stages 2-4 may change, but for the bitmask's (never a token that can be
+        chosen)."""
         ids = [t for t in (md.bias_token_ids, md.banned_token_ids, md.seen_token_ids, md.output_token_ids)
                if t is not None]
         if not ids:

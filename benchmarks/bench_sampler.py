@@ -18,7 +18,7 @@ token stands out and at temperature 0.8 the 0.9 nucleus is ~1100 tokens (~5500 a
 worst case for finding the top_p cut without sorting.
 
 Usage: python benchmarks/bench_sampler.py [--batches 1 8 32 128] [--vocabs 32000 49152 128256]
-       [--iters 20] [--device cpu|cuda] [--flat] [--threads N] [--stat median|min]
+       [--iters 20] [--device cpu|cuda] [--backend auto|torch|triton] [--flat] [--threads N] [--stat median|min]
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto",
+                        help="Sampler backend (auto: Triton for CUDA logits, torch on the CPU)")
     parser.add_argument("--flat", action="store_true", help="randn * 3 logits instead of LM-shaped ones")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--stat", choices=["median", "min"], default="median",
@@ -175,7 +177,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
 
-    sampler = Sampler()
+    sampler = Sampler(backend=args.backend)
+    print(f"sampler backend: {args.backend}")
     for vocab_size in args.vocabs:
         for num_seqs in batches:
             generator = torch.Generator().manual_seed(num_seqs * 1_000_003 + vocab_size)

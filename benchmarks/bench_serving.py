@@ -5,7 +5,8 @@ Load. Level C (default 1 8 32) sends max(C * --requests-per-client, --min-reques
 until the queue drains. Request i: PROMPTS[i % 8], seed --seed + i, max_completion_tokens --max-tokens,
 stream_options.include_usage, temperature --temperature (default 0, greedy: `transformers serve` never
 sets do_sample, so it is greedy at any temperature). The API has no ignore_eos: the prompts ask for long
-answers and tok/req shows whether they reach the cap. Unmeasured warm-up per server: one 8-token request,
+answers and tok/req shows whether they reach the cap; --ignore-eos sends hearth's min_tokens extension equal
+to max tokens instead (other servers may reject the field). Unmeasured warm-up per server: one 8-token request,
 then a burst of max(--concurrency) of them (the first request also starts transformers' batching worker).
 
 Metrics (vLLM's definitions, timed from sending the request):
@@ -33,7 +34,7 @@ token cap), and prints the ratio of output tok/s.
 
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
-       [--seed 1234] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
+       [--seed 1234] [--ignore-eos] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
        [--transformers-args ARGS] [--hearth-args ARGS] [--compare-prefix-caching] [--plot benchmarks/out/serving.png]
 """
 
@@ -124,6 +125,8 @@ async def stream_one(client: httpx.AsyncClient, url: str, model: str, index: int
     body = {"model": model, "messages": [{"role": "user", "content": PROMPTS[index % len(PROMPTS)]}],
             "stream": True, "stream_options": {"include_usage": True}, "temperature": args.temperature,
             "max_completion_tokens": args.max_tokens, "seed": args.seed + index}
+    if getattr(args, "ignore_eos", False):
+        body["min_tokens"] = args.max_tokens  # hearth's extension: EOS is banned until max tokens are out
     if getattr(args, "response_format", None):
         body["response_format"] = args.response_format
     result = RequestResult()
@@ -317,6 +320,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="send min_tokens = --max-tokens (hearth's extension field), so every request runs to the cap; "
+                        "for throughput on random-weight shape twins (benchmarks/shape_twin.py)")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
     p.add_argument("--level-timeout", type=float, default=900.0, help="seconds per level")
     p.add_argument("--compare-json-schema", action="store_true",

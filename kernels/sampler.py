@@ -32,15 +32,32 @@ class Sampler:
       9. logprobs: of the chosen token and the top alternatives, raw (stage 1) or processed
          (the distribution of stages 2-7; for greedy rows, stages 2-4)
 
+    On CUDA (backend "auto") the whole-vocabulary passes run as Triton kernels (kernels.triton), with the
+    same stages and the same splitmix64 stream.
+
     Memory: the whole-vocabulary passes run in two [num_seqs, vocab] float32 buffers kept across calls
     (the working logits and the probabilities), so the working set stays small enough for the CPU's cache
     and no call page-faults fresh memory in. A caller that hands over float32 logits it no longer needs
     (is_logits_owned) saves the copy into the first buffer.
     """
 
-    def __init__(self, initial_candidates: int = INITIAL_CANDIDATES) -> None:
+    def __init__(self, initial_candidates: int = INITIAL_CANDIDATES, backend: str = "auto") -> None:
+        """backend: "torch" (these ops), "triton" (kernels.triton.pipeline: its whole-vocabulary passes in
+        Triton) or "auto": triton for CUDA logits when it is importable (and HEARTH_TRITON is not 0)."""
+        if backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"backend must be auto, torch or triton; got {backend!r}")
         self.initial_candidates = initial_candidates
+        self.backend = backend
         self._storage: dict[str, Tensor] = {}
+
+    def _is_triton(self, logits: Tensor) -> bool:
+        if self.backend != "auto":
+            return self.backend == "triton"
+        if not logits.is_cuda:
+            return False
+        from kernels import triton as triton_kernels
+
+        return triton_kernels.is_available()
 
     def _buffer(self, name: str, like: Tensor) -> Tensor:
         """A float32 tensor shaped like `like`, backed by storage reused across calls."""
@@ -51,6 +68,10 @@ class Sampler:
         return storage[:numel].view(like.shape)
 
     def __call__(self, logits: Tensor, md: SamplingMetadata, *, is_logits_owned: bool = False) -> SamplerOutput:
+        if self._is_triton(logits):
+            from kernels.triton.pipeline import sample
+
+            return sample(logits, md, self.initial_candidates, self._processed_output)
         wants_raw = md.has_logprobs and not md.is_logprobs_processed
         wants_processed = md.has_logprobs and md.is_logprobs_processed
         num_top = max(md.num_top_logprobs, MIN_TOP_COMPUTED)
@@ -78,7 +99,9 @@ class Sampler:
         raw_touched = work.gather(1, touched_ids) if touched_ids is not None else None
         if has_processing:
             work = self._process(work, md)
-        block_max = self._block_max(work, touched_ids, raw_block_max, md)
+        # The bitmask may change any id: the block maxima are then read again whole.
+        block_max = self._block_max(work, touched_ids if md.allowed_token_bitmask is None else None, raw_block_max,
+                                    md)
 
         greedy_ids = argmax_blockwise(work, block_max=block_max) if md.has_greedy else None
         if md.is_all_greedy and not wants_processed:
@@ -102,7 +125,8 @@ class Sampler:
                                            md.top_k, md.top_p, md.min_p, self.initial_candidates, block_max)
             token_ids = draw_from_candidates(candidates.weights, candidates.token_ids, candidates.keep_len,
                                              uniforms)
-            if not md.is_all_truncated:
+            # Without probs every random row truncates (the rest are greedy, replaced below).
+            if not md.is_all_truncated and probs is not None:
                 token_ids = torch.where(is_row_truncated, token_ids, draw_from_probs(probs, block_cum, uniforms))
         else:
             token_ids = draw_from_probs(probs, block_cum, uniforms)
@@ -119,10 +143,9 @@ class Sampler:
                                             md.repetition_penalty, md.frequency_penalty))
 
     @staticmethod
-    def _touched_ids(md: SamplingMetadata) -> Tensor | None:
-        """[num_seqs, M] every id stages 2-4 may change; None when the bitmask may change any id."""
-        if md.allowed_token_bitmask is not None:
-            return None
+    def _touched_ids(md: SamplingMetadata) -> Tensor:
+        """[num_seqs, M] every id stages 2-4 may change, but for the bitmask's (never a token that can be
+        chosen)."""
         ids = [t for t in (md.bias_token_ids, md.banned_token_ids, md.seen_token_ids, md.output_token_ids)
                if t is not None]
         if not ids:

@@ -132,8 +132,28 @@ def select_candidates(
         # The row's total in weight units, where its most likely token weighs 1: sum(p) / p(top).
         total_weight = block_cum[:, -1] / probs.gather(1, cand_ids[:, :1]).squeeze(1).to(torch.float64)
     keep_len, kept_weight, is_settled = _kept_prefix(weights, total_weight, vocab_size, top_k, top_p, min_p)
+    return grow_unsettled(logits, temperature, total_weight, is_row_truncated & ~is_settled, top_k, top_p, min_p,
+                          Candidates(cand_logits, cand_ids, weights, keep_len, kept_weight))
+
+
+def grow_unsettled(
+    logits: Tensor,
+    temperature: Tensor,
+    total_weight: Tensor | None,
+    is_unsettled: Tensor,
+    top_k: Tensor | None,
+    top_p: Tensor | None,
+    min_p: Tensor | None,
+    first: Candidates,
+) -> Candidates:
+    """`first` (K candidates per row) with its unsettled rows [num_seqs] bool retried on GROWTH times more
+    candidates until each settles. total_weight [num_seqs] float64: each row's total weight, when known."""
+    vocab_size = logits.shape[1]
+    cand_logits, cand_ids, weights = first.logits, first.token_ids, first.weights
+    keep_len, kept_weight = first.keep_len, first.kept_weight
+    k = cand_logits.shape[1]
     # Rows that do not truncate are drawn from the whole vocabulary elsewhere.
-    pending = (is_row_truncated & ~is_settled).nonzero().squeeze(1)  # host read: the only one
+    pending = is_unsettled.nonzero().squeeze(1)  # host read: the only one
     while pending.numel():
         k = min(vocab_size, k * GROWTH)
         sub_logits, sub_ids = topk_blockwise(logits.index_select(0, pending), k)

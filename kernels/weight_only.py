@@ -21,6 +21,30 @@ from torch import Tensor
 _CUDA_INNER_K_TILES = 2
 
 
+# The aten kernels each mode calls, per device type (a CPU-only build registers no CUDA kernels).
+_KERNELS = {
+    ("int8", "cpu"): ("_weight_int8pack_mm",),
+    ("int8", "cuda"): ("_weight_int8pack_mm",),
+    ("int4", "cpu"): ("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu"),
+    ("int4", "cuda"): ("_convert_weight_to_int4pack", "_weight_int4pack_mm"),
+}
+
+
+def unsupported_reason(mode: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """None when `mode` ("int8" or "int4") can run on `device` with `dtype` activations, else why not: the
+    aten kernels it needs are not in this torch build for that device, or (int4 on CUDA) the activations
+    are not bfloat16, the only dtype that kernel takes."""
+    ops = _KERNELS.get((mode, device.type))
+    if ops is None:
+        return f"{mode} weights have no kernel on {device.type}"
+    missing = [op for op in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", device.type.upper())]
+    if missing:
+        return f"this torch ({torch.__version__}) has no {device.type} kernel for aten.{', aten.'.join(missing)}"
+    if mode == "int4" and device.type == "cuda" and dtype != torch.bfloat16:
+        return f"aten._weight_int4pack_mm on CUDA takes bfloat16 activations, not {dtype}"
+    return None
+
+
 def quantize_int8(weight: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """weight [out, in] -> (qweight int8 [out, in], scales [out] in `dtype`), symmetric per output channel.
 

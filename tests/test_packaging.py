@@ -37,7 +37,8 @@ def imported_modules() -> set[str]:
 
 def test_every_imported_distribution_is_declared():
     declared = {name_of(r) for r in project()["dependencies"]}
-    declared |= {name_of(r) for r in project()["optional-dependencies"]["structured"]}
+    for extra in ("structured", "triton"):
+        declared |= {name_of(r) for r in project()["optional-dependencies"][extra]}
     distributions = importlib.metadata.packages_distributions()
     missing = {}
     for module in imported_modules():
@@ -52,6 +53,17 @@ def test_makefile_installs_the_structured_extra_pins():
     makefile = (REPO / "Makefile").read_text()
     line = next(line for line in makefile.splitlines() if "--no-deps" in line and "pip install" in line)
     assert sorted(re.findall(r'"([^"]+==[^"]+)"', line)) == extra
+
+
+def test_makefile_installs_the_triton_extra_pin_only_where_none_is_importable():
+    (requirement,) = project()["optional-dependencies"]["triton"]
+    pin, marker = (part.strip() for part in requirement.split(";"))
+    assert "platform_machine == 'x86_64'" in marker and "sys_platform == 'linux'" in marker
+    makefile = (REPO / "Makefile").read_text()
+    line = next(line for line in makefile.splitlines() if "pip install" in line and "triton==" in line)
+    assert re.findall(r'"(triton==[^"]+)"', line) == [pin]
+    # A CUDA torch's own triton is never replaced, and only Linux x86_64 gets the wheel.
+    assert 'import triton" 2>/dev/null ||' in line and '"Linux x86_64"' in line
 
 
 def test_health_says_whether_constrained_decoding_is_installed(app_client):

@@ -23,6 +23,7 @@ from kernels.weight_only import (
     pack_int4,
     quantize_int4_values,
     quantize_int8,
+    unsupported_reason,
 )
 
 # Before calibration: one call over all rows.
@@ -219,6 +220,11 @@ class LinearFactory:
     def __init__(self, quantization, dtype: torch.dtype, device: torch.device) -> None:
         self.mode, self.group_size = quantization.mode, quantization.group_size
         self.dtype, self.device = dtype, device
+        # Refused before any weight is read: quantized modes also pack the head and odd layers as int8.
+        for mode in (("int8", "int4") if self.mode == "int4" else (self.mode,) if self.mode != "none" else ()):
+            reason = unsupported_reason(mode, torch.device(device), dtype)
+            if reason is not None:
+                raise ValueError(f"quantization={self.mode} cannot run here: {reason}; use quantization none")
 
     def linear(self, weight: Tensor, bias: Tensor | None) -> Linear:
         """weight [out, in] as stored (any float dtype): quantized from its own values, not a bf16 copy."""

@@ -103,7 +103,9 @@ class RowTilingStore:
 
     @staticmethod
     def _key(kernel_key: tuple, device: torch.device) -> str:
-        prefix = machine_key() if device.type == "cpu" else torch.cuda.get_device_name(device)
+        # cuBLAS's choice of kernel follows the GPU model and the CUDA and torch builds.
+        prefix = (machine_key() if device.type == "cpu"
+                  else f"{torch.cuda.get_device_name(device)}|{torch.__version__}|{torch.version.cuda}")
         return f"{prefix}|{kernel_key}"
 
     def get(self, kernel_key: tuple, device: torch.device) -> RowTiling | None:

@@ -118,7 +118,7 @@ def test_processing_equals_the_stages_run_one_by_one():
     repetition, frequency/presence."""
     from kernels.logit_bias import apply_logit_bias
     from kernels.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
-    from kernels.token_mask import apply_banned_tokens, apply_token_bitmask
+    from kernels.token_mask import apply_banned_tokens, apply_token_bitmask, unpack_bitmask
 
     logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=12)
     for every in (False, True):
@@ -132,9 +132,12 @@ def test_processing_equals_the_stages_run_one_by_one():
             expected, md.output_token_ids, md.output_token_counts, md.frequency_penalty, md.presence_penalty
         )
         result = Sampler._process(logits.clone(), md)
-        touched = Sampler._touched_ids(md)
         assert torch.equal(result, expected)
-        assert (touched is None) == (md.allowed_token_bitmask is not None)
+        # Every id changed other than by the bitmask (which never changes a choosable token) is reported.
+        touched = Sampler._touched_ids(md)
+        is_masked = ~unpack_bitmask(md.allowed_token_bitmask, VOCAB_SIZE)
+        for row, token in ((result != logits) & ~is_masked).nonzero().tolist():
+            assert token in touched[row].tolist()
 
 
 def test_sparse_stages_report_every_id_they_change():
@@ -161,6 +164,20 @@ def test_raw_logprob_of_a_token_forced_by_bias_is_its_raw_value():
         expected = torch.log_softmax(logits[i].double(), dim=0)[weakest[i]].item()
         assert out.logprobs[i].item() == pytest.approx(expected, abs=1e-4)
 
+
+
+
+def test_raw_logprob_of_a_biased_token_stays_raw_beside_a_constrained_row():
+    """A bitmask in the batch (another request's constrained decoding) must not let the bias through."""
+    logits = zipf_logits(2, VOCAB_SIZE, seed=14)
+    weakest = int(logits[0].argmin())
+    rows = [RowParams(temperature=0.0, logit_bias={weakest: 100.0}, num_top_logprobs=2),
+            RowParams(seed=2, allowed_token_ids=(1, 2, 3), num_top_logprobs=2)]
+    out = sample(logits, rows)
+    assert out.token_ids[0] == weakest
+    expected = torch.log_softmax(logits[0].double(), dim=0)[weakest].item()
+    assert out.logprobs[0].item() == pytest.approx(expected, abs=1e-4)
+    assert out.logprobs[0] == sample(logits[:1], rows[:1]).logprobs[0]
 
 
 def test_seeded_rows_keep_their_tokens_when_the_batch_is_reordered_grown_or_shrunk():
@@ -256,6 +273,19 @@ def test_greedy_ties_go_to_the_lowest_id():
     logits[2, [299, 298]] = 1.0
     rows = [RowParams(temperature=0.0)] * 2 + [RowParams(temperature=0.0, logit_bias={5: 1.0})]
     assert sample(logits, rows).token_ids.tolist() == [17, 0, 5]
+
+
+def test_greedy_rows_beside_rows_that_all_truncate_by_top_k():
+    """No row needs its whole distribution (needs_total_mass is False), yet not every row truncates: the
+    greedy ones do not. The engine builds such a batch from one greedy and one top_k request."""
+    logits = zipf_logits(3, VOCAB_SIZE, seed=3)
+    rows = [RowParams(temperature=0.0), RowParams(top_k=20, seed=1), RowParams(top_k=5, min_p=0.1, seed=2)]
+    md = build_metadata(rows, VOCAB_SIZE)
+    assert not md.needs_total_mass and not md.is_all_truncated
+    out = Sampler()(logits, md)
+    assert out.token_ids[0] == logits[0].argmax()
+    for i in (1, 2):
+        assert out.token_ids[i] == sample(logits[i:i + 1], [rows[i]]).token_ids[0]
 
 
 def test_tiny_temperature_and_tiny_top_p_pick_the_argmax():

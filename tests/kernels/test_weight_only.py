@@ -90,3 +90,11 @@ def test_int4_values_of_a_q4_1_block_are_exact():
     torch.testing.assert_close(dequantize_int4(q, scales_and_zeros, 32), expected, rtol=0, atol=1e-5)
     weights = apply_int4_linear(torch.eye(64), packed, 32, scales_and_zeros)  # [64, 16]: the weights themselves
     torch.testing.assert_close(weights.t(), expected, rtol=0, atol=1e-5)
+
+
+def test_both_modes_run_on_this_cpu_and_a_device_without_kernels_is_named():
+    from kernels.weight_only import unsupported_reason
+
+    for mode in ("int8", "int4"):
+        assert unsupported_reason(mode, torch.device("cpu"), torch.bfloat16) is None
+        assert "no kernel on meta" in unsupported_reason(mode, torch.device("meta"), torch.bfloat16)

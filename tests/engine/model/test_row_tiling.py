@@ -73,3 +73,10 @@ def test_calibrations_are_kept_per_machine_on_disk(tmp_path):
     reloaded = RowTilingStore(tmp_path / "tilings.json")
     assert reloaded.get(("dense", "bf16", 8, 8), torch.device("cpu")) == RowTiling(min_rows=2, max_rows=32)
     assert reloaded.get(("dense", "bf16", 8, 16), torch.device("cpu")) is None
+
+
+def test_a_quantized_mode_without_kernels_on_the_device_is_refused_before_loading():
+    for mode in ("int8", "int4"):
+        with pytest.raises(ValueError, match=f"quantization={mode} cannot run here"):
+            LinearFactory(Quantization(mode), torch.bfloat16, torch.device("meta"))
+    LinearFactory(Quantization("none"), torch.bfloat16, torch.device("meta"))

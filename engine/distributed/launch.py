@@ -165,13 +165,17 @@ def _spawned_main(spec: _WorkerSpec, parent_pid: int) -> None:
 def run_worker(config: EngineConfig, entry: ModelEntry, group_config: GroupConfig | None = None) -> int:
     """A rank other than 0: join the group, load this rank's shard and KV cache, then run the forward of
     every step rank 0 broadcasts until it stops the group. Returns the exit status (0: stopped by rank 0).
-    Ctrl-C is left to rank 0, which stops the group."""
+    Ctrl-C is left to rank 0, which stops the group; so is torchrun's SIGTERM (sent to every rank at
+    once), so that rank 0 can drain its requests with the other ranks still running. A rank spawned by
+    rank 0 keeps the default SIGTERM: rank 0's exit terminates it."""
     from engine.loading.loader import load_model
     from engine.model.kv_cache import KVCache, num_cache_blocks
     from engine.model.model_runner import ModelRunner
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     group_config = group_config or torchrun_config(config)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if group_config.init_method == "env://":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     group = _join(group_config, config)
     try:
         loaded = load_model(entry, config)

@@ -1,13 +1,16 @@
 """The tensor-parallel process group: who this rank is, and the few collectives the sharded forward needs.
 
 Three torch.distributed groups over the same ranks:
-- the default group, made by the rendezvous; its timeout (RENDEZVOUS_TIMEOUT_S) bounds how long rank 0
-  waits for ranks that never start;
-- control (gloo, CPU tensors): each step's inputs, broadcast from rank 0, and load-time figures. Workers
-  wait on it while the server is idle, so its timeout is long (CONTROL_TIMEOUT_S); a peer that dies
-  closes its sockets, which fails a waiting broadcast at once;
+- the default group, made by the rendezvous, also gathers load-time figures; its timeout
+  (STARTUP_TIMEOUT_S) bounds how long rank 0 waits for ranks that never start or never finish loading
+  (ranks load equal shares at the same time);
+- control (gloo, CPU tensors): each step's inputs, broadcast from rank 0. A timeout is a property of each
+  process's own group object: the other ranks wait on it while the server is idle, so theirs is long
+  (IDLE_TIMEOUT_S), while rank 0's is COMPUTE_TIMEOUT_S (gloo's broadcast returns only once every peer
+  has taken the data, so a hung peer would otherwise block rank 0 for as long);
 - compute (gloo on CPU, nccl on CUDA): the collectives inside a forward. Ranks run the same layers in
   lockstep, so a wait longer than COMPUTE_TIMEOUT_S means a peer is gone or hung.
+A peer that dies closes its sockets, which fails a collective waiting on it at once.
 
 A collective that fails marks the group failed and raises RankFailure: the ranks may now be at different
 points of a step, so the caller shuts down rather than retrying (server: /health 503, exit non-zero).
@@ -26,8 +29,8 @@ from torch import Tensor
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("gloo", "nccl")
-RENDEZVOUS_TIMEOUT_S = 120.0
-CONTROL_TIMEOUT_S = 365 * 24 * 3600.0
+STARTUP_TIMEOUT_S = 300.0
+IDLE_TIMEOUT_S = 365 * 24 * 3600.0
 COMPUTE_TIMEOUT_S = 30.0
 _STOP, _STEP = 0, 1
 
@@ -84,9 +87,10 @@ class TensorParallelGroup:
     @classmethod
     def initialize(cls, config: GroupConfig, device: torch.device) -> TensorParallelGroup:
         dist.init_process_group("gloo", init_method=config.init_method, rank=config.rank,
-                                world_size=config.world_size, timeout=timedelta(seconds=RENDEZVOUS_TIMEOUT_S))
+                                world_size=config.world_size, timeout=timedelta(seconds=STARTUP_TIMEOUT_S))
         ranks = list(range(config.world_size))
-        control = dist.new_group(ranks, timeout=timedelta(seconds=CONTROL_TIMEOUT_S), backend="gloo")
+        control_timeout = COMPUTE_TIMEOUT_S if config.rank == 0 else IDLE_TIMEOUT_S
+        control = dist.new_group(ranks, timeout=timedelta(seconds=control_timeout), backend="gloo")
         compute = dist.new_group(ranks, timeout=timedelta(seconds=COMPUTE_TIMEOUT_S), backend=config.backend)
         logger.info("rank %d of %d joined (%s on %s)", config.rank, config.world_size, config.backend, device)
         return cls(config.rank, config.world_size, device, control, compute)
@@ -142,14 +146,14 @@ class TensorParallelGroup:
             return None
         return torch.cat([part[:, :w] for part, w in zip(parts, widths, strict=True)], dim=1)
 
-    # ---- control group ------------------------------------------------------------------------------
+    # ---- start-up and control groups ---------------------------------------------------------------
 
     def all_gather_int(self, value: int) -> list[int]:
         """Every rank's value, in rank order (load-time figures such as weight bytes)."""
         if self.world_size == 1:
             return [value]
         parts = [torch.zeros(1, dtype=torch.int64) for _ in range(self.world_size)]
-        self._run("all_gather", lambda: dist.all_gather(parts, torch.tensor([value]), group=self._control))
+        self._run("all_gather", lambda: dist.all_gather(parts, torch.tensor([value])))  # the default group
         return [int(p.item()) for p in parts]
 
     def send_step(self, payload: Tensor) -> None:

@@ -34,10 +34,13 @@ _current: TensorParallelGroup | None = None
 
 
 def rank_device(device: torch.device, local_rank: int) -> torch.device:
-    """A rank's device: cuda:LOCAL_RANK when the engine runs on CUDA without an index, else `device`."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", local_rank)
-    return device
+    """A rank's device: cuda:LOCAL_RANK when the engine runs on CUDA, else `device`."""
+    if device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise ValueError(f"device {device} names one GPU; with tensor parallelism give --device cuda "
+                         "(rank r runs on cuda:LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)")
+    return torch.device("cuda", local_rank)
 
 
 def torchrun_config(config: EngineConfig) -> GroupConfig | None:
@@ -77,7 +80,12 @@ def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
     if torchrun is not None:
         return _join(torchrun, config)
     world_size = config.tensor_parallel_size
-    backend = choose_backend(config.torch_device, config.distributed_backend)
+    device = rank_device(config.torch_device, 0)
+    if device.type == "cuda" and torch.cuda.device_count() < world_size:
+        # Checked here: a rank that fails before the rendezvous leaves rank 0 waiting STARTUP_TIMEOUT_S.
+        raise ValueError(f"tensor_parallel_size={world_size} needs {world_size} GPUs on this host, "
+                         f"{torch.cuda.device_count()} visible")
+    backend = choose_backend(device, config.distributed_backend)
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     num_threads = None
     if config.torch_device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:

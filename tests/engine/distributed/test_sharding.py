@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.config import EngineConfig
 from engine.distributed.sharding import CheckpointReader, LlamaPartition, head_ranges, resident_bytes, split_range
 from engine.distributed.step import ChunkInput, decode_step, encode_step
 from engine.model.models.llama import LlamaShape
@@ -71,3 +72,10 @@ def test_checkpoint_slices_own_their_storage(tmp_path):
         rows, cols = reader.read("w", rows=(2, 4)), reader.read("w", cols=(4, 8))
     assert torch.equal(rows, weight[2:4]) and torch.equal(cols, weight[:, 4:])
     assert resident_bytes(rows) == 2 * 8 * 4 and resident_bytes(cols) == 6 * 4 * 4
+
+
+@pytest.mark.parametrize("field, value", [("tensor_parallel_size", 0), ("tensor_parallel_size", 4096),
+                                          ("distributed_backend", "mpi")])
+def test_config_names_the_field_out_of_range(field, value):
+    with pytest.raises(ValueError, match=field):
+        EngineConfig(model_path="m", **{field: value})

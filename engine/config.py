@@ -11,6 +11,10 @@ from engine.loading.quantization import Quantization
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
 LOGPROBS_MODES = ("raw", "processed")
+# auto: gloo on CPU, nccl on CUDA (engine.distributed.group.choose_backend).
+DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl")
+# One host's ranks are processes; more than this is a typo, not a machine.
+MAX_TENSOR_PARALLEL_SIZE = 1024
 
 
 def resolve_device(device: str) -> torch.device:
@@ -52,6 +56,9 @@ class EngineConfig:
     quantization: str = "none"
     # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
     enable_prefix_caching: bool = True
+    # Ranks the native forward is sharded over (engine.distributed); 1 = one process, no torch.distributed.
+    tensor_parallel_size: int = 1
+    distributed_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -73,6 +80,11 @@ class EngineConfig:
             )
         if self.logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"logprobs_mode must be one of {LOGPROBS_MODES}, got {self.logprobs_mode!r}")
+        if not 1 <= self.tensor_parallel_size <= MAX_TENSOR_PARALLEL_SIZE:
+            raise ValueError(f"tensor_parallel_size must be in [1, {MAX_TENSOR_PARALLEL_SIZE}], "
+                             f"got {self.tensor_parallel_size}")
+        if self.distributed_backend not in DISTRIBUTED_BACKENDS:
+            raise ValueError(f"distributed_backend must be one of {DISTRIBUTED_BACKENDS}, got {self.distributed_backend!r}")
         resolve_dtype(self.dtype, torch.device("cpu"))
         Quantization(self.quantization)
 

@@ -18,7 +18,7 @@ import torch
 from engine.config import EngineConfig
 from engine.loading.loader import LoadedModel, load_model
 from engine.loading.registry import ModelEntry
-from engine.model.kv_cache import KVCache, bytes_per_block
+from engine.model.kv_cache import KVCache, num_cache_blocks
 from engine.model.model_runner import ModelRunner
 from engine.output.detokenizer import IncrementalDetokenizer
 from engine.output.outputs import ChoiceDelta, RequestOutput
@@ -71,17 +71,18 @@ class LLMEngine:
         self.max_model_len = loaded.max_model_len
         self.vocab_size = loaded.vocab_size
         hf = loaded.config
-        num_kv_heads = getattr(hf, "num_key_value_heads", None) or hf.num_attention_heads
         head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
-        block_bytes = bytes_per_block(hf.num_hidden_layers, config.block_size, num_kv_heads, head_dim, loaded.dtype)
-        num_blocks = int(config.kv_cache_memory_gib * (1 << 30)) // block_bytes
+        # Per process: under tensor parallelism each rank's cache holds its own KV heads (loaded.num_kv_heads).
+        num_blocks = num_cache_blocks(config.kv_cache_memory_gib, hf.num_hidden_layers, config.block_size,
+                                      loaded.max_rank_kv_heads, head_dim, loaded.dtype)
         if num_blocks * config.block_size < self.max_model_len:
             raise ValueError(
                 f"kv_cache_memory_gib={config.kv_cache_memory_gib} holds {num_blocks * config.block_size} tokens, "
                 f"fewer than max_model_len={self.max_model_len}; raise the KV budget or lower max_model_len"
             )
         self.kv_cache = (
-            KVCache(hf.num_hidden_layers, num_blocks, config.block_size, num_kv_heads, head_dim, loaded.dtype, loaded.device)
+            KVCache(hf.num_hidden_layers, num_blocks, config.block_size, loaded.num_kv_heads, head_dim, loaded.dtype,
+                    loaded.device)
             if loaded.is_native else None
         )
         # The transformers fallback keeps its own per-sequence cache: nothing there to share.
@@ -171,6 +172,16 @@ class LLMEngine:
             if not seq.is_finished:
                 self._finish(seq, FinishReason.ABORT)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the engine cannot step any more (a tensor-parallel rank died or fell out of step); None
+        while it can. A failed engine is to be closed and its process ended, not retried."""
+        return self.runner.failure
+
+    def close(self) -> None:
+        """Stop the other tensor-parallel ranks, if any (no-op with one process)."""
+        self.runner.close()
+
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
@@ -249,7 +260,9 @@ class LLMEngine:
             if not rows:  # only prefill chunks that do not reach the end of their prompt
                 return []
             out = self._sample(logits, rows, logit_rows)
-        except Exception as exc:  # a failed step fails its requests, never the engine
+        except Exception as exc:  # a failed step fails its requests, never the engine...
+            if self.failure is not None:  # ...unless the ranks are no longer in step: then the caller stops
+                raise
             logger.exception("engine step failed")
             return self._fail([c.seq for c in chunks], f"internal error in the engine step: {exc}")
         return self._process(rows, out)

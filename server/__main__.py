@@ -12,9 +12,16 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, engine_config, resolve_entry
+from server.engine_options import add_engine_options, engine_config, resolve_entry, run_if_other_rank
+
+logger = logging.getLogger("hearth.server")
+# After a tensor-parallel rank fails: seconds /health keeps answering 503 before the port closes (so a probe
+# sees why), and seconds after which the process ends itself whatever is still blocked.
+FAILURE_LINGER_S = 2.0
+FAILURE_EXIT_S = 20.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotFoundError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = engine_config(args, entry)
-    engine_ = LLMEngine(config, entry)
+    try:
+        config = engine_config(args, entry)
+        status = run_if_other_rank(config, entry)
+        if status is not None:
+            return status
+        engine_ = LLMEngine(config, entry)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     app = build_app(engine_, entry, is_engine_external=True, config=server_config)
+    if config.tensor_parallel_size > 1:
+        _exit_when_failed(engine_)
     if server_config.api_keys:
-        logging.getLogger("hearth.server").info("API keys required on /v1/*%s (%d keys)",
+        logger.info("API keys required on /v1/*%s (%d keys)",
                                                 " and /metrics" if args.metrics_require_key else "",
                                                 len(server_config.api_keys))
     # HTTP in a second thread, the engine loop in this one (see server.async_engine for why). Signals
@@ -79,9 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app.state.async_engine.run_forever(lambda: not http.is_alive() or shutdown.engine_should_stop(app.state.async_engine))
     finally:
+        if engine_.failure is not None:
+            time.sleep(FAILURE_LINGER_S)
         server.should_exit = True
         http.join(timeout=15)
+        engine_.close()
+    if engine_.failure is not None:
+        logger.error("exiting: %s", engine_.failure)
+        return 1
     return 0 if server.started else 1
+
+
+def _exit_when_failed(engine_) -> None:
+    """A watchdog: once a rank has failed, the process ends within FAILURE_EXIT_S even if the engine
+    thread is still blocked in a collective (a hung rather than dead peer)."""
+    def run() -> None:
+        while engine_.failure is None:
+            time.sleep(0.2)
+        time.sleep(FAILURE_EXIT_S)
+        logger.error("exiting after a failed rank: %s", engine_.failure)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=run, name="hearth-failure-exit", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -118,7 +118,8 @@ class AsyncEngine:
 
     @property
     def is_alive(self) -> bool:
-        return self._is_running and self._thread is not None and self._thread.is_alive()
+        return (self._is_running and self._thread is not None and self._thread.is_alive()
+                and self.engine.failure is None)
 
     def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
         target = self._queues.get(request_id)
@@ -143,7 +144,8 @@ class AsyncEngine:
             self._queues.pop(request_id, None)
 
     def _loop(self, should_stop=lambda: False) -> None:
-        while self._is_running and not should_stop():
+        # A failed engine (a tensor-parallel rank died) ends the loop: its requests get EngineDeadError.
+        while self._is_running and not should_stop() and self.engine.failure is None:
             self._drain_inbox()
             if not self.engine.has_unfinished_requests():
                 self._wakeup.wait(timeout=0.2)
@@ -153,9 +155,11 @@ class AsyncEngine:
                 outputs = self.engine.step()
             except Exception as exc:  # step() isolates request failures; this is a last resort
                 logger.exception("engine step raised")
+                failure = self.engine.failure
+                error = exc if failure is None else EngineDeadError(f"the engine failed: {failure}")
                 for request_id in list(self.engine.requests):
                     self.engine.abort_request(request_id)
-                    self._deliver(request_id, exc)
+                    self._deliver(request_id, error)
                 continue
             self.num_steps += 1
             for output in outputs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from engine.config import EngineConfig
 from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
@@ -28,6 +29,11 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="reuse the KV of prompt prefixes seen before (default: on; --no-prefix-caching: off)")
     parser.add_argument("--logprobs-mode", choices=("raw", "processed"), default="raw",
                         help="logprobs of the raw model distribution (default) or of the processed one")
+    parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
+                        help="shard the model over N ranks (default: 1, or torchrun's WORLD_SIZE); on one host "
+                             "the server spawns them itself; --kv-cache-memory-gib is per rank")
+    parser.add_argument("--distributed-backend", choices=("auto", "gloo", "nccl"), default="auto",
+                        help="torch.distributed backend of the ranks (default: auto = nccl on CUDA, gloo on CPU)")
 
 
 def resolve_entry(args: argparse.Namespace) -> ModelEntry:
@@ -53,4 +59,19 @@ def engine_config(args: argparse.Namespace, entry: ModelEntry) -> EngineConfig:
         prefill_chunk_size=args.prefill_chunk_size,
         logprobs_mode=args.logprobs_mode,
         enable_prefix_caching=args.prefix_caching,
+        tensor_parallel_size=args.tensor_parallel_size or int(os.environ.get("WORLD_SIZE", 1)),
+        distributed_backend=args.distributed_backend,
     )
+
+
+def run_if_other_rank(config: EngineConfig, entry: ModelEntry) -> int | None:
+    """Under torchrun, ranks other than 0 run the forward of the steps rank 0 broadcasts, and neither serve
+    nor read input: their exit status, once rank 0 stops them. None in rank 0 and without torchrun."""
+    from engine.distributed.launch import run_worker, torchrun_config
+
+    if config.tensor_parallel_size == 1:
+        return None
+    group_config = torchrun_config(config)
+    if group_config is None or group_config.rank == 0:
+        return None
+    return run_worker(config, entry, group_config)

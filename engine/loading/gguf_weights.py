@@ -56,24 +56,50 @@ def decode_q4(data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool) -> 
     return QuantizedValues(q=q, scale=d, zero=zero, group_size=Q4_BLOCK)
 
 
-def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, QuantizedValues]:
-    """HF weight name -> 4-bit values, for every Q4_0/Q4_1 projection in the file (others are not read)."""
+class Q4Tensor:
+    """One 4-bit GGUF tensor, decoded only as far as asked: a tensor-parallel rank reads its own rows or
+    columns from the memory-mapped file and never decodes the whole. Rows are in HF order (llama.cpp's
+    q/k permutation undone through `order`)."""
+
+    def __init__(self, data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool, order: torch.Tensor | None) -> None:
+        self.data, self.num_rows, self.num_cols, self.is_q4_1, self.order = data, num_rows, num_cols, is_q4_1, order
+
+    def _stored_rows(self, start: int, stop: int) -> np.ndarray | slice:
+        return slice(start, stop) if self.order is None else self.order[start:stop].numpy()
+
+    def rows(self, start: int = 0, stop: int | None = None) -> QuantizedValues:
+        """Output rows [start, stop) (all by default)."""
+        stop = self.num_rows if stop is None else stop
+        return decode_q4(self.data[self._stored_rows(start, stop)], stop - start, self.num_cols, self.is_q4_1)
+
+    def cols(self, start: int, stop: int) -> QuantizedValues:
+        """Input columns [start, stop), which must be whole 32-weight blocks."""
+        if start % Q4_BLOCK or stop % Q4_BLOCK:
+            raise ValueError(f"a 4-bit GGUF tensor splits only between {Q4_BLOCK}-weight blocks; columns "
+                             f"[{start}, {stop}) do not (choose another tensor_parallel_size or quantization)")
+        block_bytes = 20 if self.is_q4_1 else 18
+        blocks = self.data.reshape(self.num_rows, self.num_cols // Q4_BLOCK, block_bytes)
+        blocks = blocks[self._stored_rows(0, self.num_rows), start // Q4_BLOCK:stop // Q4_BLOCK]
+        return decode_q4(blocks.reshape(self.num_rows, -1), self.num_rows, stop - start, self.is_q4_1)
+
+
+def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4Tensor]:
+    """HF weight name -> its 4-bit tensor, for every Q4_0/Q4_1 projection in the file (others are not read).
+    Nothing is decoded yet: see Q4Tensor."""
     from gguf import GGMLQuantizationType, GGUFReader
 
     reader = GGUFReader(str(path))
     field = reader.fields.get("general.architecture")
     architecture = bytes(field.parts[field.data[0]]).decode() if field is not None else ""
-    result: dict[str, QuantizedValues] = {}
+    result: dict[str, Q4Tensor] = {}
     for tensor in reader.tensors:
         name = hf_name(tensor.name)
         kind = tensor.tensor_type
         if name is None or kind not in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
             continue
         num_cols, num_rows = (int(n) for n in tensor.shape)  # GGUF lists dims innermost first
-        values = decode_q4(tensor.data, num_rows, num_cols, kind == GGMLQuantizationType.Q4_1)
         heads = num_heads if ".q_proj" in name else num_kv_heads if ".k_proj" in name else None
-        if heads is not None and architecture == "llama":
-            order = reverse_permute_rows(num_rows, heads)
-            values = QuantizedValues(values.q[order], values.scale[order], values.zero[order], values.group_size)
-        result[name] = values
+        order = reverse_permute_rows(num_rows, heads) if heads is not None and architecture == "llama" else None
+        data = tensor.data.reshape(num_rows, -1)
+        result[name] = Q4Tensor(data, num_rows, num_cols, kind == GGMLQuantizationType.Q4_1, order)
     return result

@@ -16,7 +16,7 @@ from engine.loading.gguf_convert import MARKER, convert_gguf
 from engine.loading.gguf_weights import read_gguf_q4
 from engine.loading.quantization import Quantization
 from engine.loading.registry import ModelEntry, cache_dir
-from engine.model.models.llama import LlamaModel, supports_native
+from engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,14 @@ class LoadedModel:
     vocab_size: int
     dtype: torch.dtype
     device: torch.device
+    # engine.distributed.group.TensorParallelGroup this rank belongs to (a group of one without tensor
+    # parallelism).
+    group: Any = None
+    # KV heads this rank's cache holds, and the most any rank holds (every rank sizes its cache by it).
+    num_kv_heads: int = 0
+    max_rank_kv_heads: int = 0
+    # Resident weight bytes of every rank, in rank order (LlamaModel.resident_weight_bytes).
+    rank_weight_bytes: tuple[int, ...] = ()
 
 
 def hf_folder(entry: ModelEntry) -> Path:
@@ -83,25 +91,60 @@ def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
 
 
 def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
+    """The entry's model; under tensor parallelism this rank's shard (rank 0 spawns or joins the other
+    ranks first, engine.distributed.launch)."""
     from transformers import AutoConfig, AutoTokenizer
+
+    from engine.distributed.launch import start_group
+    from engine.distributed.sharding import LlamaPartition
 
     folder = hf_folder(entry)
     hf_config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    device = config.torch_device
-    dtype = config.torch_dtype
     limit = getattr(hf_config, "max_position_embeddings", None) or 4096
     max_model_len = min(x for x in (config.max_model_len, entry.max_model_len, limit) if x)
     reason = supports_native(hf_config) if config.use_native_model else "native forward disabled"
     quantization = Quantization(config.quantization)
+    world_size = config.tensor_parallel_size
+    if world_size > 1:
+        if reason is not None:
+            raise ValueError(f"tensor_parallel_size={world_size} needs the native forward, which {entry.id!r} "
+                             f"cannot use: {reason}")
+        LlamaPartition.build(LlamaShape.from_config(hf_config), 0, world_size, quantization.group_size)  # refuse early
+    group = start_group(config, entry)
+    try:
+        return _load(entry, config, folder, hf_config, tokenizer, group, max_model_len, reason)
+    except BaseException:
+        if group.is_distributed:
+            group.fail("loading the model failed")
+            group.close()
+        raise
+
+
+def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, tokenizer, group, max_model_len: int,
+          reason: str | None) -> LoadedModel:
+    from engine.distributed.sharding import LlamaPartition
+
+    device, dtype = group.device, config.torch_dtype
+    quantization = Quantization(config.quantization)
+    num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
+    max_rank_kv_heads, rank_bytes = num_kv_heads, ()
     if reason is None:
         native = {}
         gguf = source_gguf(entry, folder)
         if quantization.mode == "int4" and gguf is not None:
-            native = read_gguf_q4(gguf, hf_config.num_attention_heads,
-                                  getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads)
+            native = read_gguf_q4(gguf, hf_config.num_attention_heads, num_kv_heads)
             logger.info("int4: %d projections loaded as they are from %s", len(native), gguf.name)
-        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, quantization, native)
+        partition = LlamaPartition.build(LlamaShape.from_config(hf_config), group.rank, group.world_size,
+                                         quantization.group_size)
+        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, quantization, native,
+                                       partition, group)
+        num_kv_heads, max_rank_kv_heads = partition.num_kv_heads, partition.max_kv_heads
+        rank_bytes = tuple(group.all_gather_int(model.resident_weight_bytes()))
+        if group.is_distributed:
+            logger.info("rank %d of %d: query heads %s, KV heads %s, vocabulary %s; weight MiB by rank: %s",
+                        group.rank, group.world_size, partition.q_heads, partition.kv_heads, partition.vocab,
+                        [round(b / (1 << 20), 1) for b in rank_bytes])
         is_native = True
     else:
         from engine.model.models.hf_module import HFModule
@@ -123,4 +166,8 @@ def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
         vocab_size=hf_config.vocab_size,
         dtype=dtype,
         device=device,
+        group=group,
+        num_kv_heads=num_kv_heads,
+        max_rank_kv_heads=max_rank_kv_heads,
+        rank_weight_bytes=rank_bytes,
     )

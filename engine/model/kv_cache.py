@@ -10,6 +10,14 @@ def bytes_per_block(num_layers: int, block_size: int, num_kv_heads: int, head_di
     return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
+def num_cache_blocks(memory_gib: float, num_layers: int, block_size: int, num_kv_heads: int, head_dim: int,
+                     dtype: torch.dtype) -> int:
+    """Blocks that fit `memory_gib` of one process's cache. Under tensor parallelism every rank passes the
+    most KV heads any rank holds, so that all ranks get the same number of blocks (rank 0's block tables
+    index every rank's cache)."""
+    return int(memory_gib * (1 << 30)) // bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype)
+
+
 class KVCache:
     """data [num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim]; a token's slot is
     block * block_size + offset, and its key and value sit side by side so one gather reads both.

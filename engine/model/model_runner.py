@@ -1,10 +1,17 @@
-"""Turns a scheduled step into model inputs, runs the forward and returns logits of the sampled rows."""
+"""Turns a scheduled step into model inputs, runs the forward and returns logits of the sampled rows.
+
+Under tensor parallelism (engine.distributed) rank 0's runner broadcasts each step's inputs before running
+the forward, and the other ranks' runners follow(): they receive those inputs and run the same forward, so
+one scheduler (rank 0's) drives every rank. A failure after the broadcast is fatal to the group: the
+ranks may be at different points of the step.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from engine.distributed.step import ChunkInput, decode_step, encode_step
 from engine.loading.loader import LoadedModel
 from engine.model.attention import AttentionMetadata, PrefillSegment, concat_decode_index, decode_groups
 from engine.model.kv_cache import KVCache
@@ -17,8 +24,9 @@ class ModelRunner:
         self.kv_cache = kv_cache
         self.block_size = block_size
         self.device = loaded.device
+        self.group = loaded.group
         if loaded.is_native:
-            self.num_kv_heads = loaded.model.shape.num_kv_heads
+            self.num_kv_heads = loaded.num_kv_heads  # this rank's
             heads = torch.arange(self.num_kv_heads, device=self.device)
             # Row of (slot s, key/value j, head h) in a flattened cache layer: (2 s + j) * num_kv_heads + h.
             self._kv_offsets = (torch.arange(2, device=self.device).view(2, 1, 1, 1) * self.num_kv_heads
@@ -30,13 +38,40 @@ class ModelRunner:
         decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: c.start + 1)
         return decodes + [c for c in chunks if c.num_tokens > 1]
 
+    @property
+    def failure(self) -> str | None:
+        """Why the tensor-parallel group can no longer run a forward; None while it can."""
+        return self.group.failure
+
     def execute(self, chunks: list[ScheduledChunk], block_copies: list[tuple[int, int]]) -> Tensor:
         """Run `chunks` (in self.order) and return logits [num_sampled, vocab] of the sampled chunks."""
         if not self.loaded.is_native:
             return self._execute_hf(chunks)
+        size = self.block_size
+        inputs = [ChunkInput(c.seq.tokens_between(c.start, c.start + c.num_tokens), c.start,
+                             c.seq.block_table[:-(-(c.start + c.num_tokens) // size)], c.is_sampled) for c in chunks]
+        if not self.group.is_distributed:
+            return self._run(inputs, block_copies)
+        try:
+            self.group.send_step(encode_step(inputs, block_copies))
+            return self._run(inputs, block_copies)
+        except Exception as exc:
+            self.group.fail(f"step failed on rank 0: {exc}")
+            raise
+
+    def follow(self) -> None:
+        """Ranks other than 0: run every step rank 0 broadcasts, until it stops the group."""
+        while (payload := self.group.receive_step()) is not None:
+            self._run(*decode_step(payload))
+
+    def close(self) -> None:
+        """Rank 0: stop the other ranks and leave the group (nothing to do with one rank)."""
+        self.group.close()
+
+    def _run(self, inputs: list[ChunkInput], block_copies: list[tuple[int, int]]) -> Tensor | None:
         if block_copies:
             self.kv_cache.copy_blocks(block_copies)
-        input_ids, positions, md, sample_rows = self._prepare(chunks)
+        input_ids, positions, md, sample_rows = self._prepare(inputs)
         hidden = self.loaded.model.forward(input_ids, positions, md, self.kv_cache)
         return self.loaded.model.compute_logits(hidden.index_select(0, sample_rows))
 
@@ -54,20 +89,19 @@ class ModelRunner:
         size = self.block_size
         return block_table[..., positions // size] * size + positions % size
 
-    def _prepare(self, chunks: list[ScheduledChunk]) -> tuple[Tensor, Tensor, AttentionMetadata, Tensor]:
+    def _prepare(self, chunks: list[ChunkInput]) -> tuple[Tensor, Tensor, AttentionMetadata, Tensor]:
         device = self.device
         size = self.block_size
         token_ids: list[int] = []
         positions: list[int] = []
         slot_mapping: list[int] = []
         sample_rows: list[int] = []
-        decodes = [c for c in chunks if c.num_tokens == 1]
+        decodes = [c for c in chunks if len(c.token_ids) == 1]
         prefills: list[PrefillSegment] = []
         for chunk in chunks:
-            seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
+            start, count, table = chunk.start, len(chunk.token_ids), chunk.block_table
             token_start = len(token_ids)
-            token_ids.extend(seq.tokens_between(start, start + count))
-            table = seq.block_table
+            token_ids.extend(chunk.token_ids)
             for pos in range(start, start + count):
                 positions.append(pos)
                 slot_mapping.append(table[pos // size] * size + pos % size)
@@ -85,7 +119,7 @@ class ModelRunner:
 
         groups = []
         if decodes:
-            groups = decode_groups([(c.seq.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)
+            groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)
 
         md = AttentionMetadata(
             slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=device),

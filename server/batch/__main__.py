@@ -18,7 +18,7 @@ import logging
 import sys
 
 import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, engine_config, resolve_entry
+from server.engine_options import add_engine_options, engine_config, resolve_entry, run_if_other_rank
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,12 +48,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if job.summary.num_remaining:
-        engine_ = LLMEngine(engine_config(args, entry), entry)
+        try:
+            config = engine_config(args, entry)
+            status = run_if_other_rank(config, entry)  # torchrun: ranks other than 0 only run the forward
+            if status is not None:
+                return status
+            engine_ = LLMEngine(config, entry)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         try:
             job.run(BatchRunner(engine_, chat_adapter(engine_, entry)), is_quiet=args.quiet)
         except KeyboardInterrupt:
             print(job.summary.text(), file=sys.stderr)
             return 130
+        except Exception as exc:
+            if engine_.failure is None:
+                raise
+            print(f"error: {exc}\n{job.summary.text()}", file=sys.stderr)
+            return 1
+        finally:
+            engine_.close()
     print(job.summary.text(), file=sys.stderr)
     return 0 if job.summary.is_complete else 1
 

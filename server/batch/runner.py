@@ -125,6 +125,8 @@ class BatchRunner:
         try:
             outputs = self.engine.step()
         except Exception as exc:  # step() fails requests, not itself; this is a last resort, as in the server
+            if self.engine.failure is not None:  # a rank died: stop here, a rerun resumes these lines
+                raise
             logger.exception("engine step raised")
             for request_id in list(self._live):
                 self.engine.abort_request(request_id)

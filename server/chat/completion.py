@@ -23,6 +23,8 @@ VERSION = "0.1.0"
 
 def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
     loaded = engine.loaded
+    # Seeded tokens can change with the rank count (partial sums are added in another order): say so.
+    ranks = engine.config.tensor_parallel_size
     return ChatAdapter(
         model_id=entry.id,
         model_names=entry.names,
@@ -30,7 +32,8 @@ def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
         vocab_size=engine.vocab_size,
         max_model_len=engine.max_model_len,
         defaults=dict(entry.defaults),
-        system_fingerprint=f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}",
+        system_fingerprint=(f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}"
+                            + (f"-tp{ranks}" if ranks > 1 else "")),
         tool_call_format=entry.tool_call_format,
     )
 

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import Tensor
 
+from engine.distributed.group import TensorParallelGroup
+from engine.distributed.layers import ShardedLayers
+from engine.distributed.sharding import CheckpointReader, LlamaPartition, resident_bytes
+from engine.loading.gguf_weights import Q4Tensor
 from engine.loading.quantization import Quantization
 from engine.loading.registry import cache_dir
 from engine.model.attention import AttentionMetadata, paged_attention
 from engine.model.kv_cache import KVCache
-from engine.model.linear import Embedding, Linear, LinearFactory, QuantizedValues
+from engine.model.linear import Linear, LinearFactory
 from engine.model.row_tiling import RowTilingStore
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -107,85 +110,65 @@ class LlamaModel:
     """Weights as engine.model.linear layers; forward over a flat batch of tokens [T].
 
     Decode rows and the rows sampled from go through each layer's rows_invariant path, prefill chunks
-    through one call per chunk, so that a sequence's tokens never depend on what else is batched."""
+    through one call per chunk, so that a sequence's tokens never depend on what else is batched.
+
+    Under tensor parallelism (engine.distributed) the model holds one rank's shard (`partition`): its
+    query and KV heads, its slice of the MLP features and of the vocabulary. The forward is the same on
+    every rank; `group` adds the partial sums of o and down (one all-reduce each) and gathers the logits
+    to rank 0. With one rank the partition is the whole model and the group's collectives are identities."""
 
     def __init__(self, config, dtype: torch.dtype, device: torch.device, max_positions: int,
-                 quantization: Quantization | None = None) -> None:
+                 quantization: Quantization | None = None, partition: LlamaPartition | None = None,
+                 group: TensorParallelGroup | None = None) -> None:
         self.config = config
         self.shape = LlamaShape.from_config(config)
         self.dtype = dtype
         self.device = device
         self.quantization = quantization or Quantization()
+        self.partition = partition or LlamaPartition.build(self.shape, 0, 1, self.quantization.group_size)
+        self.group = group or TensorParallelGroup.single(device)
+        # This rank's heads: attention runs on them alone.
+        self.num_heads, self.num_kv_heads = self.partition.num_heads, self.partition.num_kv_heads
         self.cos, sin = rotary_tables(config, max_positions, dtype, device)
         half = sin.shape[-1] // 2
         self.signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.scale = self.shape.head_dim ** -0.5
         self.layers: list[dict] = []
-        self.embedding: Embedding | None = None
+        self.embedding = None
         self.final_norm: Tensor | None = None
         self.lm_head: Linear | None = None
 
     @classmethod
     def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int,
-                    quantization: Quantization | None = None,
-                    native: dict[str, QuantizedValues] | None = None) -> LlamaModel:
-        """Weights from the folder's safetensors, except those given already quantized in `native`."""
-        model = cls(config, dtype, device, max_positions, quantization)
-        native = native or {}
-        tensors: dict[str, Tensor] = {}
-        files = sorted(Path(folder).glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors weights in {folder}")
-        for file in files:
-            with safe_open(str(file), framework="pt", device="cpu") as handle:
-                for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    if name not in native:
-                        tensors[name] = handle.get_tensor(name)
-        model.load_weights(tensors, native)
+                    quantization: Quantization | None = None, native: dict[str, Q4Tensor] | None = None,
+                    partition: LlamaPartition | None = None, group: TensorParallelGroup | None = None) -> LlamaModel:
+        """This rank's slices of the folder's safetensors, except 4-bit weights given in `native` (GGUF)."""
+        model = cls(config, dtype, device, max_positions, quantization, partition, group)
+        with CheckpointReader(folder) as reader:
+            factory = LinearFactory(model.quantization, dtype, device)
+            model.load_weights(ShardedLayers(reader, native or {}, factory, model.group))
         model.calibrate(RowTilingStore(cache_dir() / "row_tiling.json"))
         return model
 
-    def load_weights(self, tensors: dict[str, Tensor], native: dict[str, QuantizedValues] | None = None) -> None:
-        """tensors: HF names -> float weights; native: HF names -> already-quantized int4 values."""
-        native = dict(native or {})
-        factory = LinearFactory(self.quantization, self.dtype, self.device)
-
-        def pop(name: str) -> Tensor:
-            if name not in tensors:
-                raise KeyError(f"weight {name!r} is missing from the checkpoint")
-            return tensors.pop(name).to(self.device)
-
-        def take(name: str) -> Tensor:
-            return pop(name).to(self.dtype).contiguous()
-
-        def fused(names: list[str], bias: Tensor | None = None) -> Linear:
-            if all(n in native for n in names):
-                return factory.from_q4([native.pop(n) for n in names], bias)
-            if any(n in native for n in names):
-                raise ValueError(f"weights {names} are partly 4-bit in the GGUF; the native loader needs all or none")
-            return factory.linear(torch.cat([pop(n) for n in names]), bias)
-
-        shape = self.shape
+    def load_weights(self, weights: ShardedLayers) -> None:
+        shape, part = self.shape, self.partition
+        q_rows = (part.q_heads[0] * shape.head_dim, part.q_heads[1] * shape.head_dim)
+        kv_rows = (part.kv_heads[0] * shape.head_dim, part.kv_heads[1] * shape.head_dim)
         for i in range(shape.num_layers):
             p = f"model.layers.{i}."
-            qkv_bias = (torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
-                        if shape.has_qkv_bias else None)
+            attn, mlp = p + "self_attn.", p + "mlp."
             self.layers.append({
-                "input_norm": take(p + "input_layernorm.weight"),
-                "qkv": fused([p + f"self_attn.{n}_proj.weight" for n in "qkv"], qkv_bias),
-                "o": fused([p + "self_attn.o_proj.weight"]),
-                "post_norm": take(p + "post_attention_layernorm.weight"),
-                "gate_up": fused([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
-                "down": fused([p + "mlp.down_proj.weight"]),
+                "input_norm": weights.vector(p + "input_layernorm.weight"),
+                "qkv": weights.column([(attn + "q_proj", q_rows), (attn + "k_proj", kv_rows), (attn + "v_proj", kv_rows)],
+                                      bias=shape.has_qkv_bias),
+                "o": weights.row(attn + "o_proj", q_rows),
+                "post_norm": weights.vector(p + "post_attention_layernorm.weight"),
+                "gate_up": weights.column([(mlp + "gate_proj", part.intermediate), (mlp + "up_proj", part.intermediate)]),
+                "down": weights.row(mlp + "down_proj", part.intermediate),
             })
-        self.final_norm = take("model.norm.weight")
-        embed = pop("model.embed_tokens.weight")
-        is_tied = shape.tie_word_embeddings or "lm_head.weight" not in tensors
-        self.embedding, self.lm_head = factory.embedding_and_head(embed, None if is_tied else pop("lm_head.weight"))
-        tensors.pop("lm_head.weight", None)
-        leftovers = [n for n in list(tensors) + list(native) if not n.endswith("rotary_emb.inv_freq")]
-        if leftovers:
-            raise ValueError(f"checkpoint has weights the native Llama forward does not use: {leftovers[:5]}")
+        self.final_norm = weights.vector("model.norm.weight")
+        self.embedding, self.lm_head = weights.embedding_and_head(part.vocab, shape.tie_word_embeddings)
+        weights.check_all_used()
 
     def linears(self) -> list[Linear]:
         return [layer[n] for layer in self.layers for n in ("qkv", "o", "gate_up", "down")] + [self.lm_head]
@@ -196,6 +179,10 @@ class LlamaModel:
         store = store or RowTilingStore(None)
         for linear in self.linears():
             linear.calibrate(self.dtype, store)
+
+    def resident_weight_bytes(self) -> int:
+        """Bytes of the distinct tensor storages this rank's weights hold (engine.distributed.sharding)."""
+        return resident_bytes(self.layers, self.embedding, self.lm_head, self.final_norm)
 
     @property
     def num_weight_bytes(self) -> int:
@@ -215,8 +202,8 @@ class LlamaModel:
     def forward(self, input_ids: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
         """input_ids, positions [T] -> final hidden states [T, hidden_size]."""
         shape = self.shape
-        q_size = shape.num_heads * shape.head_dim
-        kv_size = shape.num_kv_heads * shape.head_dim
+        q_size = self.num_heads * shape.head_dim
+        kv_size = self.num_kv_heads * shape.head_dim
         cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, head_dim]
         sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
         hidden = self.embedding.lookup(input_ids)
@@ -226,16 +213,18 @@ class LlamaModel:
             qkv = self._linear(x, layer["qkv"], md)
             # q and k heads rotate together: [T, num_heads + num_kv_heads, head_dim].
             qk = _rotate(qkv[:, :q_size + kv_size].view(num_tokens, -1, shape.head_dim), cos, sin)
-            q, k = qk.split([shape.num_heads, shape.num_kv_heads], dim=1)
-            v = qkv[:, q_size + kv_size:].view(num_tokens, shape.num_kv_heads, shape.head_dim)
+            q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+            v = qkv[:, q_size + kv_size:].view(num_tokens, self.num_kv_heads, shape.head_dim)
             attn = paged_attention(q, k, v, kv_cache.layer(index), md, self.scale)
-            hidden = hidden + self._linear(attn.view(num_tokens, q_size), layer["o"], md)
+            # o and down are row-parallel: each rank's output is a partial sum, added across ranks.
+            hidden = hidden + self.group.all_reduce(self._linear(attn.view(num_tokens, q_size), layer["o"], md))
             x = _rms_norm(hidden, layer["post_norm"], shape.rms_norm_eps)
             gate, up = self._linear(x, layer["gate_up"], md).chunk(2, dim=-1)
-            hidden = hidden + self._linear(F.silu(gate) * up, layer["down"], md)
+            hidden = hidden + self.group.all_reduce(self._linear(F.silu(gate) * up, layer["down"], md))
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     @torch.inference_mode()
-    def compute_logits(self, hidden: Tensor) -> Tensor:
-        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype; each row batch-invariant."""
-        return self.lm_head.rows_invariant(hidden)
+    def compute_logits(self, hidden: Tensor) -> Tensor | None:
+        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype; each row batch-invariant.
+        Each rank computes its vocabulary columns; rank 0 gets them all, other ranks None."""
+        return self.group.gather_columns(self.lm_head.rows_invariant(hidden), self.partition.vocab_widths)

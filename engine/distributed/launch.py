@@ -1,0 +1,200 @@
+"""Starting the ranks, and the loop the ranks other than 0 run.
+
+- One host: rank 0 (the process that serves) spawns ranks 1..N-1 with torch.multiprocessing before it
+  loads its own shard, and a watchdog thread marks the group failed as soon as one of them exits.
+  Spawned ranks exit when rank 0 stops them, when their broadcast from rank 0 fails (rank 0 gone), or
+  when their parent process changes (a second watch, in case rank 0 was killed mid-step).
+- torchrun: every rank reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the
+  environment; rank 0 serves and the others call run_worker(). torchrun's agent ends a host's ranks
+  when one of them fails.
+On CPU the host's cores are divided among its ranks (unless OMP_NUM_THREADS says otherwise): N ranks
+of all cores each would oversubscribe them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from engine.config import EngineConfig
+from engine.loading.registry import ModelEntry
+
+from .group import GroupConfig, TensorParallelGroup, choose_backend
+
+logger = logging.getLogger(__name__)
+
+_current: TensorParallelGroup | None = None
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """A rank's device: cuda:LOCAL_RANK when the engine runs on CUDA, else `device`."""
+    if device.type != "cuda":
+        return device
+    if device.index is not None:
+        raise ValueError(f"device {device} names one GPU; with tensor parallelism give --device cuda "
+                         "(rank r runs on cuda:LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)")
+    return torch.device("cuda", local_rank)
+
+
+def torchrun_config(config: EngineConfig) -> GroupConfig | None:
+    """This process's rank under torchrun (RANK and WORLD_SIZE set), else None."""
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    world_size = int(env["WORLD_SIZE"])
+    if world_size != config.tensor_parallel_size:
+        raise ValueError(f"tensor_parallel_size={config.tensor_parallel_size} but torchrun started "
+                         f"WORLD_SIZE={world_size} ranks; they must be equal")
+    local_rank = int(env.get("LOCAL_RANK", 0))
+    device = rank_device(config.torch_device, local_rank)
+    return GroupConfig(rank=int(env["RANK"]), world_size=world_size, local_rank=local_rank,
+                       backend=choose_backend(device, config.distributed_backend), init_method="env://")
+
+
+def _join(group_config: GroupConfig, config: EngineConfig) -> TensorParallelGroup:
+    global _current
+    device = rank_device(config.torch_device, group_config.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    _current = TensorParallelGroup.initialize(group_config, device)
+    return _current
+
+
+def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
+    """The group this process loads its shard for. With tensor_parallel_size 1, a group of one (no
+    torch.distributed). In a rank that joined already (run_worker), that group. Under torchrun, joins
+    it as rank 0. Otherwise this process becomes rank 0 and spawns the others on this host."""
+    global _current
+    if config.tensor_parallel_size == 1:
+        return TensorParallelGroup.single(config.torch_device)
+    if _current is not None and torch.distributed.is_initialized():
+        return _current
+    torchrun = torchrun_config(config)
+    if torchrun is not None:
+        return _join(torchrun, config)
+    world_size = config.tensor_parallel_size
+    device = rank_device(config.torch_device, 0)
+    if device.type == "cuda" and torch.cuda.device_count() < world_size:
+        # Checked here: a rank that fails before the rendezvous leaves rank 0 waiting STARTUP_TIMEOUT_S.
+        raise ValueError(f"tensor_parallel_size={world_size} needs {world_size} GPUs on this host, "
+                         f"{torch.cuda.device_count()} visible")
+    backend = choose_backend(device, config.distributed_backend)
+    init_method = f"tcp://127.0.0.1:{_free_port()}"
+    num_threads = None
+    if config.torch_device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        num_threads = max(1, torch.get_num_threads() // world_size)
+    ranks = LocalRanks([_WorkerSpec(config, entry, GroupConfig(r, world_size, backend, init_method, local_rank=r),
+                                    num_threads) for r in range(1, world_size)])
+    try:
+        group = _join(GroupConfig(0, world_size, backend, init_method), config)
+    except BaseException:
+        ranks.join(kill=True)
+        raise
+    if num_threads is not None:
+        group.previous_num_threads = torch.get_num_threads()
+        torch.set_num_threads(num_threads)
+    group.local_ranks = ranks
+    ranks.watch(group)
+    return group
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    config: EngineConfig
+    entry: ModelEntry
+    group: GroupConfig
+    num_threads: int | None
+
+
+class LocalRanks:
+    """Ranks 1..N-1 spawned by rank 0 on this host (daemon processes: they never outlive it)."""
+
+    def __init__(self, specs: list[_WorkerSpec]) -> None:
+        import torch.multiprocessing as mp
+
+        context = mp.get_context("spawn")
+        self.processes = [context.Process(target=_spawned_main, args=(spec, os.getpid()), daemon=True,
+                                          name=f"hearth-rank-{spec.group.rank}") for spec in specs]
+        self.is_closing = False
+        for process in self.processes:
+            process.start()
+            logger.info("tensor parallel: rank %s is pid %d", process.name.rsplit("-", 1)[1], process.pid)
+
+    def watch(self, group: TensorParallelGroup) -> None:
+        """Mark `group` failed as soon as a rank exits while it should be running."""
+        from multiprocessing.connection import wait
+
+        def run() -> None:
+            ready = wait([p.sentinel for p in self.processes])
+            if self.is_closing:
+                return
+            dead = [p for p in self.processes if p.sentinel in ready]
+            group.fail(", ".join(f"{p.name} (pid {p.pid}) exited with code {p.exitcode}" for p in dead))
+
+        threading.Thread(target=run, name="hearth-rank-watchdog", daemon=True).start()
+
+    def join(self, kill: bool = False, timeout_s: float = 10.0) -> None:
+        self.is_closing = True
+        deadline = time.monotonic() + (0 if kill else timeout_s)
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+
+def _spawned_main(spec: _WorkerSpec, parent_pid: int) -> None:
+    """A spawned rank: ends itself if rank 0's process goes away, then runs run_worker()."""
+    def watch_parent() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, name="hearth-parent-watch", daemon=True).start()
+    if spec.num_threads is not None:
+        torch.set_num_threads(spec.num_threads)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {spec.group.rank} %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(run_worker(spec.config, spec.entry, spec.group))
+
+
+def run_worker(config: EngineConfig, entry: ModelEntry, group_config: GroupConfig | None = None) -> int:
+    """A rank other than 0: join the group, load this rank's shard and KV cache, then run the forward of
+    every step rank 0 broadcasts until it stops the group. Returns the exit status (0: stopped by rank 0).
+    Ctrl-C is left to rank 0, which stops the group; so is torchrun's SIGTERM (sent to every rank at
+    once), so that rank 0 can drain its requests with the other ranks still running. A rank spawned by
+    rank 0 keeps the default SIGTERM: rank 0's exit terminates it."""
+    from engine.loading.loader import load_model
+    from engine.model.kv_cache import KVCache, num_cache_blocks
+    from engine.model.model_runner import ModelRunner
+
+    group_config = group_config or torchrun_config(config)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if group_config.init_method == "env://":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    group = _join(group_config, config)
+    try:
+        loaded = load_model(entry, config)
+        shape = loaded.model.shape
+        num_blocks = num_cache_blocks(config.kv_cache_memory_gib, shape.num_layers, config.block_size,
+                                      loaded.max_rank_kv_heads, shape.head_dim, loaded.dtype)
+        kv_cache = KVCache(shape.num_layers, num_blocks, config.block_size, loaded.num_kv_heads, shape.head_dim,
+                           loaded.dtype, loaded.device)
+        ModelRunner(loaded, kv_cache, config.block_size).follow()
+    except Exception:
+        logger.exception("rank %d failed", group.rank)
+        return 1
+    group.close()
+    return 0

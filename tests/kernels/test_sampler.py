@@ -1,5 +1,5 @@
-"""The whole sampler: every row gets what the float64 reference says, exactly what it would get alone,
-and seeded rows draw from the right distribution with independent draws across choices and positions."""
+"""The whole sampler: every row gets what the float64 reference says and exactly what it would get alone
+(distributions and independence of draws: test_sampler_statistics.py)."""
 
 from __future__ import annotations
 
@@ -11,52 +11,8 @@ import torch
 
 from kernels import Sampler
 from tests.kernels import reference
-from tests.kernels.chi_square import goodness_of_fit
+from tests.kernels.batches import MIXED_ROWS, VOCAB_SIZE, at_position, draws, sample, tied_logits, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata, to_device
-
-VOCAB_SIZE = 1000
-
-# One row of each kind the engine batches together.
-MIXED_ROWS = [
-    RowParams(temperature=0.0),
-    RowParams(temperature=0.0, logit_bias={5: 3.0}, repetition_penalty=1.3, prompt_token_ids=(1, 2, 3),
-              output_token_ids=(2, 9), frequency_penalty=0.5, num_top_logprobs=5),
-    RowParams(temperature=0.8, seed=11),
-    RowParams(temperature=0.7, top_p=0.9, seed=12, num_top_logprobs=20),
-    RowParams(top_k=20, seed=13, num_top_logprobs=3),
-    RowParams(temperature=1.3, min_p=0.1, seed=14),
-    RowParams(temperature=1.2, repetition_penalty=1.2, frequency_penalty=0.4, presence_penalty=0.6,
-              prompt_token_ids=tuple(range(0, 200, 7)), output_token_ids=(3, 3, 50, 51, 51, 51), seed=15),
-    RowParams(logit_bias={0: 100.0}, seed=16),
-    RowParams(logit_bias={7: -100.0, 8: 2.5, 999: 4.0}, top_p=0.5, seed=17, num_top_logprobs=0),
-    RowParams(top_k=300, top_p=0.95, min_p=0.01, temperature=0.9, seed=18, num_top_logprobs=2),
-    RowParams(banned_token_ids=(1, 2, 3), allowed_token_ids=tuple(range(0, 1000, 2)), seed=19),
-    RowParams(top_p=1.0, top_k=VOCAB_SIZE, min_p=0.0, seed=20),  # every cut at its neutral value
-    RowParams(temperature=0.5, top_p=0.3, seed=21, choice_index=2, position=17),
-]
-
-
-def zipf_logits(num_seqs: int, vocab_size: int, seed: int, scale: float = 2.0) -> torch.Tensor:
-    """LM-like rows: logit of rank r is -1.1 * log(r) * scale plus noise, ranks permuted per row."""
-    generator = torch.Generator().manual_seed(seed)
-    ranks = torch.arange(1, vocab_size + 1, dtype=torch.float32)
-    base = -1.1 * ranks.log() * scale
-    rows = [base[torch.randperm(vocab_size, generator=generator)] for _ in range(num_seqs)]
-    return torch.stack(rows) + 0.3 * torch.randn(num_seqs, vocab_size, generator=generator)
-
-
-def at_position(rows: list[RowParams], position: int) -> list[RowParams]:
-    return [dataclasses.replace(r, position=r.position + position) for r in rows]
-
-
-def sample(logits: torch.Tensor, rows: list[RowParams], processed: bool = False):
-    return Sampler()(logits, build_metadata(rows, logits.shape[1], is_logprobs_processed=processed))
-
-
-def draws(logits_row: torch.Tensor, row: RowParams, num_draws: int) -> torch.Tensor:
-    """Tokens of positions 0..num_draws-1 of one row's stream (one batch, one row per position)."""
-    rows = [dataclasses.replace(row, position=i) for i in range(num_draws)]
-    return sample(logits_row.unsqueeze(0).expand(num_draws, -1), rows).token_ids
 
 
 @pytest.mark.parametrize("processed", [False, True])
@@ -74,11 +30,6 @@ def test_every_row_gets_exactly_what_it_gets_alone(processed):
             assert batch.logprobs[i] == alone.logprobs[0]
             assert torch.equal(batch.top_token_ids[i, :num], alone.top_token_ids[0])
             assert torch.equal(batch.top_logprobs[i, :num], alone.top_logprobs[0])
-
-
-def tied_logits(num_seqs: int, vocab_size: int, seed: int) -> torch.Tensor:
-    """bf16 logits around 24, as a bf16 model emits them: steps of 0.125, so the top tokens often tie."""
-    return (zipf_logits(num_seqs, vocab_size, seed=seed, scale=0.7) + 24.0).bfloat16()
 
 
 def test_rows_with_tied_logits_get_exactly_what_they_get_alone():
@@ -345,67 +296,6 @@ def test_odd_vocabulary_sizes(vocab_size):
 
 
 # --- distributions -------------------------------------------------------------------------------------
-
-NUM_DRAWS = 20000
-SMALL_VOCAB = 40
-
-
-@pytest.mark.parametrize(
-    "row",
-    [
-        RowParams(seed=1),
-        RowParams(temperature=0.6, seed=2),
-        RowParams(temperature=0.7, top_p=0.8, seed=3),
-        RowParams(temperature=1.5, top_p=0.95, seed=4),
-        RowParams(top_k=5, temperature=1.3, seed=5),
-        RowParams(min_p=0.1, seed=6),
-        RowParams(top_k=12, top_p=0.9, min_p=0.05, temperature=0.9, seed=7),
-        RowParams(temperature=1.1, repetition_penalty=1.5, frequency_penalty=0.3, presence_penalty=0.5,
-                  prompt_token_ids=(0, 1, 2, 3), output_token_ids=(4, 4, 5), logit_bias={30: 2.0}, seed=8),
-    ],
-    ids=["plain", "temperature", "top_p", "hot_top_p", "top_k", "min_p", "all_cuts", "penalties_bias"],
-)
-def test_sampled_frequencies_match_the_reference_distribution(row):
-    logits = zipf_logits(1, SMALL_VOCAB, seed=10, scale=1.0)
-    counts = torch.bincount(draws(logits[0], row, NUM_DRAWS), minlength=SMALL_VOCAB)
-    expected = reference.distribution(logits[0], row)
-    assert goodness_of_fit(counts, expected) > 1e-3
-    # Power: the same counts reject the distribution of a temperature 15% off.
-    nearby = dataclasses.replace(row, temperature=row.temperature * 1.15)
-    assert goodness_of_fit(counts, reference.distribution(logits[0], nearby)) < 1e-3
-
-
-def _pair_counts(first: torch.Tensor, second: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    return torch.bincount(first * vocab_size + second, minlength=vocab_size * vocab_size)
-
-
-def test_choices_of_one_request_are_independent_draws():
-    vocab_size = 6
-    logits = torch.tensor([[1.0, 0.5, 0.2, 0.0, -0.3, -0.8]])
-    probs = reference.softmax(logits[0])
-    choice0 = draws(logits[0], RowParams(seed=123, choice_index=0), NUM_DRAWS)
-    choice1 = draws(logits[0], RowParams(seed=123, choice_index=1), NUM_DRAWS)
-    joint = torch.outer(probs, probs).flatten()
-    assert goodness_of_fit(_pair_counts(choice0, choice1, vocab_size), joint) > 1e-3
-    # Consecutive seeds are independent streams too.
-    seed124 = draws(logits[0], RowParams(seed=124), NUM_DRAWS)
-    assert goodness_of_fit(_pair_counts(choice0, seed124, vocab_size), joint) > 1e-3
-    # Power: a second stream that copies the first 30% of the time is rejected.
-    copying = torch.where(torch.arange(NUM_DRAWS) % 10 < 3, choice0, choice1)
-    assert goodness_of_fit(_pair_counts(choice0, copying, vocab_size), joint) < 1e-3
-
-
-def test_positions_of_one_stream_are_independent_draws():
-    vocab_size = 6
-    logits = torch.tensor([[1.0, 0.5, 0.2, 0.0, -0.3, -0.8]])
-    row = RowParams(seed=77, top_p=0.95)
-    tokens = draws(logits[0], row, NUM_DRAWS + 2)
-    expected = reference.distribution(logits[0], row)
-    joint = torch.outer(expected, expected).flatten()
-    for lag in (1, 2):
-        pairs = _pair_counts(tokens[:NUM_DRAWS], tokens[lag:NUM_DRAWS + lag], vocab_size)
-        assert goodness_of_fit(pairs, joint) > 1e-3
-
 
 # --- CUDA ----------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from kernels.blockwise import block_reduce
 from kernels.sampling import block_cumulative_mass, draw_from_candidates, draw_from_probs, stream_key, stream_uniforms
 from kernels.triton import draw
 from kernels.truncation import candidate_weights
-from tests.kernels.test_sampler import zipf_logits
+from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 
 NUM_POSITIONS = 32

@@ -9,8 +9,8 @@ import torch
 from kernels import Sampler
 from kernels.blockwise import block_reduce
 from kernels.triton.processing import apply_processing
+from tests.kernels.batches import MIXED_ROWS, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata
-from tests.kernels.test_sampler import MIXED_ROWS, zipf_logits
 from tests.kernels.triton.conftest import DEVICE, IS_INTERPRETED
 
 VOCAB_SIZE = 1000

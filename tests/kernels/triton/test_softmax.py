@@ -10,7 +10,7 @@ import torch
 
 from kernels.blockwise import block_reduce
 from kernels.triton.softmax import row_stats, tempered_softmax
-from tests.kernels.test_sampler import zipf_logits
+from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 
 

@@ -8,7 +8,7 @@ import torch
 from kernels import truncation
 from kernels.blockwise import block_reduce, topk_blockwise
 from kernels.triton.truncation import kept_prefix, select_candidates
-from tests.kernels.test_sampler import zipf_logits
+from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 
 VOCAB_SIZE = 1000

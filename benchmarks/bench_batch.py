@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_serving import free_port, launched, machine  # noqa: E402
+from benchmarks.server_process import free_port, launched, machine  # noqa: E402
 from benchmarks.sweep import DEFAULT_PROMPTS  # noqa: E402
 from benchmarks.sweep_clients import HTTPClient  # noqa: E402
 

@@ -45,10 +45,7 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,7 +56,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from server_process import ROOT, free_port, launched, machine  # noqa: E402
+
 HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
 MODEL_DIR = HEARTH_CACHE / "models" / "SmolLM2-135M-Instruct"  # hearth's default model; transformers' too
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -170,45 +169,6 @@ async def run_level(url: str, model: str, concurrency: int, num_requests: int, a
         return LevelResult(concurrency, time.perf_counter() - start, results)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def launched(name: str, cmd: list[str], port: int, timeout: float = 300.0):
-    """Run server `cmd` (127.0.0.1:port) until the block ends; its output goes to benchmarks/out/name.log."""
-    log_path = ROOT / "benchmarks" / "out" / f"{name}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "HF_HUB_DISABLE_UPDATE_CHECK": "1"}  # offline, and no PyPI version check by the `transformers` CLI
-    print(f"[{name}] starting: {' '.join(cmd)}  (log: {log_path})", flush=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}) before it was ready; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).is_success:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready after {timeout:.0f} s; see {log_path}")
-            time.sleep(0.5)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def default_dtype(server: str) -> str:
     """The dtype a launched server loads without --dtype: hearth's 'auto', transformers' checkpoint dtype."""
     with contextlib.suppress(Exception):
@@ -217,14 +177,6 @@ def default_dtype(server: str) -> str:
             return f"auto = {str(resolve_dtype('auto', None)).removeprefix('torch.')}"
         return f"auto = {json.loads((MODEL_DIR / 'config.json').read_text())['dtype']} (config.json)"
     return "auto"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    cores = f"{os.cpu_count()} logical cores, {len(os.sched_getaffinity(0))} usable"
-    return f"{cpu}, {cores}; {platform.platform()}"
 
 
 def served_model(url: str) -> str:

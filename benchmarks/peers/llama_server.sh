@@ -16,16 +16,26 @@ BIN=$SRC/build/bin/llama-server
 PY=${PYTHON:-$(dirname "$0")/../../.venv/bin/python}
 GGUF=${LLAMA_SERVER_GGUF:-$HEARTH_CACHE/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
 
+# Not GGML_NATIVE: on this project's KVM guest (Sapphire Rapids) a -march=native build died with SIGILL at
+# its first matmul (AMX tiles are not enabled for guests here). AVX-512 with VNNI and BF16, as llama.cpp's
+# portable builds use, and no AMX.
+CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+  -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+  -DGGML_AMX_BF16=OFF"
+STAMP=$SRC/build/hearth-cpu-flags
+
 build() {
-  if [ -x "$BIN" ]; then echo "$BIN"; return; fi
+  if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$CPU_FLAGS" ]; then echo "$BIN"; return; fi
   mkdir -p "$PEERS"
   if [ ! -d "$SRC" ]; then
     "$PY" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$PEERS" >&2
     tar -xzf "$PEERS/llama_cpp_python-$VERSION.tar.gz" -C "$PEERS"
   fi
-  cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
+  # shellcheck disable=SC2086
+  cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF $CPU_FLAGS \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
   cmake --build "$SRC/build" --target llama-server -j "$(nproc)" >&2
+  echo "$CPU_FLAGS" > "$STAMP"
   echo "$BIN"
 }
 

@@ -91,14 +91,13 @@ def greedy(engine: LLMEngine) -> list[list[int]]:
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Share of a's tokens that lie in the common prefix of each prompt's two answers."""
     same = 0
     for x, y in zip(a, b):
-        for i, (u, v) in enumerate(zip(x, y)):
+        for u, v in zip(x, y):
             if u != v:
                 break
-            same = i + 1
-        else:
-            same = len(x)
+            same += 1
     return same / sum(len(x) for x in a)
 
 

@@ -23,8 +23,10 @@ VERSION = "0.1.0"
 
 def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
     loaded = engine.loaded
-    # Seeded tokens can change with the rank count (partial sums are added in another order): say so.
+    # Seeded tokens change with the weight format and with the rank count (partial sums are added in
+    # another order): the fingerprint names both.
     ranks = engine.config.tensor_parallel_size
+    weights = engine.config.quantization
     return ChatAdapter(
         model_id=entry.id,
         model_names=entry.names,
@@ -32,7 +34,8 @@ def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
         vocab_size=engine.vocab_size,
         max_model_len=engine.max_model_len,
         defaults=dict(entry.defaults),
-        system_fingerprint=(f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}-{loaded.device.type}"
+        system_fingerprint=(f"hearth-{VERSION}-{str(loaded.dtype).removeprefix('torch.')}"
+                            + (f"-{weights}" if weights != "none" else "") + f"-{loaded.device.type}"
                             + (f"-tp{ranks}" if ranks > 1 else "")),
         tool_call_format=entry.tool_call_format,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -78,25 +79,36 @@ def run_to_completion(engine_, max_steps: int = 10_000) -> dict[str, dict[int, l
     raise AssertionError("engine did not finish")
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory, default_entry) -> Path:
-    """A random 2-layer Llama with the default model's tokenizer, saved as an HF folder."""
+def save_tiny_llama(folder: Path, default_entry: ModelEntry, *, tie_word_embeddings: bool) -> Path:
+    """A random 2-layer Llama (4 heads, 2 KV heads, seed 0) with the default model's tokenizer, saved as an
+    HF folder."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2, architectures=["LlamaForCausalLM"],
+        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5,
+        tie_word_embeddings=tie_word_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        architectures=["LlamaForCausalLM"],
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(folder, safe_serialization=True)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         source = default_entry.path / name
         if source.exists():
             shutil.copy(source, folder / name)
     return folder
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for servers the tests start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, default_entry) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), default_entry, tie_word_embeddings=True)
 
 
 @pytest.fixture(scope="session")

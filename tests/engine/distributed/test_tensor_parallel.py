@@ -9,8 +9,6 @@ identical.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -18,7 +16,7 @@ from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.loading.registry import ModelEntry
 from engine.sampling.sampling_params import SamplingParams
-from tests.conftest import run_to_completion
+from tests.conftest import run_to_completion, save_tiny_llama
 
 # Max |logit difference| over every sampled row of a request's 64 steps (float32; logits here are ~0.1-1).
 TOLERANCE = 1e-5
@@ -30,19 +28,7 @@ GREEDY = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
 def tp_entry(tmp_path_factory, default_entry) -> ModelEntry:
     """Untied embeddings and head: a random tied model greedily repeats its last token, which would test
     little."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tp-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, tie_word_embeddings=False,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2, architectures=["LlamaForCausalLM"],
-    )
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
-        if (default_entry.path / name).exists():
-            shutil.copy(default_entry.path / name, folder / name)
+    folder = save_tiny_llama(tmp_path_factory.mktemp("tp-llama"), default_entry, tie_word_embeddings=False)
     return ModelEntry(id="tp-tiny", path=folder, max_model_len=512)
 
 

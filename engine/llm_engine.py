@@ -103,7 +103,7 @@ class LLMEngine:
             is_logprobs_processed=config.logprobs_mode == "processed",
         )
         self.sampler = Sampler()
-        self.runner = ModelRunner(loaded, self.kv_cache, config.block_size)
+        self.runner = ModelRunner(loaded, self.kv_cache, config.block_size, config.prefill_chunk_size)
         self.token_text = TokenText(self.tokenizer)
         self._grammar = None
         self.requests: dict[str, RequestState] = {}

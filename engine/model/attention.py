@@ -10,7 +10,14 @@ multiple of 64 and ran two bf16 batched matmuls and a float32 softmax, took 4-12
 bmm on this AMX CPU cost ~40 us per tiny call), and padding alone changes the kernel's summation, so it
 was not exact against transformers either.
 Each prefill chunk is attended on its own with SDPA and a causal mask, so a prompt's chunks compute the
-same way whatever else is in the batch.
+same way whatever else is in the batch. A chunk is computed in the geometry of the whole chunk it lies in
+(the prefill_chunk_size positions from a multiple of it): its rows at their places among that chunk's
+rows, the others zeros, and the keys of all that chunk's positions, those past the computed ones read
+from a real slot and masked. SDPA's rows do not depend on each other's values (tests), so a token's keys
+and values are the same whether its prompt ended early in the chunk or a cache hit started the chunk
+late: the prefix cache can reuse any whole block that prefill computed. The first chunk (positions from 0)
+is the exception: computed from position 0 it attends over its own rows only, as transformers computes a
+short prompt, so it is whole-chunk geometry only when it is full (engine.scheduling.scheduler).
 """
 
 from __future__ import annotations
@@ -24,15 +31,24 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class PrefillSegment:
+    """Rows [token_start, token_start + num_tokens) of the flat batch: one prefill chunk."""
+
     token_start: int
     num_tokens: int
-    # Tokens of this sequence already in the cache before the chunk.
-    num_cached: int
-    # [2, num_kv_heads, num_cached + num_tokens] key and value rows of the flattened cache layer, and the
-    # causal mask [num_tokens, num_cached + num_tokens]; None when num_cached is 0 (the chunk attends to
-    # itself).
+    # Place of the chunk's first row among the rows of its geometry (the whole chunk).
+    row_offset: int = 0
+    # [2, num_kv_heads, geometry keys] key and value rows of the flattened cache layer; None for a first
+    # chunk computed from position 0 (it attends to its own keys and values).
     kv_index: Tensor | None = None
+    # [geometry rows, geometry keys] causal mask; None: SDPA's is_causal (a first chunk).
     mask: Tensor | None = None
+
+    @property
+    def num_geometry_rows(self) -> int:
+        if self.mask is not None:
+            return self.mask.shape[0]
+        # A first chunk: its keys are its rows.
+        return self.num_tokens if self.kv_index is None else self.kv_index.shape[-1]
 
 
 @dataclass(frozen=True)
@@ -119,14 +135,21 @@ def _decode_groups_attention(q: Tensor, kv_layer: Tensor, md: AttentionMetadata,
 def _prefill_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, seg: PrefillSegment,
                        scale: float) -> Tensor:
     """q [n, num_heads, head_dim]; k, v [n, num_kv_heads, head_dim] of this chunk."""
-    query = q.transpose(0, 1).unsqueeze(0)  # [1, num_heads, n, head_dim]
     if seg.kv_index is None:
+        query = q.transpose(0, 1).unsqueeze(0)  # [1, num_heads, n, head_dim]
         keys, values = k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0)
         out = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scale, enable_gqa=True)
-    else:
-        keys, values = (t.unsqueeze(0) for t in _gather(kv_layer, seg.kv_index))  # [1, num_kv_heads, L, head_dim]
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=seg.mask, scale=scale, enable_gqa=True)
-    return out[0].transpose(0, 1)
+        return out[0].transpose(0, 1)
+    rows = slice(seg.row_offset, seg.row_offset + seg.num_tokens)
+    if seg.num_geometry_rows != seg.num_tokens:
+        padded = q.new_zeros(seg.num_geometry_rows, *q.shape[1:])
+        padded[rows] = q
+        q = padded
+    query = q.transpose(0, 1).unsqueeze(0)  # [1, num_heads, geometry rows, head_dim]
+    keys, values = (t.unsqueeze(0) for t in _gather(kv_layer, seg.kv_index))  # [1, num_kv_heads, L, head_dim]
+    out = F.scaled_dot_product_attention(query, keys, values, attn_mask=seg.mask, is_causal=seg.mask is None,
+                                         scale=scale, enable_gqa=True)
+    return out[0].transpose(0, 1)[rows]
 
 
 def paged_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, md: AttentionMetadata,

@@ -1,8 +1,9 @@
 """Linear layers of the native forward: dense (bf16 prepacked for oneDNN, or plain), int8 or int4 weights.
 
 Each layer is called in two ways:
-- `matmul(x)`: one kernel call over all rows. A prefill chunk uses it: its rows are always the same chunk,
-  so its numerics are a function of the chunk alone.
+- `matmul_in_chunk(x, ...)`: one kernel call over a prefill chunk's rows, computed as they are within
+  their whole chunk (engine.model.attention): a kernel whose rows depend on the row count gets the
+  chunk's other rows as zeros, so a row's result does not depend on where its prompt was cut.
 - `rows_invariant(x)`: every row's result is the same whatever the row count, by calling the kernel only
   with row counts its RowTiling (engine.model.row_tiling) measured to agree. Decode rows and the rows
   sampled from use it, so a sequence's tokens do not depend on what else is batched.
@@ -51,9 +52,23 @@ class Linear:
         """Layers with equal keys run the same kernel configuration, so they share one RowTiling."""
         raise NotImplementedError
 
+    @property
+    def is_row_count_invariant(self) -> bool:
+        """The kernel computes each row on its own at any row count (tests/engine/model/test_linear.py)."""
+        return False
+
     def matmul(self, x: Tensor) -> Tensor:
         out = self._kernel(x)
         return out if self.bias is None else out + self.bias
+
+    def matmul_in_chunk(self, x: Tensor, row_offset: int, num_chunk_rows: int) -> Tensor:
+        """x [n, in]: rows [row_offset, row_offset + n) of a chunk of num_chunk_rows rows."""
+        num_rows = x.shape[0]
+        if num_rows == num_chunk_rows or self.is_row_count_invariant:
+            return self.matmul(x)
+        padded = x.new_zeros(num_chunk_rows, x.shape[1])
+        padded[row_offset:row_offset + num_rows] = x
+        return self.matmul(padded)[row_offset:row_offset + num_rows]
 
     def calibrate(self, dtype: torch.dtype, store: RowTilingStore) -> None:
         key = self.kernel_key
@@ -121,6 +136,11 @@ class Int8Linear(Linear):
         return apply_int8_linear(x, self.qweight, self.scales)
 
     @property
+    def is_row_count_invariant(self) -> bool:
+        # aten's CPU kernel: each row its own dot products. Its CUDA kernel tiles rows: not measured.
+        return self.device.type == "cpu"
+
+    @property
     def num_bytes(self) -> int:
         return self.qweight.numel() + self.scales.numel() * self.scales.element_size()
 
@@ -141,6 +161,11 @@ class Int4Linear(Linear):
 
     def _kernel(self, x: Tensor) -> Tensor:
         return apply_int4_linear(x, self.packed, self.group_size, self.scales_and_zeros)
+
+    @property
+    def is_row_count_invariant(self) -> bool:
+        # aten's CPU kernel: each row its own dot products. Its CUDA kernel tiles rows: not measured.
+        return self.device.type == "cpu"
 
     @property
     def num_bytes(self) -> int:

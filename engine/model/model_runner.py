@@ -19,10 +19,11 @@ from engine.scheduling.scheduler import ScheduledChunk
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel, kv_cache: KVCache | None, block_size: int) -> None:
+    def __init__(self, loaded: LoadedModel, kv_cache: KVCache | None, block_size: int, prefill_chunk_size: int) -> None:
         self.loaded = loaded
         self.kv_cache = kv_cache
         self.block_size = block_size
+        self.prefill_chunk_size = prefill_chunk_size
         self.device = loaded.device
         self.group = loaded.group
         if loaded.is_native:
@@ -35,8 +36,8 @@ class ModelRunner:
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, rows of one context length together, as the attention metadata
         expects."""
-        decodes = sorted((c for c in chunks if c.num_tokens == 1), key=lambda c: c.start + 1)
-        return decodes + [c for c in chunks if c.num_tokens > 1]
+        decodes = sorted((c for c in chunks if c.is_decode), key=lambda c: c.start + 1)
+        return decodes + [c for c in chunks if not c.is_decode]
 
     @property
     def failure(self) -> str | None:
@@ -49,7 +50,8 @@ class ModelRunner:
             return self._execute_hf(chunks)
         size = self.block_size
         inputs = [ChunkInput(c.seq.tokens_between(c.start, c.start + c.num_tokens), c.start,
-                             c.seq.block_table[:-(-(c.start + c.num_tokens) // size)], c.is_sampled) for c in chunks]
+                             c.seq.block_table[:-(-(c.start + c.num_tokens) // size)], c.is_decode, c.is_sampled)
+                  for c in chunks]
         if not self.group.is_distributed:
             return self._run(inputs, block_copies)
         try:
@@ -89,6 +91,22 @@ class ModelRunner:
         size = self.block_size
         return block_table[..., positions // size] * size + positions % size
 
+    def _prefill_segment(self, token_start: int, start: int, count: int, table: list[int]) -> PrefillSegment:
+        """The chunk [start, start + count) in the geometry of its whole chunk (engine.model.attention)."""
+        if start == 0:
+            return PrefillSegment(token_start, count)
+        chunk_start = start // self.prefill_chunk_size * self.prefill_chunk_size
+        chunk_end = chunk_start + self.prefill_chunk_size
+        context = torch.arange(chunk_end, device=self.device)
+        # Positions past the chunk's last row read that row's slot (real values, masked).
+        slots = self._slots(torch.tensor(table, device=self.device), context.clamp(max=start + count - 1))
+        kv_index = (slots * 2 * self.num_kv_heads + self._kv_offsets)[:, 0]  # [2, heads, chunk_end]
+        mask = None  # a first chunk entered late (a cache hit): is_causal, as when computed from 0
+        if chunk_start:
+            query_pos = torch.arange(chunk_start, chunk_end, device=self.device).unsqueeze(1)
+            mask = context.unsqueeze(0) <= query_pos  # [prefill_chunk_size, chunk_end]
+        return PrefillSegment(token_start, count, start - chunk_start, kv_index, mask)
+
     def _prepare(self, chunks: list[ChunkInput]) -> tuple[Tensor, Tensor, AttentionMetadata, Tensor]:
         device = self.device
         size = self.block_size
@@ -96,7 +114,7 @@ class ModelRunner:
         positions: list[int] = []
         slot_mapping: list[int] = []
         sample_rows: list[int] = []
-        decodes = [c for c in chunks if len(c.token_ids) == 1]
+        decodes = [c for c in chunks if c.is_decode]
         prefills: list[PrefillSegment] = []
         for chunk in chunks:
             start, count, table = chunk.start, len(chunk.token_ids), chunk.block_table
@@ -107,16 +125,8 @@ class ModelRunner:
                 slot_mapping.append(table[pos // size] * size + pos % size)
             if chunk.is_sampled:
                 sample_rows.append(len(token_ids) - 1)
-            if count > 1:
-                kv_index = mask = None
-                if start > 0:
-                    context = torch.arange(start + count, device=device)
-                    slots = self._slots(torch.tensor(table, device=device), context)
-                    kv_index = (slots * 2 * self.num_kv_heads + self._kv_offsets)[:, 0]  # [2, heads, context]
-                    query_pos = torch.arange(start, start + count, device=device).unsqueeze(1)
-                    mask = context.unsqueeze(0) <= query_pos  # [count, start + count]
-                prefills.append(PrefillSegment(token_start, count, start, kv_index, mask))
-
+            if not chunk.is_decode:
+                prefills.append(self._prefill_segment(token_start, start, count, table))
         groups = []
         if decodes:
             groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)

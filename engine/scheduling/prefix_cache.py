@@ -78,15 +78,14 @@ class PrefixCache:
             blocks.append(block)
         return blocks
 
-    def find(self, seq: Seq, block_size: int, unit: int) -> list[int]:
-        """Blocks that `seq`, with nothing computed, reuses: its longest cached prefix cut to a multiple of
-        `unit` tokens (whole chunks of whole blocks) and short of its last token, whose logits it needs."""
-        limit = (seq.num_tokens - 1) // unit * unit
-        if limit == 0:
+    def find(self, seq: Seq, block_size: int) -> list[int]:
+        """Blocks that `seq`, with nothing computed, reuses: its longest cached prefix in whole blocks, short of
+        its last token, whose logits it needs."""
+        num_blocks = (seq.num_tokens - 1) // block_size
+        if num_blocks == 0:
             return []
-        extend_hashes(seq.block_hashes, seq.token_ids, block_size, limit // block_size)
-        blocks = self.match(seq.block_hashes[:limit // block_size])
-        return blocks[:len(blocks) * block_size // unit * unit // block_size]
+        extend_hashes(seq.block_hashes, seq.token_ids, block_size, num_blocks)
+        return self.match(seq.block_hashes[:num_blocks])
 
     def add_blocks(self, seq: Seq, first: int, last: int, block_size: int) -> None:
         """Register blocks [first, last) of seq's block table, full and computed, under their hashes."""

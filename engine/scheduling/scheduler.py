@@ -2,22 +2,23 @@
 
 Each step first continues the running sequences in admission order (one token for a decode, the next
 prefill chunk otherwise), then admits waiting ones while the token budget, sequence slots and KV blocks
-allow. Prefill chunks always start at multiples of prefill_chunk_size, so a prompt is cut the same way
-whatever else runs. When a running sequence needs a block and none is free, the most recently admitted
-sequence not yet scheduled this step is preempted: its blocks are freed and it waits at the head of the
-queue to be recomputed (prompt and output so far). Nothing is dropped.
+allow. Prefill chunks never cross a multiple of prefill_chunk_size, and each is computed in the geometry
+of the whole chunk it lies in (engine.model.attention), so a token's keys and values do not depend on
+where its prompt was cut. When a running sequence needs a block and none is free, the most recently
+admitted sequence not yet scheduled this step is preempted: its blocks are freed and it waits at the head
+of the queue to be recomputed (prompt and output so far). Nothing is dropped.
 
 Prefix caching (when the allocator has a prefix cache): a sequence admitted with nothing computed
-reuses the longest cached prefix of its tokens, cut to a multiple of prefill_chunk_size (and of the
-block size) and short of its last token, whose logits must be computed. It then computes from that
-boundary, so its chunks are exactly those a miss computes. Only blocks computed by full-size chunks are
-cached: a chunk's numerics depend on its extent, so the short last chunk of a prompt, and decode steps,
-can give other bits than a later request's full chunk over the same tokens.
+reuses the longest cached prefix of its tokens in whole blocks, short of its last token, whose logits
+must be computed. Every full block that prefill computed is cached, the prompt's short last chunk
+included, so the next turn of a conversation reuses its whole previous prompt. Decode steps compute
+another way (one row, its exact context) and their blocks are not cached. The first chunk is the
+exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
+short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -54,6 +55,12 @@ class ScheduledChunk:
     num_tokens: int
 
     @property
+    def is_decode(self) -> bool:
+        """One output token after the sequence's computed ones: attended as a decode row, not a prefill
+        chunk (a one-token prompt chunk is still a prefill chunk)."""
+        return self.num_tokens == 1 and self.start >= self.seq.num_prompt_tokens
+
+    @property
     def is_sampled(self) -> bool:
         """The chunk reaches the end of the sequence, so its last position yields the next token."""
         return self.start + self.num_tokens == self.seq.num_tokens
@@ -80,8 +87,6 @@ class Scheduler:
         self._free_slots: deque[int] = deque(range(config.max_num_seqs))
         # Slots held for the choices a sequence forks when its prompt is prefilled.
         self.reserved_slots: dict[int, list[int]] = {}
-        # A cache hit is a multiple of this many tokens: whole chunks made of whole blocks.
-        self._reuse_unit = math.lcm(config.block_size, config.prefill_chunk_size)
 
     @property
     def num_free_slots(self) -> int:
@@ -94,9 +99,21 @@ class Scheduler:
         seq.status = SequenceStatus.WAITING
         self.waiting.append(seq)
 
+    def _chunk_tokens(self, seq: Sequence, start: int) -> int:
+        """Tokens of the prefill chunk starting at `start`: up to the sequence's end or the next multiple of
+        prefill_chunk_size, whichever comes first."""
+        chunk_size = self.config.prefill_chunk_size
+        return min(seq.num_tokens - start, (start // chunk_size + 1) * chunk_size - start)
+
     def _num_new_tokens(self, seq: Sequence) -> int:
-        remaining = seq.num_tokens - seq.num_computed_tokens
-        return min(remaining, self.config.prefill_chunk_size)
+        return self._chunk_tokens(seq, seq.num_computed_tokens)
+
+    def _find_cached(self, seq: Sequence) -> list[int]:
+        cache = self.allocator.prefix_cache
+        # A prompt shorter than one chunk computes its first chunk over its own rows: unlike the cached ones.
+        if cache is None or seq.num_tokens < self.config.prefill_chunk_size:
+            return []
+        return cache.find(seq, self.config.block_size)
 
     def _blocks_needed(self, seq: Sequence, num_new: int) -> int:
         size = self.config.block_size
@@ -161,10 +178,9 @@ class Scheduler:
 
         while self.waiting and budget > 0:
             seq = self.waiting[0]  # nothing computed, no blocks
-            cache = self.allocator.prefix_cache
-            hit = cache.find(seq, self.config.block_size, self._reuse_unit) if cache is not None else []
+            hit = self._find_cached(seq)
             start = len(hit) * self.config.block_size
-            num_new = min(seq.num_tokens - start, self.config.prefill_chunk_size)
+            num_new = self._chunk_tokens(seq, start)
             num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
             if num_new > budget or num_slots > self.num_free_slots:
                 break
@@ -193,12 +209,12 @@ class Scheduler:
         first: a step's rows are one batch, so a lone long prompt runs in large GEMMs while its chunks keep
         their fixed boundaries (1,000 tokens in 128-token chunks: 1.0 s instead of 2.0 s in one chunk per
         step, one thread here). Never preempts."""
-        size, chunk_size = self.config.block_size, self.config.prefill_chunk_size
+        size = self.config.block_size
         watermark = self.config.num_watermark_blocks if len(self.running) > 1 else 0
         ends = {c.seq.seq_id: (c.seq, c.start + c.num_tokens) for c in out.chunks if not c.is_sampled}
         for seq, end in ends.values():
             while end < seq.num_tokens:
-                num_new = min(seq.num_tokens - end, chunk_size)
+                num_new = self._chunk_tokens(seq, end)
                 needed = -(-(end + num_new) // size) - len(seq.block_table)
                 if num_new > budget or needed + watermark > self.allocator.num_free:
                     return
@@ -208,16 +224,18 @@ class Scheduler:
                 budget -= num_new
 
     def record_computed(self, chunks: list[ScheduledChunk]) -> None:
-        """After a step's forward ran `chunks`: advance their sequences, and cache the blocks that full-size
+        """After a step's forward ran `chunks`: advance their sequences, and cache the full blocks that prefill
         chunks completed (their keys and values are now in the KV cache)."""
         size, chunk_size = self.config.block_size, self.config.prefill_chunk_size
         for chunk in chunks:
             seq = chunk.seq
             seq.num_computed_tokens += chunk.num_tokens
-            if chunk.num_tokens != chunk_size or chunk.start != seq.num_cacheable_tokens:
+            if chunk.is_decode or chunk.start != seq.num_cacheable_tokens:
                 continue
+            if chunk.start == 0 and chunk.num_tokens < chunk_size:
+                continue  # a first chunk shorter than a chunk: computed over its own rows only
             first = seq.num_cacheable_tokens // size
-            seq.num_cacheable_tokens += chunk_size
+            seq.num_cacheable_tokens = chunk.start + chunk.num_tokens
             if self.allocator.prefix_cache is not None:
                 self.allocator.prefix_cache.add_blocks(seq, first, seq.num_cacheable_tokens // size, size)
 

@@ -123,7 +123,8 @@ def test_tool_call_round_trip_through_the_openai_client(client):
 def test_a_chat_resent_with_its_history_reports_its_cached_prompt_tokens(client, server_url):
     from engine.config import EngineConfig
 
-    chunk = EngineConfig.__dataclass_fields__["prefill_chunk_size"].default  # the server runs the defaults
+    fields = EngineConfig.__dataclass_fields__  # the server runs the defaults
+    chunk, block = fields["prefill_chunk_size"].default, fields["block_size"].default
     system = "You keep a ship's log. " + "Wind, sea state, course and speed are logged every watch. " * 60
     messages = [{"role": "system", "content": system}, {"role": "user", "content": "Log the morning watch."}]
     first = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages, temperature=0,
@@ -134,13 +135,15 @@ def test_a_chat_resent_with_its_history_reports_its_cached_prompt_tokens(client,
     stream = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages, temperature=0,
                                             max_completion_tokens=8, stream=True, stream_options={"include_usage": True})
     usage = list(stream)[-1].usage
-    # The first prompt's full chunks were cached; the next turn reuses them, up to a chunk boundary short
-    # of its own last token. The same request again reuses all of its own full chunks but the last.
-    cached = min(first.usage.prompt_tokens // chunk, (usage.prompt_tokens - 1) // chunk) * chunk
-    assert usage.prompt_tokens_details.cached_tokens == cached > 0
+    # The first prompt's whole blocks were cached, its short last chunk's included; the next turn reuses
+    # them (not the answer's, which decode computed). The same request again reuses all of its own whole
+    # blocks, short of its last token.
+    cached = first.usage.prompt_tokens // block * block
+    assert usage.prompt_tokens_details.cached_tokens == cached and cached % chunk
+    assert cached > 0
     again = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages, temperature=0,
                                            max_completion_tokens=8)
-    assert again.usage.prompt_tokens_details.cached_tokens == (usage.prompt_tokens - 1) // chunk * chunk
+    assert again.usage.prompt_tokens_details.cached_tokens == (usage.prompt_tokens - 1) // block * block
     health = httpx.get(server_url + "/health").json()
     assert health["prefix_cache_hit_tokens"] >= 2 * cached and health["prefix_cache_blocks"] > 0
     assert 0 < health["prefix_cache_hit_rate"] < 1

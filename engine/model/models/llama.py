@@ -110,7 +110,8 @@ class LlamaModel:
     """Weights as engine.model.linear layers; forward over a flat batch of tokens [T].
 
     Decode rows and the rows sampled from go through each layer's rows_invariant path, prefill chunks
-    through one call per chunk, so that a sequence's tokens never depend on what else is batched.
+    through one call per chunk in the geometry of their whole chunk (engine.model.attention), so that a
+    sequence's tokens never depend on what else is batched, nor on where a cache hit cut its prompt.
 
     Under tensor parallelism (engine.distributed) the model holds one rank's shard (`partition`): its
     query and KV heads, its slice of the MLP features and of the vocabulary. The forward is the same on
@@ -195,7 +196,8 @@ class LlamaModel:
         if not md.prefills:
             return linear.rows_invariant(x)
         parts = [linear.rows_invariant(x[:md.num_decode_tokens])] if md.num_decode_tokens else []
-        parts += [linear.matmul(x[seg.token_start:seg.token_start + seg.num_tokens]) for seg in md.prefills]
+        parts += [linear.matmul_in_chunk(x[seg.token_start:seg.token_start + seg.num_tokens], seg.row_offset,
+                                         seg.num_geometry_rows) for seg in md.prefills]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.inference_mode()

@@ -50,8 +50,8 @@ def test_partitions_cover_the_model_once(world_size):
 
 
 def test_step_encoding_round_trips():
-    chunks = [ChunkInput([5], 17, [3, 9], True), ChunkInput(list(range(40)), 0, [1, 2, 4], False),
-              ChunkInput([7, 8], 32, [0, 6, 11], True)]
+    chunks = [ChunkInput([5], 17, [3, 9], True, True), ChunkInput(list(range(40)), 0, [1, 2, 4], False, False),
+              ChunkInput([7, 8], 32, [0, 6, 11], False, True)]
     copies = [(2, 12), (4, 13)]
     assert decode_step(encode_step(chunks, copies)) == (chunks, copies)
     assert decode_step(encode_step([], [])) == ([], [])

@@ -50,28 +50,41 @@ def finish_all(scheduler, seqs, max_steps=50):
     raise AssertionError("did not finish prefill")
 
 
-def test_a_hit_starts_at_a_chunk_boundary_short_of_the_last_token():
+def test_a_hit_reuses_whole_blocks_that_prefill_computed_short_of_the_last_token():
     scheduler = make_scheduler(chunk=8, budget=32, is_caching=True)
     first = make_seq(prompt_len=20)
     scheduler.add(first)
     finish_all(scheduler, [first])
     for _ in range(6):  # decode steps: their blocks are not cached
         run_step(scheduler, scheduler.schedule())
-    # Chunks [0, 8) and [8, 16) were full: 4 blocks cached; [16, 20) and the decodes were not.
-    assert scheduler.allocator.prefix_cache.num_cached == 16 // BLOCK
+    # Chunks [0, 8), [8, 16) and the short [16, 20) were prefill: 5 blocks cached; the decodes' were not.
+    assert scheduler.allocator.prefix_cache.num_cached == 20 // BLOCK
     scheduler.finish(first)
     starts = {}
-    for prompt_len in (20, 16, 8, 30):
+    for prompt_len in (20, 16, 8, 30, 6):
         seq = make_seq(prompt_len=prompt_len)
         scheduler.add(seq)
         out = scheduler.schedule()
-        starts[prompt_len] = (out.chunks[0].start, seq.num_cached_tokens)
+        starts[prompt_len] = (out.chunks[0].start, out.chunks[0].num_tokens, seq.num_cached_tokens)
         run_step(scheduler, out)
         scheduler.finish(seq)
-    # 16 == a whole cached prompt: its last chunk is recomputed for its logits; 8: nothing to reuse.
-    assert starts == {20: (16, 16), 16: (8, 8), 8: (0, 0), 30: (16, 16)}
+    # A whole cached prompt recomputes its last block for its logits (20, 16); a hit inside a chunk computes
+    # up to the chunk's end (8: [4, 8)); 30 reuses all 5 blocks; 6 is shorter than a chunk: no hit.
+    assert starts == {20: (16, 4, 16), 16: (12, 4, 12), 8: (4, 4, 4), 30: (20, 4, 20), 6: (0, 6, 0)}
     cache = scheduler.allocator.prefix_cache
-    assert (cache.num_hit_tokens, cache.num_queried_tokens) == (40, 20 + 20 + 16 + 8 + 30)
+    assert (cache.num_hit_tokens, cache.num_queried_tokens) == (52, 20 + 20 + 16 + 8 + 30 + 6)
+
+
+def test_a_short_first_chunk_is_not_cached_but_a_short_later_chunk_is():
+    scheduler = make_scheduler(chunk=8, budget=32, is_caching=True)
+    short = make_seq(prompt_len=7)
+    scheduler.add(short)
+    finish_all(scheduler, [short])
+    assert scheduler.allocator.prefix_cache.num_cached == 0
+    longer = make_seq(prompt_len=13)
+    scheduler.add(longer)
+    finish_all(scheduler, [longer])
+    assert scheduler.allocator.prefix_cache.num_cached == 12 // BLOCK
 
 
 def test_n_choices_fork_from_cached_blocks_and_copy_on_write_their_shared_tail():
@@ -194,3 +207,43 @@ def test_eviction_under_a_tiny_kv_budget_finishes_every_request_with_the_right_t
         assert {rid: tokens for rid, (tokens, _) in got.items()} == expected
     assert num_evicted > 0 and not preempted
     assert tiny.allocator.num_free == tiny.allocator.num_blocks
+
+
+@pytest.fixture(scope="module")
+def chunked_engines(engines):
+    """Caching on and off with 64-token chunks of 16-token blocks: hits land inside chunks."""
+    on16, _ = engines
+    config = dict(model_path=on16.config.model_path, dtype="float32", prefill_chunk_size=64, max_num_batched_tokens=128,
+                  max_num_seqs=8, kv_cache_memory_gib=256 * BLOCK_BYTES / 2**30)
+    on = LLMEngine(EngineConfig(**config), loaded=on16.loaded)
+    off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on16.loaded)
+    return on, off
+
+
+def test_a_conversation_reuses_its_previous_prompt_cut_anywhere_in_a_chunk(chunked_engines):
+    """The next turn of a chat reuses every whole block its previous prompt's prefill computed, its short
+    last chunk included (not the answer's decode steps), and gets the tokens and logprobs of a miss."""
+    on, off = chunked_engines
+    text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
+    requests, expected = {}, {}
+    for marker, kind in enumerate(("next-turn", "inside-first-chunk", "short-primer", "short-target")):
+        for params in (GREEDY, SEEDED):
+            tag = [1100 + 2 * marker + (params is SEEDED)]
+            primer = tag + (text[:99] if kind in ("next-turn", "short-target") else text[:69] if kind == "inside-first-chunk"
+                            else text[:40])
+            answer = [token for token, _, _ in run(on, {"primer": (primer, GREEDY)})["primer"][0]]
+            target, num_cached = {
+                "next-turn": (primer + answer + other[:30], 96),  # 100-token prompt: blocks up to 96
+                "inside-first-chunk": (tag + text[:40] + other[:40], 32),  # 41 shared tokens: 2 blocks
+                "short-primer": (tag + text[:40] + other[:40], 0),  # a 41-token first chunk is not cached
+                "short-target": (tag + text[:50], 0),  # shorter than a chunk: reuses nothing
+            }[kind]
+            request_id = f"{kind}-{'seeded' if params is SEEDED else 'greedy'}"
+            requests[request_id] = (target, params)
+            expected[request_id] = run(off, {request_id: (target, params)})[request_id][0]
+            assert run(on, {request_id: (target, params)})[request_id] == (expected[request_id], num_cached), request_id
+    # Batched, each target now hitting the blocks its own prefill computed, up to its last block.
+    together = run(on, requests)
+    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
+    assert together["next-turn-greedy"][1] == (len(requests["next-turn-greedy"][0]) - 1) // 16 * 16
+    assert on.allocator.num_free == on.allocator.num_blocks

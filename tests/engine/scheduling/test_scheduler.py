@@ -134,11 +134,13 @@ def test_a_lone_sequence_that_cannot_grow_preempts_itself_not_crash():
 
 
 class FakeKV:
-    """What a forward would leave in each block slot: (token, family that wrote it, by a full chunk?).
+    """What a forward would leave in each block slot: (token, family that wrote it, in whole-chunk geometry?).
 
-    Checks, for every scheduled chunk, that the whole context holds the sequence's own tokens (a hit
-    never reads a stale, evicted or foreign block) and that what another family wrote, which the sequence
-    reuses through the prefix cache, was written by full-size chunks only."""
+    Checks, for every scheduled chunk, that it is a decode or stays within one chunk, that the whole
+    context holds the sequence's own tokens (a hit never reads a stale, evicted or foreign block), and that
+    what another family wrote, which the sequence reuses through the prefix cache, was computed by prefill
+    in whole-chunk geometry (engine.model.attention): not by a decode, nor by a first chunk shorter than a
+    chunk."""
 
     def __init__(self, chunk_size):
         self.chunk_size = chunk_size
@@ -151,14 +153,16 @@ class FakeKV:
         for chunk in out.chunks:
             seq, table = chunk.seq, chunk.seq.block_table
             family = self.family.setdefault(seq.seq_id, seq.seq_id)
-            assert chunk.start % self.chunk_size == 0 or (chunk.num_tokens == 1 and chunk.start == seq.num_tokens - 1)
+            last = chunk.start + chunk.num_tokens - 1
+            assert chunk.is_decode or chunk.start // self.chunk_size == last // self.chunk_size
+            is_whole_chunk = not chunk.is_decode and not (chunk.start == 0 and chunk.num_tokens < self.chunk_size)
             for pos in range(chunk.start + chunk.num_tokens):
                 if pos >= chunk.start:
-                    is_full = chunk.num_tokens == self.chunk_size
-                    self.slots.setdefault(table[pos // BLOCK], {})[pos % BLOCK] = (seq.token_at(pos), family, is_full)
-                token, writer, is_full = self.slots[table[pos // BLOCK]][pos % BLOCK]
+                    self.slots.setdefault(table[pos // BLOCK], {})[pos % BLOCK] = (seq.token_at(pos), family,
+                                                                                    is_whole_chunk)
+                token, writer, is_whole_chunk_written = self.slots[table[pos // BLOCK]][pos % BLOCK]
                 assert token == seq.token_at(pos)
-                assert writer == family or is_full
+                assert writer == family or is_whole_chunk_written
 
 
 @pytest.mark.parametrize("is_caching", [False, True], ids=["no-cache", "prefix-cache"])

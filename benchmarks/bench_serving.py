@@ -24,9 +24,11 @@ once per --quantization mode given, default the registry's), --compare-transform
 ~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
 transformers: the checkpoint's float32) unless --dtype sets one for both.
 
-Prefix caching: --compare-prefix-caching runs the levels against a second hearth started with
---no-prefix-caching and prints the ratio of output tok/s (this load shares no prefix long enough to hit:
-it measures what the cache costs when it does not help). --hearth-args passes other flags to hearth.
+Prefix caching: --compare-prefix-caching starts hearth twice, with and without --no-prefix-caching, both
+up at once, and runs every level on each in ABBA order (on, off, off, on, ...) for --rounds rounds, so
+that the guest's drift falls on both alike; it prints each level's ratio of summed output tok/s (this
+load shares no prefix long enough to hit: it measures what the cache costs when it does not help).
+--hearth-args passes other flags to hearth.
 
 Constraint cost: --compare-json-schema runs every level against hearth twice in the same server, unconstrained
 and with response_format json_schema (STORY_SCHEMA: a title and a story, strings long enough to run to the
@@ -35,7 +37,8 @@ token cap), and prints the ratio of output tok/s.
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
        [--seed 1234] [--ignore-eos] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
-       [--transformers-args ARGS] [--hearth-args ARGS] [--compare-prefix-caching] [--plot benchmarks/out/serving.png]
+       [--transformers-args ARGS] [--hearth-args ARGS] [--compare-prefix-caching [--rounds 2]]
+       [--plot benchmarks/out/serving.png]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import contextlib
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -261,6 +265,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hearth-args", default="", help="extra flags for python -m server, e.g. '--no-prefix-caching'")
     p.add_argument("--compare-prefix-caching", action="store_true",
                    help="with --start-hearth: also run a hearth started with --no-prefix-caching, print the ratio")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="with --compare-prefix-caching: ABBA rounds per level (default: 2)")
     p.add_argument("--dtype", help="dtype for both launched servers (default: each one's own 'auto')")
     p.add_argument("--quantization", nargs="+", choices=("none", "int8", "int4"),
                    help="start hearth once per mode (default: once, in the registry entry's mode)")
@@ -288,6 +294,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def hearth_flags(mode: str | None, args) -> list[str]:
+    return [*(["--dtype", args.dtype] if args.dtype else []), *(["--quantization", mode] if mode else []),
+            *shlex.split(args.hearth_args)]
+
+
+def compare_prefix_caching(label: str, hearth_args: list[str], args) -> dict[str, dict[int, dict[str, float]]]:
+    """hearth with and without --no-prefix-caching, both up at once; each level on both in ABBA order."""
+    names = (f"{label} prefix caching on", f"{label} --no-prefix-caching")
+    urls, totals = {}, {name: {c: [] for c in args.concurrency} for name in names}
+    with contextlib.ExitStack() as stack:
+        for name, extra in zip(names, ([], ["--no-prefix-caching"])):
+            port = free_port()
+            cmd = [sys.executable, "-m", "server", "--port", str(port), *hearth_args, *extra]
+            stack.enter_context(launched(name.replace(" ", "-"), cmd, port))
+            urls[name] = f"http://127.0.0.1:{port}/v1"
+        for c in args.concurrency:
+            level_args = argparse.Namespace(**{**vars(args), "concurrency": [c]})
+            for index in range(args.rounds):
+                for name in (names if index % 2 == 0 else names[::-1]):
+                    rows = bench_server(f"{name}, round {index + 1}", urls[name], served_model(urls[name]),
+                                        args.dtype or default_dtype("hearth"), level_args)
+                    totals[name][c].append(rows[c])
+    print(f"\n{label}: prefix caching on / off, mean output tok/s over {args.rounds} ABBA rounds (1.00 = free)")
+    merged = {}
+    for name in names:
+        merged[name] = {c: {**runs[-1], "tok_s": statistics.mean(r["tok_s"] for r in runs)}
+                        for c, runs in totals[name].items()}
+    on, off = merged[names[0]], merged[names[1]]
+    for c in args.concurrency:
+        per_round = " ".join(f"{ratio(a['tok_s'], b['tok_s']):.3f}" for a, b in zip(totals[names[0]][c], totals[names[1]][c]))
+        print(f"{c:>4} clients: {ratio(on[c]['tok_s'], off[c]['tok_s']):.3f}  ({on[c]['tok_s']:.1f} vs "
+              f"{off[c]['tok_s']:.1f} tok/s; per round {per_round})")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
@@ -301,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or served_model(url)
         all_rows[urlparse(url).netloc] = bench_server("server", url, model, "?", args)
     dtype_args = ["--dtype", args.dtype] if args.dtype else []
-    for mode in (args.quantization or [None]) if args.start_hearth else []:
+    modes = (args.quantization or [None]) if args.start_hearth else []
+    for mode in [] if args.compare_prefix_caching else modes:
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1"
         name = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
-        hearth_args = [*dtype_args, *(["--quantization", mode] if mode else []), *shlex.split(args.hearth_args)]
+        hearth_args = hearth_flags(mode, args)
         with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *hearth_args],
                       port):
             all_rows[name] = bench_server(name, url, served_model(url), args.dtype or default_dtype("hearth"), args)
@@ -319,18 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 for c in args.concurrency:
                     print(f"{c:>4} clients: {ratio(fixed[c]['tok_s'], free[c]['tok_s']):.3f}  "
                           f"({fixed[c]['tok_s']:.1f} vs {free[c]['tok_s']:.1f} tok/s)")
-    if args.start_hearth and args.compare_prefix_caching:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/v1"
-        cmd = [sys.executable, "-m", "server", "--port", str(port), *hearth_args, "--no-prefix-caching"]
-        with launched("hearth-no-prefix-caching", cmd, port):
-            all_rows["hearth --no-prefix-caching"] = off = bench_server(
-                "hearth --no-prefix-caching", url, served_model(url), args.dtype or default_dtype("hearth"), args)
-        on = all_rows[name]
-        print("\nprefix caching on / off, output tok/s (1.00 = free)")
-        for c in args.concurrency:
-            print(f"{c:>4} clients: {ratio(on[c]['tok_s'], off[c]['tok_s']):.3f}  "
-                  f"({on[c]['tok_s']:.1f} vs {off[c]['tok_s']:.1f} tok/s)")
+    for mode in modes if args.compare_prefix_caching else []:
+        label = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
+        all_rows |= compare_prefix_caching(label, hearth_flags(mode, args), args)
     if args.compare_transformers:
         port, exe = free_port(), Path(sys.executable).with_name("transformers")
         cmd = [str(exe), "serve", str(MODEL_DIR), "--continuous-batching", "--host", "127.0.0.1",

@@ -26,7 +26,7 @@ import torch
 from engine.config import EngineConfig
 from engine.loading.registry import ModelEntry
 
-from .group import GroupConfig, TensorParallelGroup, choose_backend
+from .group import STARTUP_TIMEOUT_S, GroupConfig, TensorParallelGroup, choose_backend
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
     world_size = config.tensor_parallel_size
     device = rank_device(config.torch_device, 0)
     if device.type == "cuda" and torch.cuda.device_count() < world_size:
-        # Checked here: a rank that fails before the rendezvous leaves rank 0 waiting STARTUP_TIMEOUT_S.
+        # Checked here, before any rank starts: a clearer error than the ranks' own.
         raise ValueError(f"tensor_parallel_size={world_size} needs {world_size} GPUs on this host, "
                          f"{torch.cuda.device_count()} visible")
     backend = choose_backend(device, config.distributed_backend)
@@ -93,6 +93,7 @@ def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
     ranks = LocalRanks([_WorkerSpec(config, entry, GroupConfig(r, world_size, backend, init_method, local_rank=r),
                                     num_threads) for r in range(1, world_size)])
     try:
+        ranks.wait_until_joining()
         group = _join(GroupConfig(0, world_size, backend, init_method), config)
     except BaseException:
         ranks.join(kill=True)
@@ -126,12 +127,43 @@ class LocalRanks:
         import torch.multiprocessing as mp
 
         context = mp.get_context("spawn")
-        self.processes = [context.Process(target=_spawned_main, args=(spec, os.getpid()), daemon=True,
-                                          name=f"hearth-rank-{spec.group.rank}") for spec in specs]
+        # Each rank says on its pipe when it is about to join the group (wait_until_joining).
+        pipes = [context.Pipe(duplex=False) for _ in specs]
+        self.joining = [reader for reader, _ in pipes]
+        self.processes = [context.Process(target=_spawned_main, args=(spec, os.getpid(), writer), daemon=True,
+                                          name=f"hearth-rank-{spec.group.rank}") for spec, (_, writer) in zip(specs, pipes)]
         self.is_closing = False
-        for process in self.processes:
+        for process, (_, writer) in zip(self.processes, pipes):
             process.start()
+            writer.close()  # the rank holds its own end
             logger.info("tensor parallel: rank %s is pid %d", process.name.rsplit("-", 1)[1], process.pid)
+
+    def wait_until_joining(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Block until every rank is about to join the group. A rank that exits first (an import or
+        configuration error in the new process) raises here at once, instead of leaving rank 0 in the
+        rendezvous for its whole timeout."""
+        from multiprocessing.connection import wait
+
+        pending = dict(zip(self.joining, self.processes))
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            by_sentinel = {p.sentinel: p for p in pending.values()}
+            ready = wait([*pending, *by_sentinel], timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"{', '.join(p.name for p in pending.values())} not started after {timeout_s:.0f} s")
+            exited = {by_sentinel[s] for s in ready if s in by_sentinel}
+            for reader in [r for r in ready if r in pending]:
+                try:
+                    reader.recv()
+                except EOFError:  # its end closed unsaid: the rank is exiting
+                    pending[reader].join(10)
+                    exited.add(pending[reader])
+                    continue
+                exited.discard(pending.pop(reader))  # it said so before exiting: the watchdog reports it
+            if exited:
+                dead = sorted(exited, key=lambda p: p.name)
+                raise RuntimeError(", ".join(f"{p.name} (pid {p.pid}) exited with code {p.exitcode} before joining "
+                                             "the group" for p in dead))
 
     def watch(self, group: TensorParallelGroup) -> None:
         """Mark `group` failed as soon as a rank exits while it should be running."""
@@ -156,8 +188,9 @@ class LocalRanks:
                 process.join(5)
 
 
-def _spawned_main(spec: _WorkerSpec, parent_pid: int) -> None:
-    """A spawned rank: ends itself if rank 0's process goes away, then runs run_worker()."""
+def _spawned_main(spec: _WorkerSpec, parent_pid: int, joining) -> None:
+    """A spawned rank: ends itself if rank 0's process goes away, says on `joining` that it is about to join
+    the group, then runs run_worker()."""
     def watch_parent() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
@@ -167,6 +200,8 @@ def _spawned_main(spec: _WorkerSpec, parent_pid: int) -> None:
     if spec.num_threads is not None:
         torch.set_num_threads(spec.num_threads)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {spec.group.rank} %(levelname)s %(name)s: %(message)s")
+    joining.send(True)
+    joining.close()
     raise SystemExit(run_worker(spec.config, spec.entry, spec.group))
 
 

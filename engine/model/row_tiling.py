@@ -90,16 +90,23 @@ def machine_key() -> str:
 
 
 class RowTilingStore:
-    """Calibrations kept on disk per machine and torch build, so a restart does not measure them again."""
+    """Calibrations kept on disk per machine and torch build, so a restart does not measure them again.
+
+    Several processes may share the file (tensor-parallel ranks calibrate their own shards' shapes at the
+    same time): each write merges what the file holds then, so one rank's entries do not erase another's."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.entries: dict[str, dict] = {}
-        if path is not None and path.is_file():
-            try:
-                self.entries = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self.entries = {}
+        self.entries: dict[str, dict] = self._read()
+
+    def _read(self) -> dict[str, dict]:
+        if self.path is None or not self.path.is_file():
+            return {}
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return entries if isinstance(entries, dict) else {}
 
     @staticmethod
     def _key(kernel_key: tuple, device: torch.device) -> str:
@@ -116,6 +123,7 @@ class RowTilingStore:
         self.entries[self._key(kernel_key, device)] = asdict(tiling)
         if self.path is None:
             return
+        self.entries = {**self._read(), **self.entries}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")

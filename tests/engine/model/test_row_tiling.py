@@ -75,6 +75,17 @@ def test_calibrations_are_kept_per_machine_on_disk(tmp_path):
     assert reloaded.get(("dense", "bf16", 8, 16), torch.device("cpu")) is None
 
 
+def test_stores_sharing_a_file_keep_each_others_calibrations(tmp_path):
+    """Two processes (tensor-parallel ranks) that opened the file before either wrote."""
+    path = tmp_path / "tilings.json"
+    first, second = RowTilingStore(path), RowTilingStore(path)
+    first.put(("int4", "bf16", 32, 960, 576), torch.device("cpu"), RowTiling(max_rows=64))
+    second.put(("int4", "bf16", 32, 480, 576), torch.device("cpu"), RowTiling(max_rows=64))
+    reloaded = RowTilingStore(path)
+    for shape in ((960, 576), (480, 576)):
+        assert reloaded.get(("int4", "bf16", 32, *shape), torch.device("cpu")) == RowTiling(max_rows=64)
+
+
 def test_a_quantized_mode_without_kernels_on_the_device_is_refused_before_loading():
     for mode in ("int8", "int4"):
         with pytest.raises(ValueError, match=f"quantization={mode} cannot run here"):

@@ -51,6 +51,28 @@ class PrefillSegment:
         return self.num_tokens if self.kv_index is None else self.kv_index.shape[-1]
 
 
+def prefill_segment(token_start: int, start: int, count: int, block_table: list[int], block_size: int,
+                    chunk_size: int, num_kv_heads: int, device: torch.device) -> PrefillSegment:
+    """The prefill chunk of positions [start, start + count), at rows from token_start of the flat batch, in
+    the geometry of the whole chunk it lies in. block_table covers positions [0, start + count)."""
+    if start == 0:
+        return PrefillSegment(token_start, count)
+    chunk_start = start // chunk_size * chunk_size
+    chunk_end = chunk_start + chunk_size
+    context = torch.arange(chunk_end, device=device)
+    # Positions past the chunk's last row read that row's slot (real values, masked).
+    positions = context.clamp(max=start + count - 1)
+    slots = torch.tensor(block_table, device=device)[positions // block_size] * block_size + positions % block_size
+    offsets = (torch.arange(2, device=device).view(2, 1, 1) * num_kv_heads
+               + torch.arange(num_kv_heads, device=device).view(1, -1, 1))  # [2, num_kv_heads, 1]
+    kv_index = slots.view(1, 1, -1) * 2 * num_kv_heads + offsets  # [2, num_kv_heads, chunk_end]
+    mask = None  # a first chunk entered late (a cache hit): is_causal, as when computed from position 0
+    if chunk_start:
+        query_pos = torch.arange(chunk_start, chunk_end, device=device).unsqueeze(1)
+        mask = context.unsqueeze(0) <= query_pos  # [chunk_size, chunk_end]
+    return PrefillSegment(token_start, count, start - chunk_start, kv_index, mask)
+
+
 @dataclass(frozen=True)
 class DecodeGroup:
     """Decode rows [row_start, row_start + num_rows) of the flat batch with one context length."""

@@ -13,7 +13,13 @@ from torch import Tensor
 
 from engine.distributed.step import ChunkInput, decode_step, encode_step
 from engine.loading.loader import LoadedModel
-from engine.model.attention import AttentionMetadata, PrefillSegment, concat_decode_index, decode_groups
+from engine.model.attention import (
+    AttentionMetadata,
+    PrefillSegment,
+    concat_decode_index,
+    decode_groups,
+    prefill_segment,
+)
 from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
 
@@ -28,10 +34,6 @@ class ModelRunner:
         self.group = loaded.group
         if loaded.is_native:
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
-            heads = torch.arange(self.num_kv_heads, device=self.device)
-            # Row of (slot s, key/value j, head h) in a flattened cache layer: (2 s + j) * num_kv_heads + h.
-            self._kv_offsets = (torch.arange(2, device=self.device).view(2, 1, 1, 1) * self.num_kv_heads
-                                + heads.view(1, 1, -1, 1))  # [2, 1, num_kv_heads, 1]
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, rows of one context length together, as the attention metadata
@@ -87,26 +89,6 @@ class ModelRunner:
                 logits.append(row)
         return torch.stack(logits) if logits else torch.empty(0, self.loaded.vocab_size, device=self.device)
 
-    def _slots(self, block_table: Tensor, positions: Tensor) -> Tensor:
-        size = self.block_size
-        return block_table[..., positions // size] * size + positions % size
-
-    def _prefill_segment(self, token_start: int, start: int, count: int, table: list[int]) -> PrefillSegment:
-        """The chunk [start, start + count) in the geometry of its whole chunk (engine.model.attention)."""
-        if start == 0:
-            return PrefillSegment(token_start, count)
-        chunk_start = start // self.prefill_chunk_size * self.prefill_chunk_size
-        chunk_end = chunk_start + self.prefill_chunk_size
-        context = torch.arange(chunk_end, device=self.device)
-        # Positions past the chunk's last row read that row's slot (real values, masked).
-        slots = self._slots(torch.tensor(table, device=self.device), context.clamp(max=start + count - 1))
-        kv_index = (slots * 2 * self.num_kv_heads + self._kv_offsets)[:, 0]  # [2, heads, chunk_end]
-        mask = None  # a first chunk entered late (a cache hit): is_causal, as when computed from 0
-        if chunk_start:
-            query_pos = torch.arange(chunk_start, chunk_end, device=self.device).unsqueeze(1)
-            mask = context.unsqueeze(0) <= query_pos  # [prefill_chunk_size, chunk_end]
-        return PrefillSegment(token_start, count, start - chunk_start, kv_index, mask)
-
     def _prepare(self, chunks: list[ChunkInput]) -> tuple[Tensor, Tensor, AttentionMetadata, Tensor]:
         device = self.device
         size = self.block_size
@@ -126,7 +108,8 @@ class ModelRunner:
             if chunk.is_sampled:
                 sample_rows.append(len(token_ids) - 1)
             if not chunk.is_decode:
-                prefills.append(self._prefill_segment(token_start, start, count, table))
+                prefills.append(prefill_segment(token_start, start, count, table, size, self.prefill_chunk_size,
+                                                self.num_kv_heads, device))
         groups = []
         if decodes:
             groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)

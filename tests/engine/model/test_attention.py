@@ -1,11 +1,18 @@
-"""Decode attention: each row's output is the same alone or amid rows of any other lengths."""
+"""Decode attention: each row's output is the same alone or amid rows of any other lengths. Prefill
+attention: a chunk's rows are the same wherever its prompt was cut."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engine.model.attention import AttentionMetadata, concat_decode_index, decode_groups, paged_attention
+from engine.model.attention import (
+    AttentionMetadata,
+    concat_decode_index,
+    decode_groups,
+    paged_attention,
+    prefill_segment,
+)
 
 NUM_KV_HEADS, HEAD_DIM, NUM_HEADS, BLOCK = 3, 64, 9, 16
 
@@ -38,3 +45,40 @@ def test_decode_rows_equal_alone_and_batched(dtype):
         for j in (2, 9, 13):  # and beside one other row of a similar or a much longer context
             pair = _attend(q[[i, j]], k[[i, j]], v[[i, j]], kv_layer, [contexts[i], contexts[j]])
             assert torch.equal(pair[0], batched[i]), (lengths[i], lengths[j])
+
+
+CHUNK = 64
+
+
+def _prefill(q, k, v, kv_layer, table, start, count):
+    """Positions [start, start + count) as one prefill chunk; returns their outputs and the cache after."""
+    slots = torch.tensor([table[p // BLOCK] * BLOCK + p % BLOCK for p in range(start, start + count)])
+    seg = prefill_segment(0, start, count, table, BLOCK, CHUNK, NUM_KV_HEADS, torch.device("cpu"))
+    md = AttentionMetadata(slot_mapping=slots, prefills=[seg])
+    rows = slice(start, start + count)
+    return paged_attention(q[rows], k[rows], v[rows], kv_layer, md, 0.125)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype):
+    """A prompt computed in whole chunks, then the same positions cut every other way a prompt's end or a
+    cache hit cuts them: a short last chunk, a chunk entered late (the first one too), one row."""
+    generator = torch.Generator().manual_seed(4)
+    num_positions = 3 * CHUNK
+    table = torch.randperm(32, generator=generator)[:num_positions // BLOCK].tolist()
+    qkv = torch.randn(num_positions, NUM_HEADS + 2 * NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
+    q, k, v = qkv.split([NUM_HEADS, NUM_KV_HEADS, NUM_KV_HEADS], dim=1)
+    empty = torch.randn(32 * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
+    whole_cache = empty.clone()
+    whole = torch.cat([_prefill(q, k, v, whole_cache, table, s, CHUNK) for s in range(0, num_positions, CHUNK)])
+    # (start, count) cuts after the whole chunks before `start` were computed the whole-chunk way.
+    for start, count in [(CHUNK, 20), (CHUNK + 16, 48), (16, 48), (2 * CHUNK + 37, 1), (2 * CHUNK, 1), (48, 16)]:
+        cache = empty.clone()
+        for s in range(0, start // CHUNK * CHUNK, CHUNK):
+            _prefill(q, k, v, cache, table, s, CHUNK)
+        if start % CHUNK:  # a hit: the chunk's rows before `start` are in the cache, as a full chunk left them
+            first = start // CHUNK * CHUNK
+            cache[[table[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, start)]] = \
+                whole_cache[[table[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, start)]]
+        part = _prefill(q, k, v, cache, table, start, count)
+        assert torch.equal(part, whole[start:start + count]), (start, count)

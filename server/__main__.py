@@ -15,7 +15,7 @@ import threading
 import time
 
 import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, engine_config, resolve_entry, run_if_other_rank
+from server.engine_options import add_engine_options, resolve_entry, start_engine
 
 logger = logging.getLogger("hearth.server")
 # After a tensor-parallel rank fails: seconds /health keeps answering 503 before the port closes (so a probe
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    from engine.llm_engine import LLMEngine
     from engine.loading.registry import ModelNotFoundError
     from server.config import ServerConfig
     from server.http.app import build_app
@@ -68,16 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        config = engine_config(args, entry)
-        status = run_if_other_rank(config, entry)
-        if status is not None:
-            return status
-        engine_ = LLMEngine(config, entry)
+        engine_ = start_engine(args, entry)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = build_app(engine_, entry, is_engine_external=True, config=server_config)
-    if config.tensor_parallel_size > 1:
+    if engine_.config.tensor_parallel_size > 1:
         _exit_when_failed(engine_)
     if server_config.api_keys:
         logger.info("API keys required on /v1/*%s (%d keys)",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from engine.config import EngineConfig
 from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
+
+if TYPE_CHECKING:
+    from engine.llm_engine import LLMEngine
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -64,14 +68,16 @@ def engine_config(args: argparse.Namespace, entry: ModelEntry) -> EngineConfig:
     )
 
 
-def run_if_other_rank(config: EngineConfig, entry: ModelEntry) -> int | None:
-    """Under torchrun, ranks other than 0 run the forward of the steps rank 0 broadcasts, and neither serve
-    nor read input: their exit status, once rank 0 stops them. None in rank 0 and without torchrun."""
+def start_engine(args: argparse.Namespace, entry: ModelEntry) -> LLMEngine:
+    """The engine the arguments describe. Under torchrun, ranks other than 0 do not get one: they run the
+    forward of the steps rank 0 broadcasts, neither serving nor reading input, and exit with their status
+    (SystemExit) once rank 0 stops them. Raises ValueError for arguments the engine refuses."""
     from engine.distributed.launch import run_worker, torchrun_config
+    from engine.llm_engine import LLMEngine
 
-    if config.tensor_parallel_size == 1:
-        return None
-    group_config = torchrun_config(config)
-    if group_config is None or group_config.rank == 0:
-        return None
-    return run_worker(config, entry, group_config)
+    config = engine_config(args, entry)
+    if config.tensor_parallel_size > 1:
+        group_config = torchrun_config(config)
+        if group_config is not None and group_config.rank != 0:
+            raise SystemExit(run_worker(config, entry, group_config))
+    return LLMEngine(config, entry)

@@ -29,6 +29,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _slots(block_table: Tensor, positions: Tensor, block_size: int) -> Tensor:
+    """block_table [..., num_blocks], positions [L] -> cache slots [..., L]."""
+    return block_table[..., positions // block_size] * block_size + positions % block_size
+
+
+def _kv_rows(slots: Tensor, num_kv_heads: int) -> Tensor:
+    """slots [..., L] -> [2, ..., num_kv_heads, L]: rows of a cache layer flattened to
+    [num_slots * 2 * num_kv_heads, head_dim] (row of slot s, key/value j, head h: (2 s + j) * num_kv_heads + h)."""
+    heads = torch.arange(num_kv_heads, device=slots.device).view(-1, 1)  # [num_kv_heads, 1]
+    keys = slots.unsqueeze(-2) * (2 * num_kv_heads) + heads  # [..., num_kv_heads, L]
+    return torch.stack((keys, keys + num_kv_heads))
+
+
 @dataclass(frozen=True)
 class PrefillSegment:
     """Rows [token_start, token_start + num_tokens) of the flat batch: one prefill chunk."""
@@ -61,11 +74,8 @@ def prefill_segment(token_start: int, start: int, count: int, block_table: list[
     chunk_end = chunk_start + chunk_size
     context = torch.arange(chunk_end, device=device)
     # Positions past the chunk's last row read that row's slot (real values, masked).
-    positions = context.clamp(max=start + count - 1)
-    slots = torch.tensor(block_table, device=device)[positions // block_size] * block_size + positions % block_size
-    offsets = (torch.arange(2, device=device).view(2, 1, 1) * num_kv_heads
-               + torch.arange(num_kv_heads, device=device).view(1, -1, 1))  # [2, num_kv_heads, 1]
-    kv_index = slots.view(1, 1, -1) * 2 * num_kv_heads + offsets  # [2, num_kv_heads, chunk_end]
+    slots = _slots(torch.tensor(block_table, device=device), context.clamp(max=start + count - 1), block_size)
+    kv_index = _kv_rows(slots, num_kv_heads)  # [2, num_kv_heads, chunk_end]
     mask = None  # a first chunk entered late (a cache hit): is_causal, as when computed from position 0
     if chunk_start:
         query_pos = torch.arange(chunk_start, chunk_end, device=device).unsqueeze(1)
@@ -79,8 +89,7 @@ class DecodeGroup:
 
     row_start: int
     num_rows: int
-    # [2, num_rows, num_kv_heads, context_len] key and value rows of a cache layer flattened to
-    # [num_slots * 2 * num_kv_heads, head_dim] (row of slot s, k/v j, head h: (2 s + j) * num_kv_heads + h).
+    # [2, num_rows, num_kv_heads, context_len] key and value rows of the flattened cache layer (_kv_rows).
     kv_index: Tensor
 
 
@@ -88,8 +97,6 @@ def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv
                   device: torch.device) -> list[DecodeGroup]:
     """Groups for decode rows given as (block table, context length), in row order. Rows of one context
     length must be adjacent (ModelRunner.order sorts them so)."""
-    offsets = (torch.arange(2, device=device).view(2, 1, 1, 1) * num_kv_heads
-               + torch.arange(num_kv_heads, device=device).view(1, 1, -1, 1))  # [2, 1, num_kv_heads, 1]
     groups: list[DecodeGroup] = []
     start = 0
     while start < len(contexts):
@@ -99,9 +106,8 @@ def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv
             stop += 1
         num_blocks = -(-length // block_size)
         tables = torch.tensor([t[:num_blocks] for t, _ in contexts[start:stop]], device=device)
-        positions = torch.arange(length, device=device)
-        slots = tables[:, positions // block_size] * block_size + positions % block_size  # [num_rows, length]
-        kv_index = (slots * 2 * num_kv_heads).view(1, stop - start, 1, length) + offsets
+        slots = _slots(tables, torch.arange(length, device=device), block_size)  # [num_rows, length]
+        kv_index = _kv_rows(slots, num_kv_heads)
         groups.append(DecodeGroup(start, stop - start, kv_index))
         start = stop
     return groups

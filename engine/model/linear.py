@@ -52,10 +52,14 @@ class Linear:
         """Layers with equal keys run the same kernel configuration, so they share one RowTiling."""
         raise NotImplementedError
 
+    # aten's int8/int4 CPU kernels compute each row's dot products on their own; their CUDA kernels tile
+    # rows (not measured).
+    has_per_row_cpu_kernel = False
+
     @property
     def is_row_count_invariant(self) -> bool:
         """The kernel computes each row on its own at any row count (tests/engine/model/test_linear.py)."""
-        return False
+        return self.has_per_row_cpu_kernel and self.device.type == "cpu"
 
     def matmul(self, x: Tensor) -> Tensor:
         out = self._kernel(x)
@@ -80,10 +84,7 @@ class Linear:
 
 
     def rows_invariant(self, x: Tensor) -> Tensor:
-        tiling = self.tiling or _UNTILED
-        if tiling.min_rows <= x.shape[0] <= (tiling.max_rows or x.shape[0]):
-            return self.matmul(x)  # one call, no padding: the common decode step
-        tiles = tiling.tiles(x.shape[0])
+        tiles = (self.tiling or _UNTILED).tiles(x.shape[0])
         outs = []
         for start, stop, num_padded in tiles:
             chunk = x[start:stop]
@@ -130,6 +131,8 @@ class DenseLinear(Linear):
 class Int8Linear(Linear):
     """Symmetric per-output-channel int8 weights (aten._weight_int8pack_mm)."""
 
+    has_per_row_cpu_kernel = True
+
     def __init__(self, qweight: Tensor, scales: Tensor, bias: Tensor | None) -> None:
         self.out_features, self.in_features = qweight.shape
         self.qweight, self.scales, self.bias = qweight, scales, bias
@@ -137,11 +140,6 @@ class Int8Linear(Linear):
 
     def _kernel(self, x: Tensor) -> Tensor:
         return apply_int8_linear(x, self.qweight, self.scales)
-
-    @property
-    def is_row_count_invariant(self) -> bool:
-        # aten's CPU kernel: each row its own dot products. Its CUDA kernel tiles rows: not measured.
-        return self.device.type == "cpu"
 
     @property
     def num_bytes(self) -> int:
@@ -156,6 +154,8 @@ class Int8Linear(Linear):
 class Int4Linear(Linear):
     """Asymmetric group-wise int4 weights (aten._weight_int4pack_mm[_for_cpu])."""
 
+    has_per_row_cpu_kernel = True
+
     def __init__(self, packed: Tensor, scales_and_zeros: Tensor, group_size: int, out_features: int,
                  in_features: int, bias: Tensor | None) -> None:
         self.out_features, self.in_features = out_features, in_features
@@ -164,11 +164,6 @@ class Int4Linear(Linear):
 
     def _kernel(self, x: Tensor) -> Tensor:
         return apply_int4_linear(x, self.packed, self.group_size, self.scales_and_zeros)
-
-    @property
-    def is_row_count_invariant(self) -> bool:
-        # aten's CPU kernel: each row its own dot products. Its CUDA kernel tiles rows: not measured.
-        return self.device.type == "cpu"
 
     @property
     def num_bytes(self) -> int:

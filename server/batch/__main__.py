@@ -18,7 +18,7 @@ import logging
 import sys
 
 import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, engine_config, resolve_entry, run_if_other_rank
+from server.engine_options import add_engine_options, resolve_entry, start_engine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from engine.llm_engine import LLMEngine
     from engine.loading.registry import ModelNotFoundError
     from server.batch.job import BatchJob
     from server.batch.runner import BatchRunner
@@ -49,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if job.summary.num_remaining:
         try:
-            config = engine_config(args, entry)
-            status = run_if_other_rank(config, entry)  # torchrun: ranks other than 0 only run the forward
-            if status is not None:
-                return status
-            engine_ = LLMEngine(config, entry)
+            engine_ = start_engine(args, entry)  # torchrun: ranks other than 0 only run the forward, then exit
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

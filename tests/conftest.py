@@ -106,6 +106,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def spawn_server(*args: str, env: dict[str, str] | None = None, log: Path | None = None):
+    """`python -m server` on a free loopback port, once healthy: (process, url). Its output goes to `log`
+    when given, else to a pipe."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "server", "--models", str(REPO / "models.yaml"), "--port", str(port), *args]
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    if log is None:
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+    else:
+        with open(log, "w") as out:
+            process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited early:\n{process.stdout.read() if log is None else log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"server did not become healthy within 180 s{'' if log is None else ':' + chr(10) + log.read_text()}")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, default_entry) -> Path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), default_entry, tie_word_embeddings=True)

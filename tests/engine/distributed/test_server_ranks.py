@@ -9,16 +9,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import spawn_server
 
-REPO = Path(__file__).resolve().parents[3]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -26,26 +24,9 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 def tp3_server(default_entry, tmp_path_factory):
     """(process, url, log file) of `python -m server --tensor-parallel-size 3`, once healthy."""
     log = tmp_path_factory.mktemp("tp3") / "server.log"
-    port = free_port()
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--models", str(REPO / "models.yaml"), "--port", str(port),
-             "--tensor-parallel-size", "3", "--max-model-len", "2048", "--kv-cache-memory-gib", "0.25"],
-            cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    process, url = spawn_server("--tensor-parallel-size", "3", "--max-model-len", "2048", "--kv-cache-memory-gib", "0.25",
+                                log=log)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited early:\n{log.read_text()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"server did not become healthy within 180 s:\n{log.read_text()}")
         yield process, url, log
     finally:
         if process.poll() is None:

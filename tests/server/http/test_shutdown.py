@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from tests.server.conftest import spawn_server
+from tests.conftest import spawn_server
 
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py [--modes bf16 int4] [--batch 1] [--steps 40] [--top-ops 15]
 
+Sequence i's prompt ends with i extra words, so decode rows have distinct context lengths, as in serving.
 Parts are timed around the engine's own calls (scheduler, input building, forward, logits, sampler, output
 processing); the forward is split further with torch.profiler by the ops that ran (linear kernels,
 attention, norms and elementwise ops), scaled to the forward's wall time. The op count per step is
@@ -45,8 +46,10 @@ def profile_mode(entry, mode: str, num_seqs: int, num_steps: int, num_top_ops: i
     dtype, quantization = MODES[mode]
     engine = LLMEngine(EngineConfig(model_path=str(entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=max(num_seqs, 2)), entry)
-    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "Tell me a long story."}])
     for i in range(num_seqs):
+        # Each sequence's context has its own length, as clients' do in serving (decode attention groups rows
+        # by context length).
+        prompt = render_chat(engine.tokenizer, [{"role": "user", "content": "Tell me a long story." + " Please." * i}])
         engine.add_request(f"p{i}", prompt, SamplingParams(temperature=0, max_tokens=3 * num_steps + 20,
                                                           ignore_eos=True))
     for _ in range(5):

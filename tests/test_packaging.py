@@ -71,3 +71,15 @@ def test_health_says_whether_constrained_decoding_is_installed(app_client):
 
     expected = importlib.util.find_spec("xgrammar") is not None
     assert app_client.get("/health").json()["constrained_decoding"] is expected
+
+
+def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
+    """kernels.vnni_linear compiles csrc/vnni_linear.c on first use, so `pip install .` must ship it."""
+    import subprocess
+    import zipfile
+
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                             str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("hearth-*.whl")
+    assert "kernels/csrc/vnni_linear.c" in zipfile.ZipFile(wheel).namelist()

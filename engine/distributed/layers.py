@@ -82,11 +82,12 @@ class ShardedLayers:
                                    biases)
 
     def row(self, name: str, cols: Range) -> Linear:
-        """Row-parallel: columns `cols` of `name`.weight; its output is a partial sum over the ranks."""
+        """Row-parallel: columns `cols` of `name`.weight; its output is a partial sum over the ranks, added
+        to the residual stream."""
         weight = f"{name}.weight"
         if weight in self.native:
-            return self.factory.from_q4([self._native(weight).cols(*cols)], None)
-        return self.factory.linear(self.tensor(weight, cols=cols), None)
+            return self.factory.from_q4([self._native(weight).cols(*cols)], None, adds_to_residual=True)
+        return self.factory.linear(self.tensor(weight, cols=cols), None, adds_to_residual=True)
 
     def embedding_and_head(self, vocab: Range, is_tied: bool):
         """The embedding and lm_head over vocabulary rows `vocab` (tied: one table serves both)."""

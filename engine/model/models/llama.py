@@ -22,7 +22,7 @@ from engine.loading.quantization import Quantization
 from engine.loading.registry import cache_dir
 from engine.model.attention import AttentionMetadata, paged_attention
 from engine.model.kv_cache import KVCache
-from engine.model.linear import Linear, LinearFactory
+from engine.model.linear import Linear, LinearFactory, residual_dtype
 from engine.model.row_tiling import RowTilingStore
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -94,8 +94,9 @@ def rotary_tables(config, max_positions: int, dtype: torch.dtype, device: torch.
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """transformers' LlamaRMSNorm: normalise in float32, cast back, then scale (bit-identical to it)."""
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    """transformers' LlamaRMSNorm: normalise in float32, cast to the weight's (activation) dtype, then scale
+    (bit-identical to it when x is in that dtype; a float32 residual stream is normalised as it is)."""
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(weight.dtype)
 
 
 def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
@@ -134,6 +135,7 @@ class LlamaModel:
         half = sin.shape[-1] // 2
         self.signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.scale = self.shape.head_dim ** -0.5
+        self.residual_dtype = residual_dtype(self.quantization.mode, dtype)
         self.layers: list[dict] = []
         self.embedding = None
         self.final_norm: Tensor | None = None
@@ -208,7 +210,7 @@ class LlamaModel:
         kv_size = self.num_kv_heads * shape.head_dim
         cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, head_dim]
         sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
-        hidden = self.embedding.lookup(input_ids)
+        hidden = self.embedding.lookup(input_ids).to(self.residual_dtype)
         num_tokens = input_ids.shape[0]
         for index, layer in enumerate(self.layers):
             x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
@@ -227,6 +229,7 @@ class LlamaModel:
 
     @torch.inference_mode()
     def compute_logits(self, hidden: Tensor) -> Tensor | None:
-        """hidden [N, hidden_size] -> logits [N, vocab_size] in the model dtype; each row batch-invariant.
+        """hidden [N, hidden_size] -> logits [N, vocab_size] in the head's output dtype (the model dtype, or
+        float32 from a Q8_0 head); each row batch-invariant.
         Each rank computes its vocabulary columns; rank 0 gets them all, other ranks None."""
         return self.group.gather_columns(self.lm_head.rows_invariant(hidden), self.partition.vocab_widths)

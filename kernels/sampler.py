@@ -80,8 +80,10 @@ class Sampler:
             logits = self._buffer("logits", logits).copy_(logits)
             is_logits_owned = True
         # Stages 2-4 write into a working copy, unless the caller handed its logits over; the caller's
-        # logits are never written otherwise.
-        needs_copy = has_processing and not is_logits_owned
+        # logits are never written otherwise. A model's float32 logits computed under inference mode cannot
+        # be written outside it: they are copied like a caller's.
+        is_writable = not logits.is_inference() or torch.is_inference_mode_enabled()
+        needs_copy = has_processing and not (is_logits_owned and is_writable)
 
         raw_stats = raw_block_max = None
         if wants_raw:

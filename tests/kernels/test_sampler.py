@@ -218,6 +218,19 @@ def test_the_callers_logits_are_left_untouched():
     assert torch.equal(logits, copy)
 
 
+def test_owned_float32_logits_from_inference_mode_are_sampled_as_a_copy():
+    """A model's float32 logits (computed under inference mode) handed over as the step's own: the sampler
+    cannot write them in place outside inference mode, so it samples a copy, with the same result."""
+    logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=8)
+    with torch.inference_mode():
+        owned = logits.clone()
+    md = build_metadata(MIXED_ROWS, VOCAB_SIZE, is_logprobs_processed=True)
+    out = Sampler()(owned, md, is_logits_owned=True)
+    expected = sample(logits, MIXED_ROWS, processed=True)
+    assert torch.equal(out.token_ids, expected.token_ids)
+    assert torch.equal(owned, logits)
+
+
 def test_greedy_ties_go_to_the_lowest_id():
     logits = torch.zeros(3, 300)
     logits[0, [250, 17, 130]] = 2.0

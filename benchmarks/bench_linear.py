@@ -5,7 +5,9 @@
 For each kernel and activation dtype, prints the median ms to run every linear of 30 layers once (weights
 streamed from memory, as in a real decode step: 30 distinct layers, not one cache-warm matrix) at each row
 count, and whether each kernel computes every row the same way whatever the row count (rows 1..64 against
-64 rows: the property batch invariance rests on).
+64 rows: the property batch invariance rests on). Then the same for the vocabulary head (49152 x 576).
+Kernels: bf16 oneDNN prepacked (dense), aten's int8 and int4 weight-only kernels, and kernels.vnni_linear's
+Q4_1 layers and Q8_0 head (where this CPU has AVX512-VNNI).
 """
 
 from __future__ import annotations
@@ -16,34 +18,48 @@ import time
 
 import torch
 
-from engine.model.linear import dense_linear, int4_linear, int8_linear
+from engine.model.linear import BlockQuantizedLinear, dense_linear, int4_linear, int8_linear
+from kernels import vnni_linear
 
 # SmolLM2-135M: qkv, o, gate_up, down (out, in).
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
 NUM_LAYERS = 30
+HEAD_SHAPE = (49152, 576)
 
 
-def build(kind: str, dtype: torch.dtype):
+def vnni(kind: str, weight: torch.Tensor) -> BlockQuantizedLinear:
+    if kind == "q8 vnni":
+        q, d = vnni_linear.quantize_q8(weight)
+        return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *weight.shape, None, torch.float32)
+    blocks = weight.reshape(weight.shape[0], -1, 32)
+    low, high = blocks.amin(-1), blocks.amax(-1)
+    scale = (high - low) / 15
+    q = torch.round((blocks - low[..., None]) / scale[..., None]).clamp(0, 15).reshape(weight.shape)
+    return BlockQuantizedLinear("q4", vnni_linear.pack_q4(q, scale, low), *weight.shape, None)
+
+
+def make(kind: str, weight: torch.Tensor, dtype: torch.dtype):
+    if kind == "dense":
+        return dense_linear(weight.to(dtype), None, torch.device("cpu"))
+    if kind == "int8":
+        return int8_linear(weight, None, dtype)
+    if kind == "int4":
+        return int4_linear(weight, None, dtype, group_size=32)
+    return vnni(kind, weight)
+
+
+def build(kind: str, dtype: torch.dtype, shapes, num_layers: int):
     torch.manual_seed(0)
-    layers = []
-    for _ in range(NUM_LAYERS):
-        weights = [torch.randn(out, inp) * 0.05 for out, inp in SHAPES]
-        if kind == "dense":
-            layers.append([dense_linear(w.to(dtype), None, torch.device("cpu")) for w in weights])
-        elif kind == "int8":
-            layers.append([int8_linear(w, None, dtype) for w in weights])
-        else:
-            layers.append([int4_linear(w, None, dtype, group_size=32) for w in weights])
-    return layers
+    return [[make(kind, torch.randn(out, inp) * 0.05, dtype) for out, inp in shapes] for _ in range(num_layers)]
 
 
-def step_ms(layers, rows: int, dtype: torch.dtype, iters: int) -> float:
-    inputs = {inp: torch.randn(rows, inp).to(dtype) for _, inp in SHAPES}
+def step_ms(layers, rows: int, dtype: torch.dtype, iters: int, shapes) -> float:
+    inputs = {inp: torch.randn(rows, inp).to(dtype) for _, inp in shapes}
     times = []
     for i in range(iters + 3):
         started = time.perf_counter()
         for layer in layers:
-            for linear, (_, inp) in zip(layer, SHAPES):
+            for linear, (_, inp) in zip(layer, shapes):
                 linear.matmul(inputs[inp])
         if i >= 3:
             times.append((time.perf_counter() - started) * 1e3)
@@ -62,14 +78,25 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'kernel':<22}" + "".join(f"{f'{r} rows':>10}" for r in args.rows) + "   rows differing from 64-row call (M)")
-    for kind, dtype in [("dense", torch.bfloat16), ("dense", torch.float32), ("int8", torch.bfloat16),
-                        ("int8", torch.float32), ("int4", torch.bfloat16), ("int4", torch.float32)]:
-        layers = build(kind, dtype)
-        cells = "".join(f"{step_ms(layers, r, dtype, args.iters):>10.2f}" for r in args.rows)
-        differing = sorted({m for linear, (_, inp) in zip(layers[0], SHAPES) for m in rows_differing(linear, inp, dtype)})
-        label = f"{kind} {str(dtype).removeprefix('torch.')}"
-        print(f"{label:<22}{cells}   {differing if differing else 'none'}")
+    has_vnni = vnni_linear.unavailable_reason() is None
+    if not has_vnni:
+        print(f"kernels.vnni_linear does not run here: {vnni_linear.unavailable_reason()}")
+    layer_kinds = [("dense", torch.bfloat16), ("dense", torch.float32), ("int8", torch.bfloat16),
+                   ("int8", torch.float32), ("int4", torch.bfloat16), ("int4", torch.float32)]
+    head_kinds = [("dense", torch.bfloat16), ("int8", torch.bfloat16)]
+    if has_vnni:
+        layer_kinds.append(("q4 vnni", torch.bfloat16))
+        head_kinds.append(("q8 vnni", torch.bfloat16))
+    for title, kinds, shapes, num_layers in (("30 layers' linears", layer_kinds, SHAPES, NUM_LAYERS),
+                                             ("vocabulary head", head_kinds, [HEAD_SHAPE], 1)):
+        print(f"\n{title}, ms per call set")
+        print(f"{'kernel':<22}" + "".join(f"{f'{r} rows':>10}" for r in args.rows) + "   rows differing from 64-row call (M)")
+        for kind, dtype in kinds:
+            layers = build(kind, dtype, shapes, num_layers)
+            cells = "".join(f"{step_ms(layers, r, dtype, args.iters, shapes):>10.2f}" for r in args.rows)
+            differing = sorted({m for linear, (_, inp) in zip(layers[0], shapes) for m in rows_differing(linear, inp, dtype)})
+            label = f"{kind} {str(dtype).removeprefix('torch.')}"
+            print(f"{label:<22}{cells}   {differing if differing else 'none'}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ import torch
 from torch import Tensor
 
 from engine.loading.gguf_weights import Q4Tensor
-from engine.model.linear import Embedding, Linear, LinearFactory
+from engine.model.embedding import Embedding
+from engine.model.linear import Linear
+from engine.model.linear_factory import LinearFactory
 
 from .group import TensorParallelGroup
 from .sharding import CheckpointReader

@@ -22,7 +22,8 @@ from engine.loading.quantization import Quantization
 from engine.loading.registry import cache_dir
 from engine.model.attention import AttentionMetadata, paged_attention
 from engine.model.kv_cache import KVCache
-from engine.model.linear import Linear, LinearFactory, residual_dtype
+from engine.model.linear import Linear
+from engine.model.linear_factory import LinearFactory, residual_dtype
 from engine.model.row_tiling import RowTilingStore
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")

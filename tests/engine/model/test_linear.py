@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.loading.quantization import Quantization
-from engine.model.linear import LinearFactory
+from engine.model.linear_factory import LinearFactory
 
 CHUNK = 128
 

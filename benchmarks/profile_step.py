@@ -28,7 +28,7 @@ from engine.sampling.sampling_params import SamplingParams
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"bf16": ("bfloat16", "none"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
 LINEAR_OPS = ("mkldnn::_linear_pointwise", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
-              "aten::addmm", "aten::mm", "aten::linear")
+              "aten::addmm", "aten::mm", "aten::linear", "vnni_linear::q4_linear", "vnni_linear::q8_linear")
 ATTENTION_OPS = ("aten::bmm", "aten::_softmax", "aten::index_copy_", "aten::scaled_dot_product_attention",
                  "aten::_scaled_dot_product_flash_attention_for_cpu")
 
@@ -68,10 +68,21 @@ def profile_mode(entry, mode: str, num_seqs: int, num_steps: int, num_top_ops: i
         times["step"].append(time.perf_counter() - start)
     parts = {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from kernels import vnni_linear
+
+    apply = vnni_linear._apply
+
+    def recorded(name, *args):  # the VNNI kernels are ctypes calls, not torch ops: named for the profiler
+        with record_function(f"vnni_linear::{name}"):
+            return apply(name, *args)
+
+    vnni_linear._apply = recorded
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(10):
             engine.step()
+    vnni_linear._apply = apply
     by_kind: dict[str, float] = defaultdict(float)
     num_ops = 0
     for event in prof.key_averages():

@@ -18,6 +18,10 @@ and values are the same whether its prompt ended early in the chunk or a cache h
 late: the prefix cache can reuse any whole block that prefill computed. The first chunk (positions from 0)
 is the exception: computed from position 0 it attends over its own rows only, as transformers computes a
 short prompt, so it is whole-chunk geometry only when it is full (engine.scheduling.scheduler).
+Only the whole query blocks a chunk's rows touch are computed: SDPA's CPU kernel splits a chunk's queries
+into blocks (32 rows for a 128-row chunk here) and computes each block the same without the others
+(calibrate_query_block measures the block at start-up). A chat's next turn, ~80 rows entering a chunk
+late, attends over one to three 32-row blocks instead of the chunk's 128 rows.
 """
 
 from __future__ import annotations
@@ -53,21 +57,59 @@ class PrefillSegment:
     # [2, num_kv_heads, geometry keys] key and value rows of the flattened cache layer; None for a first
     # chunk computed from position 0 (it attends to its own keys and values).
     kv_index: Tensor | None = None
-    # [geometry rows, geometry keys] causal mask; None: SDPA's is_causal (a first chunk).
+    # [query rows, geometry keys] causal mask of the geometry rows attention computes, from query_start;
+    # None: SDPA's is_causal over all geometry rows (a first chunk).
     mask: Tensor | None = None
+    # The first geometry row attention computes: the chunk's rows lie in whole query blocks from here
+    # (calibrate_query_block), and SDPA computes a block the same without the blocks before or after it.
+    query_start: int = 0
+    # Rows of the whole chunk's geometry (a dense GEMM's padding); 0: derived (first chunks).
+    geometry_rows: int = 0
 
     @property
     def num_geometry_rows(self) -> int:
-        if self.mask is not None:
-            return self.mask.shape[0]
+        if self.geometry_rows:
+            return self.geometry_rows
         # A first chunk: its keys are its rows.
         return self.num_tokens if self.kv_index is None else self.kv_index.shape[-1]
 
 
+def calibrate_query_block(chunk_size: int, num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                          device: torch.device) -> int:
+    """The fewest rows of a chunk's geometry (a divisor of chunk_size) that SDPA computes bit for bit as
+    within the whole chunk, for every run of whole blocks: SDPA's CPU kernel splits queries into blocks by
+    the query count (32 rows under 192 here) and computes each block on its own. chunk_size when none is.
+    Measured on random data at two contexts (one chunk in, and past SDPA's 512-key split)."""
+    generator = torch.Generator().manual_seed(0)
+    for block in (16, 32, 64, 128, 256):
+        if block >= chunk_size or chunk_size % block:
+            continue
+        is_exact = True
+        for chunk_start in (chunk_size, -(-600 // chunk_size) * chunk_size):
+            num_keys = chunk_start + chunk_size
+            q = torch.randn(1, num_heads, chunk_size, head_dim, generator=generator).to(device=device, dtype=dtype)
+            k, v = (torch.randn(1, num_kv_heads, num_keys, head_dim, generator=generator).to(device=device, dtype=dtype)
+                    for _ in range(2))
+            mask = torch.arange(num_keys, device=device).unsqueeze(0) <= torch.arange(
+                chunk_start, num_keys, device=device).unsqueeze(1)
+            whole = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            for first in range(0, chunk_size, block):
+                for stop in range(first + block, chunk_size + 1, block):
+                    part = F.scaled_dot_product_attention(q[:, :, first:stop], k, v, attn_mask=mask[first:stop],
+                                                          enable_gqa=True)
+                    is_exact = is_exact and torch.equal(part, whole[:, :, first:stop])
+        if is_exact:
+            return block
+    return chunk_size
+
+
 def prefill_segment(token_start: int, start: int, count: int, block_table: list[int], block_size: int,
-                    chunk_size: int, num_kv_heads: int, device: torch.device) -> PrefillSegment:
+                    chunk_size: int, num_kv_heads: int, device: torch.device,
+                    query_block: int | None = None) -> PrefillSegment:
     """The prefill chunk of positions [start, start + count), at rows from token_start of the flat batch, in
-    the geometry of the whole chunk it lies in. block_table covers positions [0, start + count)."""
+    the geometry of the whole chunk it lies in; attention computes the query_block-row blocks (a divisor
+    of chunk_size, calibrate_query_block; the whole chunk by default) its rows touch. block_table covers
+    positions [0, start + count)."""
     if start == 0:
         return PrefillSegment(token_start, count)
     chunk_start = start // chunk_size * chunk_size
@@ -76,11 +118,15 @@ def prefill_segment(token_start: int, start: int, count: int, block_table: list[
     # Positions past the chunk's last row read that row's slot (real values, masked).
     slots = _slots(torch.tensor(block_table, device=device), context.clamp(max=start + count - 1), block_size)
     kv_index = _kv_rows(slots, num_kv_heads)  # [2, num_kv_heads, chunk_end]
-    mask = None  # a first chunk entered late (a cache hit): is_causal, as when computed from position 0
-    if chunk_start:
-        query_pos = torch.arange(chunk_start, chunk_end, device=device).unsqueeze(1)
-        mask = context.unsqueeze(0) <= query_pos  # [chunk_size, chunk_end]
-    return PrefillSegment(token_start, count, start - chunk_start, kv_index, mask)
+    row_offset = start - chunk_start
+    if not chunk_start:  # a first chunk entered late (a cache hit): is_causal, as when computed from position 0
+        return PrefillSegment(token_start, count, row_offset, kv_index)
+    block = query_block or chunk_size
+    query_start = row_offset // block * block
+    query_stop = min(chunk_size, -(-(row_offset + count) // block) * block)
+    query_pos = torch.arange(chunk_start + query_start, chunk_start + query_stop, device=device).unsqueeze(1)
+    mask = context.unsqueeze(0) <= query_pos  # [query rows, chunk_end]
+    return PrefillSegment(token_start, count, row_offset, kv_index, mask, query_start, chunk_size)
 
 
 @dataclass(frozen=True)
@@ -168,12 +214,13 @@ def _prefill_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, seg: P
         keys, values = k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0)
         out = F.scaled_dot_product_attention(query, keys, values, is_causal=True, scale=scale, enable_gqa=True)
         return out[0].transpose(0, 1)
-    rows = slice(seg.row_offset, seg.row_offset + seg.num_tokens)
-    if seg.num_geometry_rows != seg.num_tokens:
-        padded = q.new_zeros(seg.num_geometry_rows, *q.shape[1:])
+    num_query_rows = seg.num_geometry_rows if seg.mask is None else seg.mask.shape[0]
+    rows = slice(seg.row_offset - seg.query_start, seg.row_offset - seg.query_start + seg.num_tokens)
+    if num_query_rows != seg.num_tokens:
+        padded = q.new_zeros(num_query_rows, *q.shape[1:])
         padded[rows] = q
         q = padded
-    query = q.transpose(0, 1).unsqueeze(0)  # [1, num_heads, geometry rows, head_dim]
+    query = q.transpose(0, 1).unsqueeze(0)  # [1, num_heads, query rows, head_dim]
     keys, values = (t.unsqueeze(0) for t in _gather(kv_layer, seg.kv_index))  # [1, num_kv_heads, L, head_dim]
     out = F.scaled_dot_product_attention(query, keys, values, attn_mask=seg.mask, is_causal=seg.mask is None,
                                          scale=scale, enable_gqa=True)

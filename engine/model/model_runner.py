@@ -16,6 +16,7 @@ from engine.loading.loader import LoadedModel
 from engine.model.attention import (
     AttentionMetadata,
     PrefillSegment,
+    calibrate_query_block,
     concat_decode_index,
     decode_groups,
     prefill_segment,
@@ -34,6 +35,9 @@ class ModelRunner:
         self.group = loaded.group
         if loaded.is_native:
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
+            model = loaded.model
+            self.query_block = calibrate_query_block(prefill_chunk_size, model.num_heads, model.num_kv_heads,
+                                                     model.shape.head_dim, model.dtype, self.device)
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, rows of one context length together, as the attention metadata
@@ -109,7 +113,7 @@ class ModelRunner:
                 sample_rows.append(len(token_ids) - 1)
             if not chunk.is_decode:
                 prefills.append(prefill_segment(token_start, start, count, table, size, self.prefill_chunk_size,
-                                                self.num_kv_heads, device))
+                                                self.num_kv_heads, device, self.query_block))
         groups = []
         if decodes:
             groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)

@@ -8,6 +8,7 @@ import torch
 
 from engine.model.attention import (
     AttentionMetadata,
+    calibrate_query_block,
     concat_decode_index,
     decode_groups,
     paged_attention,
@@ -50,19 +51,24 @@ def test_decode_rows_equal_alone_and_batched(dtype):
 CHUNK = 64
 
 
-def _prefill(q, k, v, kv_layer, table, start, count):
+def _prefill(q, k, v, kv_layer, table, start, count, query_block=None):
     """Positions [start, start + count) as one prefill chunk; returns their outputs and the cache after."""
     slots = torch.tensor([table[p // BLOCK] * BLOCK + p % BLOCK for p in range(start, start + count)])
-    seg = prefill_segment(0, start, count, table, BLOCK, CHUNK, NUM_KV_HEADS, torch.device("cpu"))
+    seg = prefill_segment(0, start, count, table, BLOCK, CHUNK, NUM_KV_HEADS, torch.device("cpu"), query_block)
     md = AttentionMetadata(slot_mapping=slots, prefills=[seg])
     rows = slice(start, start + count)
     return paged_attention(q[rows], k[rows], v[rows], kv_layer, md, 0.125)
 
 
+@pytest.mark.parametrize("is_blockwise", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype):
+def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype, is_blockwise):
     """A prompt computed in whole chunks, then the same positions cut every other way a prompt's end or a
-    cache hit cuts them: a short last chunk, a chunk entered late (the first one too), one row."""
+    cache hit cuts them: a short last chunk, a chunk entered late (the first one too), one row. Blockwise:
+    the cuts attend over only the calibrated query blocks their rows touch, as the runner does."""
+    query_block = (calibrate_query_block(CHUNK, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, dtype, torch.device("cpu"))
+                   if is_blockwise else None)
+    assert query_block is None or CHUNK % query_block == 0
     generator = torch.Generator().manual_seed(4)
     num_positions = 3 * CHUNK
     table = torch.randperm(32, generator=generator)[:num_positions // BLOCK].tolist()
@@ -72,7 +78,8 @@ def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype):
     whole_cache = empty.clone()
     whole = torch.cat([_prefill(q, k, v, whole_cache, table, s, CHUNK) for s in range(0, num_positions, CHUNK)])
     # (start, count) cuts after the whole chunks before `start` were computed the whole-chunk way.
-    for start, count in [(CHUNK, 20), (CHUNK + 16, 48), (16, 48), (2 * CHUNK + 37, 1), (2 * CHUNK, 1), (48, 16)]:
+    for start, count in [(CHUNK, 20), (CHUNK + 16, 48), (16, 48), (2 * CHUNK + 37, 1), (2 * CHUNK, 1), (48, 16),
+                         (2 * CHUNK + 5, 50), (CHUNK + 40, 24)]:
         cache = empty.clone()
         for s in range(0, start // CHUNK * CHUNK, CHUNK):
             _prefill(q, k, v, cache, table, s, CHUNK)
@@ -80,5 +87,5 @@ def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype):
             first = start // CHUNK * CHUNK
             cache[[table[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, start)]] = \
                 whole_cache[[table[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, start)]]
-        part = _prefill(q, k, v, cache, table, start, count)
+        part = _prefill(q, k, v, cache, table, start, count, query_block)
         assert torch.equal(part, whole[start:start + count]), (start, count)

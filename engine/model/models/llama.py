@@ -199,7 +199,7 @@ class LlamaModel:
         if linear.is_row_count_invariant:
             # Each row is computed on its own at any row count: the whole flat batch in one call. A call
             # per prefill segment re-reads the weights each time: 8 chats' next turns (16 segments, 688 rows)
-            # took 456 ms of linears against 105 ms in one call (int4 on VNNI, this CPU).
+            # took 630 ms of linears against 550 ms in one call (int4 on VNNI, this CPU).
             return linear.matmul(x)
         if not md.prefills:
             return linear.rows_invariant(x)

@@ -84,8 +84,18 @@ class LinearFactory:
         if self.mode == "int4" and is_int4_packable(*weight.shape, self.group_size):
             return self._int4(*quantize_int4_values(weight, self.group_size), bias, adds_to_residual=adds_to_residual)
         if self.mode != "none":  # int4 packs only whole 16-row tiles of whole groups: int8 for the rest
-            return int8_linear(weight, bias, self.dtype)
+            return self._int8(weight, bias, adds_to_residual)
         return dense_linear(weight.to(self.dtype), bias, self.device)
+
+    def _int8(self, weight: Tensor, bias: Tensor | None, adds_to_residual: bool) -> Linear:
+        """8-bit weights: Q8_0 blocks of 32 on kernels.vnni_linear when it runs here and they pack, else int8
+        per output channel on aten's kernel."""
+        if self.vnni_reason is None:
+            q, d = vnni_linear.quantize_q8(weight)
+            if vnni_linear.unpackable_reason(*q.shape, d) is None:
+                output_dtype = self.residual_dtype if adds_to_residual else self.dtype
+                return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *q.shape, bias, output_dtype)
+        return int8_linear(weight, bias, self.dtype)
 
     def from_q4(self, parts: list[QuantizedValues], bias: Tensor | None, adds_to_residual: bool = False) -> Linear:
         """Fused rows of already-4-bit weights (q/k/v or gate/up), packed as they are. A layer whose output

@@ -1,6 +1,6 @@
 /* 4-bit weights (GGUF's Q4_1 form, w = d q + m per block of 32 inputs; q4_linear) and 8-bit ones (Q8_0,
- * w = d q; q8_linear) times bf16 activations quantized to 16 bits per block of 32, on AVX512-VNNI. Built and loaded by kernels/vnni_linear.py, which documents the
- * packed layout.
+ * w = d q; q8_linear) times bf16 activations quantized to 16 bits per block of 32,
+ * on AVX512-VNNI. Built and loaded by kernels/vnni_linear.py, which documents the packed layouts.
  *
  * Activations: x16 = round(x * 32639 / max|x|) per block, split into two signed bytes x16 = 256 hi + lo
  * (hi in -127..127, lo in -128..127), so that `vpdpbusd` (unsigned weight bytes times signed activation
@@ -25,8 +25,8 @@ static inline __m512 bf16x16_to_f32(const uint16_t *src) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-/* x [k] bf16 -> hi, lo [k] int8; dx [k / 32] the block's scale, sx [k / 32] dx * sum(x16). */
-static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, float *dx, float *sx) {
+/* x [k] bf16 -> hi, lo [k] int8; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
+static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, float *dx, int32_t *sum) {
     for (int64_t b = 0; b < k / 32; b++) {
         __m512 first = bf16x16_to_f32(x + b * 32), second = bf16x16_to_f32(x + b * 32 + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(first), _mm512_abs_ps(second)));
@@ -42,7 +42,7 @@ static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, f
             _mm_storeu_si128((__m128i *)(lo + b * 32 + half * 16), _mm512_cvtepi32_epi8(low));
         }
         dx[b] = amax / X16_MAX;
-        sx[b] = dx[b] * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+        sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
     }
 }
 
@@ -52,24 +52,74 @@ static inline __m512i broadcast4(const int8_t *src) {
     return _mm512_set1_epi32(four);
 }
 
-/* out [rows, n] = x W^T (bf16, or float32 when out_is_float32) for x [rows, k] bf16 and packed weights w [n / 16][k / 32] records of
- * BLOCK_BYTES: [4][16][4] nibble pairs, then d [16] and m [16] float16, on num_threads threads (torch's
- * count: the calling thread's OpenMP default may differ). Returns nonzero when out of memory. */
+/* A call's activations, quantized: per row, hi then lo bytes [2][k]; per row and block, dx and sum(x16). */
+struct activations {
+    int8_t *bytes;
+    float *dx;
+    int32_t *sum;
+};
+
+static int allocate(struct activations *a, int64_t rows, int64_t k) {
+    a->bytes = malloc(rows * k * 2);
+    a->dx = malloc(rows * (k / 32) * sizeof(float));
+    a->sum = malloc(rows * (k / 32) * sizeof(int32_t));
+    return a->bytes && a->dx && a->sum;
+}
+
+static void release(struct activations *a) {
+    free(a->bytes); free(a->dx); free(a->sum);
+}
+
+/* Inside a parallel region: each thread quantizes its share of rows. */
+static void quantize_rows(const uint16_t *x, int64_t rows, int64_t k, const struct activations *a) {
+    #pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        quantize_row(x + r * k, k, a->bytes + r * 2 * k, a->bytes + r * 2 * k + k, a->dx + r * (k / 32),
+                     a->sum + r * (k / 32));
+}
+
+/* 256 dot(w, hi) + dot(w, lo) for one block of row r: quad[s] holds the 16 outputs' weight bytes for inputs
+ * 32 b + 4 s .. + 3. Exact in int32 for both weight forms (bounds at each caller). */
+static inline __m512i block_dot(const __m512i quad[8], const struct activations *a, int64_t r, int64_t k, int64_t b) {
+    const int8_t *hi = a->bytes + r * 2 * k + b * 32, *lo = hi + k;
+    __m512i dot_hi = _mm512_setzero_si512(), dot_lo = _mm512_setzero_si512();
+    for (int s = 0; s < 8; s++) {
+        dot_hi = _mm512_dpbusd_epi32(dot_hi, quad[s], broadcast4(hi + 4 * s));
+        dot_lo = _mm512_dpbusd_epi32(dot_lo, quad[s], broadcast4(lo + 4 * s));
+    }
+    return _mm512_add_epi32(_mm512_slli_epi32(dot_hi, 8), dot_lo);
+}
+
+static inline void store(void *out, int64_t offset, __m512 y, int out_is_float32) {
+    if (out_is_float32)
+        _mm512_storeu_ps((float *)out + offset, y);
+    else
+        _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y));
+}
+
+/* A tile's records are one stream: fetch PREFETCH_BLOCKS ahead (past the tile's end it reads the next
+ * tile's, which this thread computes next under a static schedule). */
+static inline void prefetch(const uint8_t *record, int record_bytes) {
+    for (int line = 0; line < record_bytes; line += 64)
+        _mm_prefetch((const char *)(record + PREFETCH_BLOCKS * record_bytes + line), _MM_HINT_T0);
+}
+
+/* out [rows, n] = x W^T (bf16, or float32 when out_is_float32) for x [rows, k] bf16 and packed weights
+ * w [n / 16][k / 32] records of BLOCK_BYTES: [4][16][4] nibble pairs, then d [16] and m [16] float16, on
+ * num_threads threads (torch's count: the calling thread's OpenMP default may differ). Returns nonzero
+ * when out of memory. */
 int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
               int out_is_float32, int num_threads) {
     const int64_t blocks = k / 32, tiles = n / 16;
     const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
-    int8_t *xq = malloc(rows * k * 2);
-    float *dx = malloc(rows * blocks * sizeof(float)), *sx = malloc(rows * blocks * sizeof(float));
-    if (!xq || !dx || !sx) {
-        free(xq); free(dx); free(sx);
+    struct activations a;
+    if (!allocate(&a, rows, k)) {
+        release(&a);
         return 1;
     }
     #pragma omp parallel num_threads(num_threads)
     {
-    #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; r++)
-        quantize_row(x + r * k, k, xq + r * 2 * k, xq + r * 2 * k + k, dx + r * blocks, sx + r * blocks);
+    quantize_rows(x, rows, k, &a);
     #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; t++) {
         const uint8_t *wt = w + t * blocks * BLOCK_BYTES;
@@ -79,12 +129,8 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
             for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = _mm512_setzero_ps();
             for (int64_t b = 0; b < blocks; b++) {
                 const uint8_t *record = wt + b * BLOCK_BYTES;
-                /* A tile's records are one stream: fetch PREFETCH_BLOCKS ahead (past the tile's end it
-                 * reads the next tile's, which this thread computes next under a static schedule). */
                 if (r0 == 0)
-                    for (int line = 0; line < BLOCK_BYTES; line += 64)
-                        _mm_prefetch((const char *)(record + PREFETCH_BLOCKS * BLOCK_BYTES + line), _MM_HINT_T0);
-                /* quad[s]: the 16 outputs' weights for inputs 32 b + 4 s .. + 3, 4 bytes per output lane. */
+                    prefetch(record, BLOCK_BYTES);
                 __m512i quad[8];
                 for (int s = 0; s < 4; s++) {
                     __m512i packed = _mm512_loadu_si512(record + s * 64);
@@ -94,31 +140,20 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 256)));
                 const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 288)));
                 for (int64_t i = 0; i < count; i++) {
-                    const int64_t r = r0 + i;
-                    const int8_t *hi = xq + r * 2 * k + b * 32, *lo = hi + k;
-                    __m512i dot_hi = _mm512_setzero_si512(), dot_lo = _mm512_setzero_si512();
-                    for (int s = 0; s < 8; s++) {
-                        dot_hi = _mm512_dpbusd_epi32(dot_hi, quad[s], broadcast4(hi + 4 * s));
-                        dot_lo = _mm512_dpbusd_epi32(dot_lo, quad[s], broadcast4(lo + 4 * s));
-                    }
+                    const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |dot| <= 32 * 15 * 32639 < 2^31. */
-                    __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(dot_hi, 8), dot_lo);
-                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(dx[r * blocks + b]));
+                    __m512i dot = block_dot(quad, &a, r0 + i, k, b);
+                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.dx[rb]));
                     y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, y[i]);
-                    y[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(sx[r * blocks + b]), y[i]);
+                    y[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.dx[rb] * (float)a.sum[rb]), y[i]);
                 }
             }
-            for (int64_t i = 0; i < count; i++) {
-                const int64_t offset = (r0 + i) * n + t * 16;
-                if (out_is_float32)
-                    _mm512_storeu_ps((float *)out + offset, y[i]);
-                else
-                    _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y[i]));
-            }
+            for (int64_t i = 0; i < count; i++)
+                store(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
         }
     }
     }
-    free(xq); free(dx); free(sx);
+    release(&a);
     return 0;
 }
 
@@ -129,25 +164,14 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
 int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
               int out_is_float32, int num_threads) {
     const int64_t blocks = k / 32, tiles = n / 16;
-    int8_t *xq = malloc(rows * k * 2);
-    float *dx = malloc(rows * blocks * sizeof(float)), *sx = malloc(rows * blocks * sizeof(float));
-    int32_t *sums = malloc(rows * blocks * sizeof(int32_t));
-    if (!xq || !dx || !sx || !sums) {
-        free(xq); free(dx); free(sx); free(sums);
+    struct activations a;
+    if (!allocate(&a, rows, k)) {
+        release(&a);
         return 1;
     }
     #pragma omp parallel num_threads(num_threads)
     {
-    #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        quantize_row(x + r * k, k, xq + r * 2 * k, xq + r * 2 * k + k, dx + r * blocks, sx + r * blocks);
-        for (int64_t b = 0; b < blocks; b++) {  /* sum(x16) = 256 sum(hi) + sum(lo), exact */
-            int32_t total = 0;
-            for (int j = 0; j < 32; j++)
-                total += 256 * xq[r * 2 * k + b * 32 + j] + xq[r * 2 * k + k + b * 32 + j];
-            sums[r * blocks + b] = total;
-        }
-    }
+    quantize_rows(x, rows, k, &a);
     #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; t++) {
         const uint8_t *wt = w + t * blocks * Q8_BLOCK_BYTES;
@@ -158,38 +182,25 @@ int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
             for (int64_t b = 0; b < blocks; b++) {
                 const uint8_t *record = wt + b * Q8_BLOCK_BYTES;
                 if (r0 == 0)
-                    for (int line = 0; line < Q8_BLOCK_BYTES; line += 64)
-                        _mm_prefetch((const char *)(record + PREFETCH_BLOCKS * Q8_BLOCK_BYTES + line), _MM_HINT_T0);
+                    prefetch(record, Q8_BLOCK_BYTES);
                 __m512i quad[8];
                 for (int s = 0; s < 8; s++)
                     quad[s] = _mm512_loadu_si512(record + s * 64);
                 const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 512)));
                 for (int64_t i = 0; i < count; i++) {
-                    const int64_t r = r0 + i;
-                    const int8_t *hi = xq + r * 2 * k + b * 32, *lo = hi + k;
-                    __m512i dot_hi = _mm512_setzero_si512(), dot_lo = _mm512_setzero_si512();
-                    for (int s = 0; s < 8; s++) {
-                        dot_hi = _mm512_dpbusd_epi32(dot_hi, quad[s], broadcast4(hi + 4 * s));
-                        dot_lo = _mm512_dpbusd_epi32(dot_lo, quad[s], broadcast4(lo + 4 * s));
-                    }
+                    const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |256 dot_hi| <= 256 * 32 * 255 * 127, |dot_lo| <= 32 * 255 * 128,
                      * |128 sum| <= 128 * 32 * 32639: under 2^31 together. */
-                    __m512i dot = _mm512_add_epi32(_mm512_slli_epi32(dot_hi, 8), dot_lo);
-                    dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(128 * sums[r * blocks + b]));
-                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(dx[r * blocks + b]));
+                    __m512i dot = _mm512_sub_epi32(block_dot(quad, &a, r0 + i, k, b), _mm512_set1_epi32(128 * a.sum[rb]));
+                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.dx[rb]));
                     y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, y[i]);
                 }
             }
-            for (int64_t i = 0; i < count; i++) {
-                const int64_t offset = (r0 + i) * n + t * 16;
-                if (out_is_float32)
-                    _mm512_storeu_ps((float *)out + offset, y[i]);
-                else
-                    _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y[i]));
-            }
+            for (int64_t i = 0; i < count; i++)
+                store(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
         }
     }
     }
-    free(xq); free(dx); free(sx); free(sums);
+    release(&a);
     return 0;
 }

@@ -7,7 +7,8 @@ streamed from memory, as in a real decode step: 30 distinct layers, not one cach
 count, and whether each kernel computes every row the same way whatever the row count (rows 1..64 against
 64 rows: the property batch invariance rests on). Then the same for the vocabulary head (49152 x 576).
 Kernels: bf16 oneDNN prepacked (dense), aten's int8 and int4 weight-only kernels, and kernels.vnni_linear's
-Q4_1 layers and Q8_0 head (where this CPU has AVX512-VNNI).
+Q4_1 layers and Q8_0 head (where this CPU has AVX512-VNNI), with its AMX path for groups of 16 rows off
+("vnni") and on ("amx", where the CPU has AMX-INT8).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ HEAD_SHAPE = (49152, 576)
 
 
 def vnni(kind: str, weight: torch.Tensor) -> BlockQuantizedLinear:
-    if kind == "q8 vnni":
+    if kind.startswith("q8"):
         q, d = vnni_linear.quantize_q8(weight)
         return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *weight.shape, None, torch.float32)
     blocks = weight.reshape(weight.shape[0], -1, 32)
@@ -87,11 +88,16 @@ def main() -> None:
     if has_vnni:
         layer_kinds.append(("q4 vnni", torch.bfloat16))
         head_kinds.append(("q8 vnni", torch.bfloat16))
+        if vnni_linear.use_amx(True):
+            layer_kinds.append(("q4 amx", torch.bfloat16))
+            head_kinds.append(("q8 amx", torch.bfloat16))
     for title, kinds, shapes, num_layers in (("30 layers' linears", layer_kinds, SHAPES, NUM_LAYERS),
                                              ("vocabulary head", head_kinds, [HEAD_SHAPE], 1)):
         print(f"\n{title}, ms per call set")
         print(f"{'kernel':<22}" + "".join(f"{f'{r} rows':>10}" for r in args.rows) + "   rows differing from 64-row call (M)")
         for kind, dtype in kinds:
+            if has_vnni:
+                vnni_linear.use_amx(kind.endswith("amx"))
             layers = build(kind, dtype, shapes, num_layers)
             cells = "".join(f"{step_ms(layers, r, dtype, args.iters, shapes):>10.2f}" for r in args.rows)
             differing = sorted({m for linear, (_, inp) in zip(layers[0], shapes) for m in rows_differing(linear, inp, dtype)})

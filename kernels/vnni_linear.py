@@ -48,6 +48,10 @@ Q8_RECORD_BYTES = 544
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "f16c", "fma")
 COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c",
                  "-mfma", "-fopenmp", "-shared", "-fPIC"]
+# The AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows) is built where the compiler knows
+# the instructions (gcc 11 and later) and taken where the CPU has them.
+AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
+AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-int8"]
 _FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
@@ -67,8 +71,8 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _compile(compiler: str) -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *COMPILE_FLAGS]).encode()).hexdigest()[:16]
+def _compile(compiler: str, flags: list[str]) -> Path:
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
     target = _cache_dir() / "kernels" / f"vnni_linear-{digest}.so"
     if target.is_file():
         return target
@@ -77,7 +81,7 @@ def _compile(compiler: str) -> Path:
     # a half-written file.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *COMPILE_FLAGS, "-o", str(built), str(SOURCE)], capture_output=True,
+        result = subprocess.run([compiler, *flags, "-o", str(built), str(SOURCE)], capture_output=True,
                                 text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
@@ -95,19 +99,34 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     if compiler is None:
         return None, "no C compiler (gcc or $CC) to build kernels/csrc/vnni_linear.c"
     try:
-        library = ctypes.CDLL(str(_compile(compiler)))
+        try:
+            library = ctypes.CDLL(str(_compile(compiler, COMPILE_FLAGS + AMX_COMPILE_FLAGS)))
+        except RuntimeError:  # a compiler without AMX intrinsics: the VNNI path alone
+            library = ctypes.CDLL(str(_compile(compiler, COMPILE_FLAGS)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         return None, f"building kernels/csrc/vnni_linear.c failed: {exc}"
     for function in (library.q4_linear, library.q8_linear):
         function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
+    library.set_amx.argtypes = [ctypes.c_int]
+    library.set_amx.restype = ctypes.c_int
+    library.set_amx(all(flag in _cpu_flags() for flag in AMX_CPU_FLAGS))
     return library, None
 
 
 def unavailable_reason() -> str | None:
     """None when the kernels run on this machine's CPU, else why not."""
     return _library()[1]
+
+
+def use_amx(is_wanted: bool) -> bool:
+    """Turns the AMX path for groups of 16 rows on or off (on by default where it runs); returns whether it is
+    on. Its results are bit-identical to the VNNI path's: this changes only speed (for benchmarks and tests)."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"the VNNI kernels cannot run here: {reason}")
+    return bool(library.set_amx(is_wanted and all(flag in _cpu_flags() for flag in AMX_CPU_FLAGS)))
 
 
 def unpackable_reason(out_features: int, in_features: int, *block_values: Tensor) -> str | None:

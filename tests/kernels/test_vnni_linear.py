@@ -120,3 +120,23 @@ def test_inputs_it_cannot_take_are_refused():
     assert vnni_linear.apply_q4_linear(torch.empty(0, 64, dtype=torch.bfloat16), packed).shape == (0, 16)
     assert "tiles" in vnni_linear.unpackable_reason(24, 64, torch.ones(24, 2))
     assert "float16" in vnni_linear.unpackable_reason(16, 64, torch.full((16, 2), 1e6))
+
+
+@pytest.mark.parametrize("form", ["q4", "q8"])
+def test_the_amx_path_gives_the_vnni_paths_results_bit_for_bit(form):
+    if not vnni_linear.use_amx(True):
+        pytest.skip("this CPU or compiler has no AMX-INT8")
+    n, k = 96, 1536
+    if form == "q4":
+        packed, apply = vnni_linear.pack_q4(*_q4_values(n, k, seed=5)), vnni_linear.apply_q4_linear
+    else:
+        packed, apply = vnni_linear.pack_q8(*vnni_linear.quantize_q8(torch.randn(n, k, generator=_generator(6)))), \
+            vnni_linear.apply_q8_linear
+    x = _input(53, k, seed=8)  # three groups of 16 rows on AMX, 5 rows on VNNI
+    try:
+        with_amx = {dtype: apply(x, packed, dtype) for dtype in (torch.float32, torch.bfloat16)}
+        assert not vnni_linear.use_amx(False)
+        for dtype, result in with_amx.items():
+            assert torch.equal(apply(x, packed, dtype), result)
+    finally:
+        vnni_linear.use_amx(True)

@@ -89,3 +89,40 @@ def test_prefill_rows_are_the_same_wherever_the_prompt_was_cut(dtype, is_blockwi
                 whole_cache[[table[p // BLOCK] * BLOCK + p % BLOCK for p in range(first, start)]]
         part = _prefill(q, k, v, cache, table, start, count, query_block)
         assert torch.equal(part, whole[start:start + count]), (start, count)
+
+
+def test_decode_rows_in_chunk_geometry_equal_their_prefill_alone_and_batched():
+    """Answer caching: a decode row past the first chunk, attended in chunk geometry, gives what prefill gives
+    the same position (so its keys and values can be cached), alone or beside rows of other lengths."""
+    from engine.model.attention import _decode_groups_attention, _prefill_attention, calibrate_decode_query_rows
+
+    chunk, dtype, device = 128, torch.bfloat16, torch.device("cpu")
+    query_block = calibrate_query_block(chunk, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, dtype, device)
+    num_query_rows = calibrate_decode_query_rows(chunk, query_block, NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, dtype, device)
+    if num_query_rows is None:
+        pytest.skip("SDPA computes no decode-shaped query as within a prefill block on this machine")
+    generator = torch.Generator().manual_seed(3)
+    kv_layer = torch.randn(256 * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator).to(dtype)
+    lengths = [100, 129, 131, 200, 256, 257, 513, 700, 129]
+    free = torch.randperm(256, generator=generator).tolist()
+    contexts = [([free.pop() for _ in range(-(-n // BLOCK))], n) for n in lengths]
+    q = torch.randn(len(lengths), NUM_HEADS, HEAD_DIM, generator=generator).to(dtype)
+
+    def decode(rows):
+        groups = decode_groups([contexts[i] for i in rows], BLOCK, NUM_KV_HEADS, device, chunk, num_query_rows)
+        md = AttentionMetadata(slot_mapping=torch.zeros(len(rows), dtype=torch.int64), num_decode_tokens=len(rows),
+                               decode_groups=groups, decode_index=concat_decode_index(groups))
+        return torch.cat(_decode_groups_attention(q[rows], kv_layer, md, 0.125))
+
+    batched = decode(sorted(range(len(lengths)), key=lambda i: lengths[i]))
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    for place, i in enumerate(order):
+        table, n = contexts[i]
+        assert torch.equal(decode([i])[0], batched[place]), n
+        if n <= chunk:
+            continue  # the first chunk keeps its exact context (prefill computes it over its own rows)
+        slot = table[(n - 1) // BLOCK] * BLOCK + (n - 1) % BLOCK
+        seg = prefill_segment(0, n - 1, 1, table, BLOCK, chunk, NUM_KV_HEADS, device, query_block)
+        prefilled = _prefill_attention(q[i:i + 1], kv_layer[slot:slot + 1, 0], kv_layer[slot:slot + 1, 1], kv_layer,
+                                       seg, 0.125)
+        assert torch.equal(batched[place], prefilled[0]), n

@@ -247,3 +247,49 @@ def test_a_conversation_reuses_its_previous_prompt_cut_anywhere_in_a_chunk(chunk
     assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
     assert together["next-turn-greedy"][1] == (len(requests["next-turn-greedy"][0]) - 1) // 16 * 16
     assert on.allocator.num_free == on.allocator.num_blocks
+
+
+@pytest.fixture(scope="module")
+def int4_engines(tiny_entry):
+    """The tiny model with int4 weights on kernels.vnni_linear (each row computed on its own) and answer
+    caching, the prefix cache on and off, 64-token chunks of 16-token blocks."""
+    from kernels import vnni_linear
+
+    if vnni_linear.unavailable_reason() is not None:
+        pytest.skip(f"kernels.vnni_linear: {vnni_linear.unavailable_reason()}")
+    config = dict(model_path=str(tiny_entry.path), dtype="bfloat16", quantization="int4", prefill_chunk_size=64,
+                  max_num_batched_tokens=128, max_num_seqs=8, kv_cache_memory_gib=256 * BLOCK_BYTES / 2**30,
+                  enable_answer_caching=True)
+    on = LLMEngine(EngineConfig(**config), tiny_entry)
+    off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
+    return on, off
+
+
+def test_where_decode_computes_as_prefill_the_next_turn_reuses_the_previous_answer_too(int4_engines):
+    """With answer caching and row-count-invariant linears, decode rows past the first chunk are attended in
+    chunk geometry: the blocks an answer's decode steps filled are cached, and a next turn hitting them gets
+    the tokens and logprobs of a miss, alone and batched."""
+    on, off = int4_engines
+    assert on.runner.decodes_in_chunk_geometry and off.runner.decodes_in_chunk_geometry
+    text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
+    answer_params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=True)
+    requests, expected = {}, {}
+    for marker, params in enumerate((GREEDY, SEEDED)):
+        tag = [1200 + marker]
+        primer = tag + text[:99]  # 100 prompt tokens; decode computes positions 100..138
+        answer = [token for token, _, _ in run(on, {"primer": (primer, answer_params)})["primer"][0]]
+        target = primer + answer + other[:30]
+        request_id = "greedy" if params is GREEDY else "seeded"
+        requests[request_id] = (target, params)
+        expected[request_id] = run(off, {request_id: (target, params)})[request_id][0]
+        # 139 computed tokens: 8 whole blocks, 2 of them filled by decode steps.
+        assert run(on, {request_id: (target, params)})[request_id] == (expected[request_id], 128), request_id
+    together = run(on, requests | {"miss": ([1300] + other[:40], SEEDED)})
+    assert {rid: tokens for rid, (tokens, _) in together.items() if rid != "miss"} == expected
+    assert together["greedy"][1] == (len(requests["greedy"][0]) - 1) // 16 * 16
+    # The same decode steps alone and beside others: decode rows in chunk geometry stay batch invariant.
+    solo = run(on, {"again": (tag + text[:80], answer_params)})["again"][0]
+    batched = run(on, {"again": (tag + text[:80], answer_params), "beside": ([1301] + text[:130], answer_params),
+                       "third": ([1302] + other[:70], answer_params)})["again"][0]
+    assert batched == solo
+    assert on.allocator.num_free == on.allocator.num_blocks

@@ -57,10 +57,6 @@ class EngineConfig:
     quantization: str = "none"
     # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
     enable_prefix_caching: bool = True
-    # Decode rows computed as prefill computes them, where every linear computes each row on its own, so that
-    # the blocks an answer fills are cached too (engine.model.model_runner.decodes_in_chunk_geometry). It
-    # sets the numerics of decode steps, the same with the prefix cache on or off.
-    enable_answer_caching: bool = False
     # Ranks the native forward is sharded over (engine.distributed); 1 = one process, no torch.distributed.
     tensor_parallel_size: int = 1
     distributed_backend: str = "auto"

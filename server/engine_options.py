@@ -31,10 +31,6 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="prompt tokens per prefill chunk, and the granularity of prefix-cache hits (default: 128)")
     parser.add_argument("--prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                         help="reuse the KV of prompt prefixes seen before (default: on; --no-prefix-caching: off)")
-    parser.add_argument("--answer-caching", action=argparse.BooleanOptionalAction, default=False,
-                        help="with int8/int4 weights on this CPU's per-row kernels, compute decode steps as prefill "
-                             "computes them, so a chat's next turn reuses the previous answer too; attention per "
-                             "decode step costs more (default: off)")
     parser.add_argument("--logprobs-mode", choices=("raw", "processed"), default="raw",
                         help="logprobs of the raw model distribution (default) or of the processed one")
     parser.add_argument("--tensor-parallel-size", type=int, default=None, metavar="N",
@@ -67,7 +63,6 @@ def engine_config(args: argparse.Namespace, entry: ModelEntry) -> EngineConfig:
         prefill_chunk_size=args.prefill_chunk_size,
         logprobs_mode=args.logprobs_mode,
         enable_prefix_caching=args.prefix_caching,
-        enable_answer_caching=args.answer_caching,
         tensor_parallel_size=args.tensor_parallel_size or int(os.environ.get("WORLD_SIZE", 1)),
         distributed_backend=args.distributed_backend,
     )

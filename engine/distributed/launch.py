@@ -227,8 +227,7 @@ def run_worker(config: EngineConfig, entry: ModelEntry, group_config: GroupConfi
                                       loaded.max_rank_kv_heads, shape.head_dim, loaded.dtype)
         kv_cache = KVCache(shape.num_layers, num_blocks, config.block_size, loaded.num_kv_heads, shape.head_dim,
                            loaded.dtype, loaded.device)
-        ModelRunner(loaded, kv_cache, config.block_size, config.prefill_chunk_size,
-                    config.enable_answer_caching).follow()
+        ModelRunner(loaded, kv_cache, config.block_size, config.prefill_chunk_size).follow()
     except Exception:
         logger.exception("rank %d failed", group.rank)
         return 1

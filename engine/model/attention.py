@@ -5,9 +5,6 @@ context length are attended together: keys and values gathered head-major from t
 call, with no padding and no mask. A row's result then depends on its own context alone: SDPA's fused CPU
 kernel blocks by query and key length, never by batch entries (tests/engine/model/test_attention.py), and
 a lone row computes exactly what transformers' SDPA attention computes for it.
-Where every linear computes each row on its own (the int8/int4 kernels) and the prefix cache is on,
-decode rows past the first chunk are attended in chunk geometry instead (decode_groups): the way prefill
-computes the same position, so the blocks decode fills (a chat's previous answer) can be cached too.
 Measured at batch 1 (benchmarks/profile_step.py, README): the earlier path, which padded each row to a
 multiple of 64 and ran two bf16 batched matmuls and a float32 softmax, took 4-12x longer per layer (bf16
 bmm on this AMX CPU cost ~40 us per tiny call), and padding alone changes the kernel's summation, so it
@@ -134,88 +131,30 @@ def prefill_segment(token_start: int, start: int, count: int, block_table: list[
 
 @dataclass(frozen=True)
 class DecodeGroup:
-    """Decode rows [row_start, row_start + num_rows) of the flat batch with one number of keys: their
-    context length, or in chunk geometry the end of the chunk their position lies in."""
+    """Decode rows [row_start, row_start + num_rows) of the flat batch with one context length."""
 
     row_start: int
     num_rows: int
-    # [2, num_rows, num_kv_heads, keys] key and value rows of the flattened cache layer (_kv_rows).
+    # [2, num_rows, num_kv_heads, context_len] key and value rows of the flattened cache layer (_kv_rows).
     kv_index: Tensor
-    # [num_rows, 1, query rows, keys] each row's causal mask in chunk geometry, repeated for each query row
-    # (calibrate_decode_query_rows); None: exact context.
-    mask: Tensor | None = None
-
-
-def calibrate_decode_query_rows(chunk_size: int, query_block: int, num_heads: int, num_kv_heads: int, head_dim: int,
-                                dtype: torch.dtype, device: torch.device) -> int | None:
-    """The fewest query rows (the decode row first, the others zeros) with which SDPA computes a row in chunk
-    geometry bit for bit as within its query block of a prefill chunk; None when none up to the block does.
-    SDPA's CPU kernel computes a lone query row another way than a row among others: here a 1-row query
-    differed from its row in a 16-row block in ~10% of rows, 2, 4 and 8 rows never did. Measured on random
-    data at two contexts, as calibrate_query_block."""
-    generator = torch.Generator().manual_seed(1)
-    for num_rows in (2, 4, 8, 16):
-        if num_rows > query_block:
-            break
-        is_exact = True
-        for chunk_start in (chunk_size, -(-600 // chunk_size) * chunk_size):
-            num_keys = chunk_start + chunk_size
-            q = torch.randn(1, num_heads, query_block, head_dim, generator=generator).to(device=device, dtype=dtype)
-            k, v = (torch.randn(1, num_kv_heads, num_keys, head_dim, generator=generator).to(device=device, dtype=dtype)
-                    for _ in range(2))
-            mask = torch.arange(num_keys, device=device).unsqueeze(0) <= torch.arange(
-                chunk_start, chunk_start + query_block, device=device).unsqueeze(1)
-            block = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            for row in range(query_block):
-                query = q.new_zeros(1, num_heads, num_rows, head_dim)
-                query[:, :, 0] = q[:, :, row]
-                out = F.scaled_dot_product_attention(query, k, v, attn_mask=mask[row:row + 1].expand(num_rows, -1),
-                                                     enable_gqa=True)
-                is_exact = is_exact and torch.equal(out[:, :, 0], block[:, :, row])
-        if is_exact:
-            return num_rows
-    return None
 
 
 def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv_heads: int,
-                  device: torch.device, chunk_size: int | None = None, num_query_rows: int = 2) -> list[DecodeGroup]:
-    """Groups for decode rows given as (block table, context length), in row order (ModelRunner.order sorts
-    them by context length, so rows of one group are adjacent).
-
-    Without chunk_size a row attends over its exact context, as transformers does. With it, a row past the
-    first chunk is attended in the geometry prefill computes it in (prefill_segment): the keys of the whole
-    chunk its position lies in, those past it masked, its query first of num_query_rows
-    (calibrate_decode_query_rows). Its keys and values are then those a prefill of the same tokens writes,
-    bit for bit, so the blocks decode fills can be cached."""
-    def num_keys(length: int) -> int:
-        if chunk_size is None or length <= chunk_size:
-            return length
-        return -(-length // chunk_size) * chunk_size
-
+                  device: torch.device) -> list[DecodeGroup]:
+    """Groups for decode rows given as (block table, context length), in row order. Rows of one context
+    length must be adjacent (ModelRunner.order sorts them so)."""
     groups: list[DecodeGroup] = []
     start = 0
     while start < len(contexts):
-        keys = num_keys(contexts[start][1])
+        length = contexts[start][1]
         stop = start
-        while stop < len(contexts) and num_keys(contexts[stop][1]) == keys:
+        while stop < len(contexts) and contexts[stop][1] == length:
             stop += 1
-        rows = contexts[start:stop]
-        positions = torch.arange(keys, device=device)
-        if keys == rows[0][1]:  # exact context (all rows of the group have this length)
-            tables = torch.tensor([t[:-(-keys // block_size)] for t, _ in rows], device=device)
-            slots = _slots(tables, positions, block_size)  # [num_rows, keys]
-            groups.append(DecodeGroup(start, stop - start, _kv_rows(slots, num_kv_heads)))
-        else:
-            last = torch.tensor([length - 1 for _, length in rows], device=device).unsqueeze(1)  # [num_rows, 1]
-            num_blocks = [-(-length // block_size) for _, length in rows]
-            width = max(num_blocks)
-            tables = torch.tensor([t[:n] + [t[n - 1]] * (width - n) for (t, _), n in zip(rows, num_blocks)],
-                                  device=device)
-            # Keys past a row's position read its own slot (real values, masked), as prefill_segment's do.
-            clamped = positions.minimum(last)  # [num_rows, keys]
-            slots = tables.gather(1, clamped // block_size) * block_size + clamped % block_size
-            mask = (positions.unsqueeze(0) <= last).view(len(rows), 1, 1, keys).expand(-1, -1, num_query_rows, -1)
-            groups.append(DecodeGroup(start, stop - start, _kv_rows(slots, num_kv_heads), mask))
+        num_blocks = -(-length // block_size)
+        tables = torch.tensor([t[:num_blocks] for t, _ in contexts[start:stop]], device=device)
+        slots = _slots(tables, torch.arange(length, device=device), block_size)  # [num_rows, length]
+        kv_index = _kv_rows(slots, num_kv_heads)
+        groups.append(DecodeGroup(start, stop - start, kv_index))
         start = stop
     return groups
 
@@ -243,23 +182,18 @@ def _gather(kv_layer: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return rows[0], rows[1]
 
 
-def _decode_attention(q: Tensor, keys: Tensor, values: Tensor, scale: float, mask: Tensor | None = None) -> Tensor:
-    """q [rows, num_heads, head_dim]; keys, values [rows, num_kv_heads, L, head_dim]; mask: DecodeGroup.mask."""
+def _decode_attention(q: Tensor, keys: Tensor, values: Tensor, scale: float) -> Tensor:
+    """q [rows, num_heads, head_dim]; keys, values [rows, num_kv_heads, L, head_dim]."""
     num_rows, num_heads, head_dim = q.shape
-    if mask is None:
-        out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, scale=scale,
-                                             enable_gqa=True)  # [num_rows, num_heads, 1, head_dim]
-        return out.view(num_rows, num_heads, head_dim)
-    query = q.new_zeros(num_rows, num_heads, mask.shape[2], head_dim)
-    query[:, :, 0] = q
-    out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scale, enable_gqa=True)
-    return out[:, :, 0].contiguous()  # [num_rows, num_heads, head_dim]
+    out = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, scale=scale,
+                                         enable_gqa=True)  # [num_rows, num_heads, 1, head_dim]
+    return out.view(num_rows, num_heads, head_dim)
 
 
 def _decode_groups_attention(q: Tensor, kv_layer: Tensor, md: AttentionMetadata, scale: float) -> list[Tensor]:
     """Each decode group's output [rows, num_heads, head_dim], in row order."""
     if md.decode_index is None:
-        return [_decode_attention(q[g.row_start:g.row_start + g.num_rows], *_gather(kv_layer, g.kv_index), scale, g.mask)
+        return [_decode_attention(q[g.row_start:g.row_start + g.num_rows], *_gather(kv_layer, g.kv_index), scale)
                 for g in md.decode_groups]
     head_dim = kv_layer.shape[-1]
     gathered = kv_layer.view(-1, head_dim).index_select(0, md.decode_index)  # [sum of index sizes, head_dim]
@@ -267,7 +201,7 @@ def _decode_groups_attention(q: Tensor, kv_layer: Tensor, md: AttentionMetadata,
     for g in md.decode_groups:
         size = g.kv_index.numel()
         kv = gathered[start:start + size].view(*g.kv_index.shape, head_dim)
-        outs.append(_decode_attention(q[g.row_start:g.row_start + g.num_rows], kv[0], kv[1], scale, g.mask))
+        outs.append(_decode_attention(q[g.row_start:g.row_start + g.num_rows], kv[0], kv[1], scale))
         start += size
     return outs
 

@@ -16,7 +16,6 @@ from engine.loading.loader import LoadedModel
 from engine.model.attention import (
     AttentionMetadata,
     PrefillSegment,
-    calibrate_decode_query_rows,
     calibrate_query_block,
     concat_decode_index,
     decode_groups,
@@ -26,41 +25,19 @@ from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
 
 
-def decodes_in_chunk_geometry(loaded: LoadedModel, is_answer_caching: bool) -> bool:
-    """Whether decode rows are computed as prefill computes the same positions (engine.model.attention's
-    decode_groups), so that the blocks they fill can be cached: asked for (EngineConfig.enable_answer_caching)
-    and possible, where every layer's linears compute each row on its own (row-count-invariant kernels: a
-    row's result is then the same in a decode step and in a prefill chunk). bf16's GEMMs are not, and its
-    decode rows stay exact against transformers. Not tied to the prefix cache: a request gets the same
-    tokens with the cache on or off. The cost: SDPA's lone-row kernel is ~3x faster than a row among others
-    (27 against 81 us a layer at 600 keys here), so a decode step takes longer."""
-    if not (is_answer_caching and loaded.is_native):
-        return False
-    linears = loaded.model.linears()[:-1]  # the head computes logits, not keys and values
-    return all(linear.is_row_count_invariant for linear in linears)
-
-
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel, kv_cache: KVCache | None, block_size: int, prefill_chunk_size: int,
-                 is_answer_caching: bool = False) -> None:
+    def __init__(self, loaded: LoadedModel, kv_cache: KVCache | None, block_size: int, prefill_chunk_size: int) -> None:
         self.loaded = loaded
         self.kv_cache = kv_cache
         self.block_size = block_size
         self.prefill_chunk_size = prefill_chunk_size
         self.device = loaded.device
         self.group = loaded.group
-        self.decodes_in_chunk_geometry = False
-        self.decode_query_rows: int | None = None
         if loaded.is_native:
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model
             self.query_block = calibrate_query_block(prefill_chunk_size, model.num_heads, model.num_kv_heads,
                                                      model.shape.head_dim, model.dtype, self.device)
-            if decodes_in_chunk_geometry(loaded, is_answer_caching):
-                self.decode_query_rows = calibrate_decode_query_rows(
-                    prefill_chunk_size, self.query_block, model.num_heads, model.num_kv_heads, model.shape.head_dim,
-                    model.dtype, self.device)
-                self.decodes_in_chunk_geometry = self.decode_query_rows is not None
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, rows of one context length together, as the attention metadata
@@ -139,10 +116,7 @@ class ModelRunner:
                                                 self.num_kv_heads, device, self.query_block))
         groups = []
         if decodes:
-            geometry = (dict(chunk_size=self.prefill_chunk_size, num_query_rows=self.decode_query_rows)
-                        if self.decodes_in_chunk_geometry else {})
-            groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device,
-                                   **geometry)
+            groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)
 
         md = AttentionMetadata(
             slot_mapping=torch.tensor(slot_mapping, dtype=torch.int64, device=device),

@@ -12,8 +12,7 @@ Prefix caching (when the allocator has a prefix cache): a sequence admitted with
 reuses the longest cached prefix of its tokens in whole blocks, short of its last token, whose logits
 must be computed. Every full block that prefill computed is cached, the prompt's short last chunk
 included, so the next turn of a conversation reuses its whole previous prompt. Decode steps compute
-another way (one row, its exact context) and their blocks are not cached, except where they compute as
-prefill does (caches_decode_blocks: then the previous answer is reused too). The first chunk is the
+another way (one row, its exact context) and their blocks are not cached. The first chunk is the
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
 short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
 """
@@ -35,9 +34,6 @@ class SchedulerConfig:
     block_size: int
     # Blocks kept free at admission so running sequences can grow without preempting at once.
     num_watermark_blocks: int = 0
-    # Decode rows are computed as prefill computes the same positions (ModelRunner.decodes_in_chunk_geometry),
-    # so the blocks they fill are cached too.
-    caches_decode_blocks: bool = False
 
     def __post_init__(self) -> None:
         if self.prefill_chunk_size < 1:
@@ -234,7 +230,7 @@ class Scheduler:
         for chunk in chunks:
             seq = chunk.seq
             seq.num_computed_tokens += chunk.num_tokens
-            if chunk.start != seq.num_cacheable_tokens or (chunk.is_decode and not self.config.caches_decode_blocks):
+            if chunk.is_decode or chunk.start != seq.num_cacheable_tokens:
                 continue
             if chunk.start == 0 and chunk.num_tokens < chunk_size:
                 continue  # a first chunk shorter than a chunk: computed over its own rows only

@@ -21,8 +21,7 @@ Packed layouts, one record per 16 outputs (a tile) and 32 inputs (a block), uint
   same at input + 16), then d [16] and m [16] float16.
 - Q8 (544 bytes): q + 128 [s, lane, j] (q[16 t + lane, 32 b + 4 s + j], s in 0..7), then d [16] float16.
 
-The shared library is compiled on first use with the system C compiler into the hearth cache directory
-(once per source and flags) and runs on torch's own OpenMP runtime (libgomp.so.1, already loaded), with
+The shared library is compiled on first use (kernels.c_library) and runs on torch's OpenMP runtime with
 torch's thread count.
 """
 
@@ -30,24 +29,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "vnni_linear.c"
+from kernels.c_library import CSRC, cpu_flags, load
+
+SOURCE = CSRC / "vnni_linear.c"
 GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "f16c", "fma")
-COMPILE_FLAGS = ["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c",
-                 "-mfma", "-fopenmp", "-shared", "-fPIC"]
+COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mfma"]
 # The AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows) is built where the compiler knows
 # the instructions (gcc 11 and later) and taken where the CPU has them.
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
@@ -55,63 +49,23 @@ AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-int8"]
 _FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
-def _cache_dir() -> Path:
-    # The same directory as engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
-    return Path(os.environ.get("HEARTH_CACHE") or Path.home() / ".cache" / "hearth").expanduser()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _compile(compiler: str, flags: list[str]) -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
-    target = _cache_dir() / "kernels" / f"vnni_linear-{digest}.so"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Compiled beside the target and renamed: processes starting together (tensor-parallel ranks) never load
-    # a half-written file.
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *flags, "-o", str(built), str(SOURCE)], capture_output=True,
-                                text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
-        os.replace(built, target)
-    return target
-
-
 @functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded library, None) or (None, why it cannot run here)."""
-    missing = [flag for flag in CPU_FLAGS if flag not in _cpu_flags()]
+    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
     if missing:
         return None, f"this CPU lacks {', '.join(missing)}"
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if compiler is None:
-        return None, "no C compiler (gcc or $CC) to build kernels/csrc/vnni_linear.c"
-    try:
-        try:
-            library = ctypes.CDLL(str(_compile(compiler, COMPILE_FLAGS + AMX_COMPILE_FLAGS)))
-        except RuntimeError:  # a compiler without AMX intrinsics: the VNNI path alone
-            library = ctypes.CDLL(str(_compile(compiler, COMPILE_FLAGS)))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        return None, f"building kernels/csrc/vnni_linear.c failed: {exc}"
+    # A compiler without AMX intrinsics builds the VNNI path alone.
+    library, reason = load(SOURCE, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
+    if library is None:
+        return None, reason
     for function in (library.q4_linear, library.q8_linear):
         function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(all(flag in _cpu_flags() for flag in AMX_CPU_FLAGS))
+    library.set_amx(all(flag in cpu_flags() for flag in AMX_CPU_FLAGS))
     return library, None
 
 
@@ -126,7 +80,7 @@ def use_amx(is_wanted: bool) -> bool:
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the VNNI kernels cannot run here: {reason}")
-    return bool(library.set_amx(is_wanted and all(flag in _cpu_flags() for flag in AMX_CPU_FLAGS)))
+    return bool(library.set_amx(is_wanted and all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)))
 
 
 def unpackable_reason(out_features: int, in_features: int, *block_values: Tensor) -> str | None:

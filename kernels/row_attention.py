@@ -1,0 +1,79 @@
+"""Causal attention of each query row over its own context in the paged KV cache, on x86 CPUs with
+AVX512-BF16 (csrc/row_attention.c).
+
+Why hand-written: a token's attention output must not depend on how its rows were batched or cut, so that
+keys and values computed by a decode step equal those a prefill of the same tokens computes (a chat's
+previous answer can then be served from the prefix cache) and a cache hit may start anywhere. torch's SDPA
+computes a lone query row with another kernel than a row among others (its results differ in ~10% of
+rows here), and its rows depend on the number of keys it is given, so the engine had to reproduce each
+prefill chunk's geometry. This kernel computes a row at position p from its query and keys 0..p alone:
+blocks of 16 keys from position 0, online softmax in float32, in that order on one thread. It reads the
+cache through the block tables, so nothing is gathered first.
+
+    q [rows, num_heads, head_dim] bf16, kv_layer [num_slots, 2, num_kv_heads, head_dim] bf16
+    row r attends to positions 0..positions[r] through the block table tables[table_starts[r]:]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+from torch import Tensor
+
+from kernels.c_library import CSRC, cpu_flags, load
+
+SOURCE = CSRC / "row_attention.c"
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
+COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+MAX_GROUP = 16
+MAX_HEAD_DIM = 256
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> tuple[ctypes.CDLL | None, str | None]:
+    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
+    if missing:
+        return None, f"this CPU lacks {', '.join(missing)}"
+    library, reason = load(SOURCE, [COMPILE_FLAGS])
+    if library is None:
+        return None, reason
+    library.row_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_void_p,
+                                                                                     ctypes.c_int]
+    library.row_attention.restype = ctypes.c_int
+    return library, None
+
+
+def unavailable_reason(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
+                       device: torch.device) -> str | None:
+    """None when the kernel runs here for this attention shape, else why not."""
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return f"it takes bfloat16 on CPU, not {dtype} on {device}"
+    if head_dim % 32 or head_dim > MAX_HEAD_DIM:
+        return f"head_dim {head_dim} is not a multiple of 32 up to {MAX_HEAD_DIM}"
+    if num_heads % num_kv_heads or num_heads // num_kv_heads > MAX_GROUP:
+        return f"{num_heads} query heads over {num_kv_heads} KV heads is not a group of at most {MAX_GROUP}"
+    return _library()[1]
+
+
+def apply_row_attention(q: Tensor, kv_layer: Tensor, tables: Tensor, table_starts: Tensor, positions: Tensor,
+                        block_size: int, scale: float) -> Tensor:
+    """q [rows, num_heads, head_dim] bf16; kv_layer [num_slots, 2, num_kv_heads, head_dim] bf16 (contiguous);
+    tables int32 [*] (concatenated block tables); table_starts, positions int64 [rows] -> [rows, num_heads,
+    head_dim] bf16."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
+    rows, num_heads, head_dim = q.shape
+    num_kv_heads = kv_layer.shape[2]
+    if not kv_layer.is_contiguous() or tables.dtype != torch.int32 or positions.dtype != torch.int64 \
+            or table_starts.dtype != torch.int64:
+        raise ValueError("kv_layer must be contiguous, tables int32, table_starts and positions int64")
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    if rows and library.row_attention(q.data_ptr(), kv_layer.data_ptr(), tables.data_ptr(), table_starts.data_ptr(),
+                                      positions.data_ptr(), rows, num_heads, num_kv_heads, head_dim, block_size,
+                                      scale, out.data_ptr(), torch.get_num_threads()):
+        raise ValueError(f"row_attention does not take {num_heads} heads over {num_kv_heads} of dimension {head_dim}")
+    return out

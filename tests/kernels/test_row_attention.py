@@ -1,0 +1,80 @@
+"""kernels.row_attention against a float64 reference over gathered keys, and each row's result whatever else
+is in the call (skipped, with the reason, where it cannot run)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import row_attention
+
+NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
+REASON = row_attention.unavailable_reason(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, torch.bfloat16, torch.device("cpu"))
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"kernels.row_attention: {REASON}")
+
+
+def _case(lengths: list[int], seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    num_blocks = sum(-(-n // BLOCK) for n in lengths) + 4
+    kv_layer = (torch.randn(num_blocks * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator) * 2).to(torch.bfloat16)
+    free = torch.randperm(num_blocks, generator=generator).tolist()
+    tables = [[free.pop() for _ in range(-(-n // BLOCK))] for n in lengths]
+    q = torch.randn(len(lengths), NUM_HEADS, HEAD_DIM, generator=generator).to(torch.bfloat16)
+    return q, kv_layer, tables
+
+
+def _apply(q, kv_layer, tables, positions):
+    flat, starts = [], []
+    for table in tables:
+        starts.append(len(flat))
+        flat += table
+    return row_attention.apply_row_attention(q, kv_layer, torch.tensor(flat, dtype=torch.int32), torch.tensor(starts),
+                                             torch.tensor(positions), BLOCK, HEAD_DIM ** -0.5)
+
+
+def _reference(q, kv_layer, table, position):
+    slots = torch.tensor([table[p // BLOCK] * BLOCK + p % BLOCK for p in range(position + 1)])
+    keys, values = kv_layer[slots, 0].double(), kv_layer[slots, 1].double()  # [L, kv heads, dim]
+    group = NUM_HEADS // NUM_KV_HEADS
+    keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+    scores = torch.einsum("hd,lhd->hl", q.double(), keys) * HEAD_DIM ** -0.5
+    return torch.einsum("hl,lhd->hd", scores.softmax(-1), values)
+
+
+def test_each_row_matches_softmax_attention_over_its_own_context():
+    lengths = [1, 2, 15, 16, 17, 33, 100, 129, 700]
+    q, kv_layer, tables = _case(lengths)
+    out = _apply(q, kv_layer, tables, [n - 1 for n in lengths])
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    for i, n in enumerate(lengths):
+        reference = _reference(q[i], kv_layer, tables[i], n - 1)
+        # float32 inside, bf16 out: within bf16's rounding of the exact result.
+        torch.testing.assert_close(out[i].double(), reference, rtol=2 ** -7, atol=2 ** -8), n
+    # One key: the output is its value.
+    assert torch.equal(out[0], kv_layer[tables[0][0] * BLOCK, 1].repeat_interleave(3, dim=0))
+
+
+def test_a_rows_result_does_not_depend_on_the_other_rows_or_the_thread_count():
+    lengths = [300, 40, 129, 300, 7, 512]
+    q, kv_layer, tables = _case(lengths, seed=1)
+    positions = [n - 1 for n in lengths]
+    together = _apply(q, kv_layer, tables, positions)
+    for i in range(len(lengths)):
+        assert torch.equal(_apply(q[i:i + 1], kv_layer, [tables[i]], [positions[i]]), together[i:i + 1])
+    # The rows of one sequence's prefill chunk (positions 280..299) give what each gives alone.
+    chunk = _apply(q[:1].expand(20, -1, -1), kv_layer, [tables[0]] * 20, list(range(280, 300)))
+    for offset in (0, 7, 19):
+        assert torch.equal(_apply(q[:1], kv_layer, [tables[0]], [280 + offset])[0], chunk[offset])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(_apply(q, kv_layer, tables, positions), together)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_shapes_it_cannot_take_are_named():
+    cpu = torch.device("cpu")
+    assert "head_dim" in row_attention.unavailable_reason(4, 2, 48, torch.bfloat16, cpu)
+    assert "group" in row_attention.unavailable_reason(32, 1, 64, torch.bfloat16, cpu)
+    assert "bfloat16" in row_attention.unavailable_reason(4, 2, 64, torch.float32, cpu)

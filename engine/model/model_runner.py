@@ -8,6 +8,8 @@ ranks may be at different points of the step.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
@@ -16,6 +18,7 @@ from engine.loading.loader import LoadedModel
 from engine.model.attention import (
     AttentionMetadata,
     PrefillSegment,
+    RowContexts,
     calibrate_query_block,
     concat_decode_index,
     decode_groups,
@@ -23,6 +26,22 @@ from engine.model.attention import (
 )
 from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
+from kernels import row_attention
+
+logger = logging.getLogger(__name__)
+
+
+def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
+    """None when decode rows are attended by kernels.row_attention, else why SDPA attends them: with int8/int4
+    weights, where the kernel takes the shape and CPU. Unquantized weights keep SDPA, whose lone decode row
+    is exact against transformers."""
+    if not loaded.is_native:
+        return "the transformers fallback attends with its own modules"
+    model = loaded.model
+    if model.quantization.mode == "none":
+        return "unquantized weights: decode rows stay exact against transformers (SDPA)"
+    return row_attention.unavailable_reason(model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype,
+                                            loaded.device)
 
 
 class ModelRunner:
@@ -33,7 +52,10 @@ class ModelRunner:
         self.prefill_chunk_size = prefill_chunk_size
         self.device = loaded.device
         self.group = loaded.group
+        reason = row_attention_unavailable_reason(loaded)
+        self.attends_decode_rows_alone = reason is None
         if loaded.is_native:
+            logger.info("decode attention: %s", "kernels.row_attention" if reason is None else f"SDPA ({reason})")
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model
             self.query_block = calibrate_query_block(prefill_chunk_size, model.num_heads, model.num_kv_heads,
@@ -102,6 +124,8 @@ class ModelRunner:
         sample_rows: list[int] = []
         decodes = [c for c in chunks if c.is_decode]
         prefills: list[PrefillSegment] = []
+        row_tables: list[int] = []
+        row_table_starts: list[int] = []
         for chunk in chunks:
             start, count, table = chunk.start, len(chunk.token_ids), chunk.block_table
             token_start = len(token_ids)
@@ -111,11 +135,20 @@ class ModelRunner:
                 slot_mapping.append(table[pos // size] * size + pos % size)
             if chunk.is_sampled:
                 sample_rows.append(len(token_ids) - 1)
-            if not chunk.is_decode:
+            if chunk.is_decode and self.attends_decode_rows_alone:
+                row_table_starts.append(len(row_tables))
+                row_tables.extend(table)
+            elif not chunk.is_decode:
                 prefills.append(prefill_segment(token_start, start, count, table, size, self.prefill_chunk_size,
                                                 self.num_kv_heads, device, self.query_block))
+        position_ids = torch.tensor(positions, dtype=torch.int64, device=device)
         groups = []
-        if decodes:
+        decode_contexts = None
+        if decodes and self.attends_decode_rows_alone:
+            decode_contexts = RowContexts(torch.tensor(row_tables, dtype=torch.int32, device=device),
+                                          torch.tensor(row_table_starts, dtype=torch.int64, device=device),
+                                          position_ids[:len(decodes)], size)
+        elif decodes:
             groups = decode_groups([(c.block_table, c.start + 1) for c in decodes], size, self.num_kv_heads, device)
 
         md = AttentionMetadata(
@@ -124,10 +157,11 @@ class ModelRunner:
             decode_groups=groups,
             prefills=prefills,
             decode_index=concat_decode_index(groups),
+            decode_contexts=decode_contexts,
         )
         return (
             torch.tensor(token_ids, dtype=torch.int64, device=device),
-            torch.tensor(positions, dtype=torch.int64, device=device),
+            position_ids,
             md,
             torch.tensor(sample_rows, dtype=torch.int64, device=device),
         )

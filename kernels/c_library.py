@@ -38,14 +38,16 @@ def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
 
 
-def compile_source(source: Path, flags: list[str]) -> Path:
-    """The shared library of `source` built with `flags` (BASE_FLAGS added); RuntimeError when it fails."""
+def compile_source(sources: list[Path], flags: list[str]) -> Path:
+    """The shared library of `sources` (one library) built with `flags` (BASE_FLAGS added); RuntimeError when it
+    fails."""
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler (gcc or $CC)")
     flags = BASE_FLAGS + flags
-    digest = hashlib.sha256(source.read_bytes() + " ".join([cc, *flags]).encode()).hexdigest()[:16]
-    target = cache_dir() / "kernels" / f"{source.stem}-{digest}.so"
+    text = b"".join(source.read_bytes() for source in sources)
+    digest = hashlib.sha256(text + " ".join([cc, *flags]).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"{sources[0].stem}-{digest}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +56,8 @@ def compile_source(source: Path, flags: list[str]) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         try:
-            result = subprocess.run([cc, *flags, "-o", str(built), str(source)], capture_output=True, text=True,
-                                    timeout=120)
+            result = subprocess.run([cc, *flags, "-o", str(built), *map(str, sources)], capture_output=True,
+                                    text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeError(f"{cc} failed: {exc}") from exc
         if result.returncode != 0:
@@ -64,14 +66,16 @@ def compile_source(source: Path, flags: list[str]) -> Path:
     return target
 
 
-def load(source: Path, flag_sets: list[list[str]]) -> tuple[ctypes.CDLL | None, str | None]:
-    """(the library built with the first flag set that compiles, None), or (None, why none could be built)."""
+def load(sources: list[Path], flag_sets: list[list[str]]) -> tuple[ctypes.CDLL | None, str | None]:
+    """(the library of `sources` built with the first flag set that compiles, None), or (None, why none could
+    be built)."""
+    names = " + ".join(f"kernels/csrc/{source.name}" for source in sources)
     if compiler() is None:
-        return None, f"no C compiler (gcc or $CC) to build kernels/csrc/{source.name}"
+        return None, f"no C compiler (gcc or $CC) to build {names}"
     reason = "no flags given"
     for flags in flag_sets:
         try:
-            return ctypes.CDLL(str(compile_source(source, flags))), None
+            return ctypes.CDLL(str(compile_source(sources, flags))), None
         except (OSError, RuntimeError) as exc:
-            reason = f"building kernels/csrc/{source.name} failed: {exc}"
+            reason = f"building {names} failed: {exc}"
     return None, reason

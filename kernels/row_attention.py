@@ -36,7 +36,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
     if missing:
         return None, f"this CPU lacks {', '.join(missing)}"
-    library, reason = load(SOURCE, [COMPILE_FLAGS])
+    library, reason = load([SOURCE], [COMPILE_FLAGS])
     if library is None:
         return None, reason
     library.row_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_void_p,

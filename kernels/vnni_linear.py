@@ -35,7 +35,8 @@ from torch import Tensor
 
 from kernels.c_library import CSRC, cpu_flags, load
 
-SOURCE = CSRC / "vnni_linear.c"
+# One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations.
+SOURCES = [CSRC / "vnni_linear.c", CSRC / "fused_layer.c"]
 GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
@@ -56,7 +57,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     if missing:
         return None, f"this CPU lacks {', '.join(missing)}"
     # A compiler without AMX intrinsics builds the VNNI path alone.
-    library, reason = load(SOURCE, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
+    library, reason = load(SOURCES, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
     if library is None:
         return None, reason
     for function in (library.q4_linear, library.q8_linear):

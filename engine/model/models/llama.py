@@ -22,9 +22,10 @@ from engine.loading.quantization import Quantization
 from engine.loading.registry import cache_dir
 from engine.model.attention import AttentionMetadata, paged_attention
 from engine.model.kv_cache import KVCache
-from engine.model.linear import Linear
+from engine.model.linear import BlockQuantizedLinear, Linear
 from engine.model.linear_factory import LinearFactory, residual_dtype
 from engine.model.row_tiling import RowTilingStore
+from kernels import fused_layer
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -141,6 +142,8 @@ class LlamaModel:
         self.embedding = None
         self.final_norm: Tensor | None = None
         self.lm_head: Linear | None = None
+        # Set by load_weights: None when layers run as kernels.fused_layer's calls.
+        self.fused_layer_reason: str | None = "no weights loaded"
 
     @classmethod
     def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int,
@@ -173,6 +176,22 @@ class LlamaModel:
         self.final_norm = weights.vector("model.norm.weight")
         self.embedding, self.lm_head = weights.embedding_and_head(part.vocab, shape.tie_word_embeddings)
         weights.check_all_used()
+        self.fused_layer_reason = self._fused_layer_reason()
+
+    def _fused_layer_reason(self) -> str | None:
+        """None when each layer runs as kernels.fused_layer's two calls around attention, else why the torch
+        ops run: it takes block-quantized weights without biases (kernels.vnni_linear), a float32 residual
+        stream, bf16 activations and one rank (o and down add to the residual without an all-reduce)."""
+        if self.group.world_size > 1:
+            return "tensor parallelism adds o's and down's partial sums across ranks"
+        if self.residual_dtype != torch.float32 or self.dtype != torch.bfloat16:
+            return f"residual {self.residual_dtype} with {self.dtype} activations"
+        for layer in self.layers:
+            for name in ("qkv", "o", "gate_up", "down"):
+                linear = layer[name]
+                if not isinstance(linear, BlockQuantizedLinear) or linear.bias is not None:
+                    return f"{name} is a {type(linear).__name__}{' with a bias' if linear.bias is not None else ''}"
+        return fused_layer.unavailable_reason()
 
     def linears(self) -> list[Linear]:
         return [layer[n] for layer in self.layers for n in ("qkv", "o", "gate_up", "down")] + [self.lm_head]
@@ -218,8 +237,10 @@ class LlamaModel:
         sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
         hidden = self.embedding.lookup(input_ids).to(self.residual_dtype)
         num_tokens = input_ids.shape[0]
+        if self.fused_layer_reason is None:
+            return self._fused_forward(hidden, positions, md, kv_cache)
         for index, layer in enumerate(self.layers):
-            x = _rms_norm(hidden, layer["input_norm"], shape.rms_norm_eps)
+            x = self._norm(hidden, layer["input_norm"])
             qkv = self._linear(x, layer["qkv"], md)
             # q and k heads rotate together: [T, num_heads + num_kv_heads, head_dim].
             qk = _rotate(qkv[:, :q_size + kv_size].view(num_tokens, -1, shape.head_dim), cos, sin)
@@ -228,9 +249,45 @@ class LlamaModel:
             attn = paged_attention(q, k, v, kv_cache.layer(index), md, self.scale)
             # o and down are row-parallel: each rank's output is a partial sum, added across ranks.
             hidden = hidden + self.group.all_reduce(self._linear(attn.view(num_tokens, q_size), layer["o"], md))
-            x = _rms_norm(hidden, layer["post_norm"], shape.rms_norm_eps)
-            gate, up = self._linear(x, layer["gate_up"], md).chunk(2, dim=-1)
-            hidden = hidden + self.group.all_reduce(self._linear(F.silu(gate) * up, layer["down"], md))
+            x = self._norm(hidden, layer["post_norm"])
+            act = self._silu_mul(self._linear(x, layer["gate_up"], md))
+            hidden = hidden + self.group.all_reduce(self._linear(act, layer["down"], md))
+        return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
+
+    @property
+    def _has_c_elementwise(self) -> bool:
+        """With a float32 residual stream (quantized weights), the norm and silu * up run as
+        kernels.fused_layer computes them, so that the torch path and the fused one agree bit for bit."""
+        return (self.residual_dtype == torch.float32 and self.dtype == torch.bfloat16 and self.device.type == "cpu"
+                and fused_layer.unavailable_reason() is None)
+
+    def _norm(self, hidden: Tensor, weight: Tensor) -> Tensor:
+        if self._has_c_elementwise:
+            return fused_layer.apply_rms_norm(hidden, weight, self.shape.rms_norm_eps)
+        return _rms_norm(hidden, weight, self.shape.rms_norm_eps)
+
+    def _silu_mul(self, gate_up: Tensor) -> Tensor:
+        if self._has_c_elementwise:
+            return fused_layer.apply_silu_mul(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    def _fused_forward(self, hidden: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
+        """forward's layers as kernels.fused_layer's two calls around attention each (fused_layer_reason)."""
+        shape = self.shape
+        num_tokens = hidden.shape[0]
+        hidden = hidden.contiguous()
+        cos = self.cos.index_select(0, positions)  # [T, head_dim]
+        sin = self.signed_sin.index_select(0, positions)
+        for index, layer in enumerate(self.layers):
+            q, k, v = fused_layer.apply_layer_front(hidden, layer["input_norm"], shape.rms_norm_eps,
+                                                    (layer["qkv"].form, layer["qkv"].packed), self.num_heads,
+                                                    self.num_kv_heads, shape.head_dim, cos, sin)
+            attn = paged_attention(q, k, v, kv_cache.layer(index), md, self.scale)
+            fused_layer.apply_layer_back(hidden, attn.reshape(num_tokens, -1), (layer["o"].form, layer["o"].packed),
+                                         layer["post_norm"], shape.rms_norm_eps,
+                                         (layer["gate_up"].form, layer["gate_up"].packed),
+                                         (layer["down"].form, layer["down"].packed), layer["down"].in_features)
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     @torch.inference_mode()

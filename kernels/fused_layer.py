@@ -1,0 +1,113 @@
+"""A Llama layer's per-row work around attention, for block-quantized weights on kernels.vnni_linear and a
+float32 residual stream (csrc/fused_layer.c, built into one library with csrc/vnni_linear.c).
+
+Why: at one decode row a layer was ~25 small torch ops and 4 kernel calls, each with its own dispatch,
+allocation and (for the kernels) OpenMP start, about half a decode step's time on this CPU. Two calls do the
+same work, with the torch path's roundings; its norm and silu * up are computed by apply_rms_norm and
+apply_silu_mul below in both (torch's own sum of squares and exp would differ in the last bits):
+
+    apply_layer_front: x = norm(hidden); q, k, v = split(qkv(x)); q and k rotated
+    apply_layer_back:  hidden += o(attn); x = norm(hidden); hidden += down(silu(gate(x)) * up(x))
+
+Weights are given as (form, packed) with form "q4" or "q8" and packed as kernels.vnni_linear packs them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+from torch import Tensor
+
+from kernels import vnni_linear
+
+FORMS = {"q4": 4, "q8": 8}
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL:
+    library, reason = vnni_linear._library()
+    if library is None:
+        raise RuntimeError(f"kernels.fused_layer cannot run here: {reason}")
+    pointer, integer, number = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    library.layer_front.argtypes = [pointer, integer, integer, pointer, number, ctypes.c_int, pointer, integer, integer,
+                                    integer, pointer, pointer, pointer, pointer, pointer, ctypes.c_int]
+    library.layer_back.argtypes = [pointer, integer, integer, pointer, integer, ctypes.c_int, pointer, pointer, number,
+                                   ctypes.c_int, pointer, integer, pointer, ctypes.c_int]
+    library.layer_front.restype = library.layer_back.restype = ctypes.c_int
+    library.rms_norm_bf16.argtypes = [pointer, integer, integer, pointer, number, pointer, ctypes.c_int]
+    library.silu_mul_bf16.argtypes = [pointer, integer, integer, pointer, ctypes.c_int]
+    library.rms_norm_bf16.restype = library.silu_mul_bf16.restype = None
+    return library
+
+
+def unavailable_reason() -> str | None:
+    return vnni_linear.unavailable_reason()
+
+
+def _check(name: str, tensor: Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    if tensor.dtype != dtype or tuple(tensor.shape) != shape or not tensor.is_contiguous() or tensor.device.type != "cpu":
+        raise ValueError(f"{name} must be a contiguous CPU {dtype} tensor of shape {shape}, got {tensor.dtype} "
+                         f"{tuple(tensor.shape)}")
+
+
+def apply_layer_front(hidden: Tensor, norm_weight: Tensor, eps: float, qkv: tuple[str, Tensor], num_heads: int,
+                      num_kv_heads: int, head_dim: int, cos: Tensor, signed_sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """hidden [rows, dim] float32; norm_weight [dim] bf16; cos, signed_sin [rows, head_dim] bf16 -> q [rows,
+    num_heads, head_dim], k and v [rows, num_kv_heads, head_dim] bf16 (q and k rotated)."""
+    rows, dim = hidden.shape
+    form, packed = qkv
+    _check("hidden", hidden, torch.float32, (rows, dim))
+    _check("norm_weight", norm_weight, torch.bfloat16, (dim,))
+    _check("cos", cos, torch.bfloat16, (rows, head_dim))
+    _check("signed_sin", signed_sin, torch.bfloat16, (rows, head_dim))
+    q = torch.empty(rows, num_heads, head_dim, dtype=torch.bfloat16)
+    k = torch.empty(rows, num_kv_heads, head_dim, dtype=torch.bfloat16)
+    v = torch.empty(rows, num_kv_heads, head_dim, dtype=torch.bfloat16)
+    if rows and _library().layer_front(hidden.data_ptr(), rows, dim, norm_weight.data_ptr(), eps, FORMS[form],
+                                       packed.data_ptr(), num_heads, num_kv_heads, head_dim, cos.data_ptr(),
+                                       signed_sin.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                       torch.get_num_threads()):
+        raise MemoryError(f"layer_front could not allocate scratch for {rows} rows")
+    return q, k, v
+
+
+def apply_layer_back(hidden: Tensor, attn: Tensor, o: tuple[str, Tensor], norm_weight: Tensor, eps: float,
+                     gate_up: tuple[str, Tensor], down: tuple[str, Tensor], intermediate: int) -> None:
+    """hidden [rows, dim] float32, updated in place; attn [rows, attn_dim] bf16; norm_weight [dim] bf16."""
+    rows, dim = hidden.shape
+    _check("hidden", hidden, torch.float32, (rows, dim))
+    _check("attn", attn, torch.bfloat16, (rows, attn.shape[1]))
+    _check("norm_weight", norm_weight, torch.bfloat16, (dim,))
+    if down[0] != gate_up[0]:
+        raise ValueError(f"gate_up and down must share a form, got {gate_up[0]} and {down[0]}")
+    if rows and _library().layer_back(hidden.data_ptr(), rows, dim, attn.data_ptr(), attn.shape[1], FORMS[o[0]],
+                                      o[1].data_ptr(), norm_weight.data_ptr(), eps, FORMS[gate_up[0]],
+                                      gate_up[1].data_ptr(), intermediate, down[1].data_ptr(),
+                                      torch.get_num_threads()):
+        raise MemoryError(f"layer_back could not allocate scratch for {rows} rows")
+
+
+def apply_rms_norm(hidden: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """hidden [rows, dim] float32, weight [dim] bf16 -> bf16(bf16(h rsqrt(mean(h^2) + eps)) weight) [rows, dim]."""
+    rows, dim = hidden.shape
+    hidden = hidden.contiguous()
+    _check("hidden", hidden, torch.float32, (rows, dim))
+    _check("weight", weight, torch.bfloat16, (dim,))
+    out = torch.empty(rows, dim, dtype=torch.bfloat16)
+    if rows:
+        _library().rms_norm_bf16(hidden.data_ptr(), rows, dim, weight.data_ptr(), eps, out.data_ptr(),
+                                 torch.get_num_threads())
+    return out
+
+
+def apply_silu_mul(gate_up: Tensor) -> Tensor:
+    """gate_up [rows, 2 intermediate] bf16 (gate first) -> bf16(bf16(silu(gate)) up) [rows, intermediate]."""
+    rows, width = gate_up.shape
+    gate_up = gate_up.contiguous()
+    _check("gate_up", gate_up, torch.bfloat16, (rows, width))
+    out = torch.empty(rows, width // 2, dtype=torch.bfloat16)
+    if rows:
+        _library().silu_mul_bf16(gate_up.data_ptr(), rows, width // 2, out.data_ptr(), torch.get_num_threads())
+    return out

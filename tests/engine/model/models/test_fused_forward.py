@@ -1,0 +1,37 @@
+"""The int4 forward's layers as kernels.fused_layer's calls give the tokens of the torch ops they replace."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.llm_engine import LLMEngine
+from engine.sampling.sampling_params import SamplingParams
+from kernels import fused_layer
+from tests.conftest import chat_prompt, run_to_completion
+
+pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
+                                reason=f"kernels.fused_layer: {fused_layer.unavailable_reason()}")
+
+
+@pytest.mark.parametrize("quantization", ["int4", "int8"])
+def test_fused_layers_give_the_torch_paths_greedy_tokens(default_entry, quantization):
+    engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization=quantization, max_num_seqs=4,
+                                    kv_cache_memory_gib=0.25), default_entry)
+    model = engine.loaded.model
+    assert model.fused_layer_reason is None
+    questions = ["What is the capital of France?", "Name three rivers in Europe.", "Why is the sky blue?",
+                 "Write a haiku about rain."]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+
+    def tokens() -> dict:
+        for i, question in enumerate(questions):
+            engine.add_request(f"q{i}", chat_prompt(engine, question), params)
+        return run_to_completion(engine)
+
+    fused = tokens()
+    model.fused_layer_reason = "forced off by the test"
+    try:
+        assert tokens() == fused
+    finally:
+        model.fused_layer_reason = None

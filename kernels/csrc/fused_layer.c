@@ -40,6 +40,41 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
 
+/* Sixteen of each, the same roundings as the scalar ones: round to nearest even (in integers, as
+ * f32_to_bf16; vcvtneps2bf16 would flush denormals). */
+static inline __m512 round_bf16_ps(__m512 x) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+    return _mm512_castsi512_ps(_mm512_and_si512(rounded, _mm512_set1_epi32((int)0xFFFF0000u)));
+}
+
+static inline __m512 load_bf16_ps(const uint16_t *src) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src)), 16));
+}
+
+/* x must be bf16-exact (round_bf16_ps's output). */
+static inline void store_bf16_ps(uint16_t *dst, __m512 x) {
+    _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(x), 16)));
+}
+
+/* e^x for x in [-87, 88] (clamped; Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n). */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
 /* x [rows, dim] bf16 = bf16(bf16(h rsqrt(mean(h^2) + eps)) w) for hidden h [rows, dim] float32. */
 static void rms_norm_rows(const float *hidden, int64_t rows, int64_t dim, const uint16_t *weight, float eps,
                           uint16_t *x, int num_threads) {
@@ -56,7 +91,11 @@ static void rms_norm_rows(const float *hidden, int64_t rows, int64_t dim, const 
         for (; i < dim; i++)
             sum += h[i] * h[i];
         const float scale = 1.0f / sqrtf(sum / (float)dim + eps);
-        for (i = 0; i < dim; i++)
+        for (i = 0; i + 16 <= dim; i += 16) {
+            const __m512 normed = round_bf16_ps(_mm512_mul_ps(_mm512_loadu_ps(h + i), _mm512_set1_ps(scale)));
+            store_bf16_ps(x + r * dim + i, round_bf16_ps(_mm512_mul_ps(normed, load_bf16_ps(weight + i))));
+        }
+        for (; i < dim; i++)
             x[r * dim + i] = f32_to_bf16(bf16_to_f32(f32_to_bf16(h[i] * scale)) * bf16_to_f32(weight[i]));
     }
 }
@@ -84,7 +123,15 @@ int layer_front(const float *hidden, int64_t rows, int64_t dim, const uint16_t *
                 const uint16_t *src = row + head * head_dim;
                 uint16_t *dst = head < num_heads ? q + (r * num_heads + head) * head_dim
                                                  : k + (r * num_kv_heads + head - num_heads) * head_dim;
-                for (int64_t i = 0; i < head_dim; i++) {
+                int64_t i = 0;
+                if (half % 16 == 0)  /* the rolled halves start on 16-element boundaries */
+                    for (; i < head_dim; i += 16) {
+                        const __m512 straight = round_bf16_ps(_mm512_mul_ps(load_bf16_ps(src + i), load_bf16_ps(c + i)));
+                        const __m512 rolled = round_bf16_ps(_mm512_mul_ps(load_bf16_ps(src + (i + half) % head_dim),
+                                                                          load_bf16_ps(s + i)));
+                        store_bf16_ps(dst + i, round_bf16_ps(_mm512_add_ps(straight, rolled)));
+                    }
+                for (; i < head_dim; i++) {
                     const float straight = bf16_to_f32(f32_to_bf16(bf16_to_f32(src[i]) * bf16_to_f32(c[i])));
                     const float rolled = bf16_to_f32(f32_to_bf16(bf16_to_f32(src[(i + half) % head_dim]) *
                                                                  bf16_to_f32(s[i])));
@@ -100,19 +147,30 @@ int layer_front(const float *hidden, int64_t rows, int64_t dim, const uint16_t *
     return failed;
 }
 
-static inline float silu(float x) {
-    return x / (1.0f + expf(-x));
+/* silu(x) = x / (1 + e^-x), sixteen at a time (e^-x clamped to [e^-87, e^88]). */
+static inline __m512 silu_ps(__m512 x) {
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
 }
 
 /* act [rows, intermediate] = bf16(bf16(silu(gate)) up) for gate_up [rows, 2 intermediate] bf16 (gate first). */
 static void silu_mul_rows(const uint16_t *gate_up, int64_t rows, int64_t intermediate, uint16_t *act, int num_threads) {
     #pragma omp parallel for schedule(static) num_threads(num_threads) if (rows > 8)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t i = 0; i < intermediate; i++) {
-            const float gate = bf16_to_f32(gate_up[r * 2 * intermediate + i]);
-            const float up = bf16_to_f32(gate_up[r * 2 * intermediate + intermediate + i]);
-            act[r * intermediate + i] = f32_to_bf16(bf16_to_f32(f32_to_bf16(silu(gate))) * up);
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *gate = gate_up + r * 2 * intermediate, *up = gate + intermediate;
+        int64_t i = 0;
+        for (; i + 16 <= intermediate; i += 16) {
+            const __m512 activated = round_bf16_ps(silu_ps(load_bf16_ps(gate + i)));
+            store_bf16_ps(act + r * intermediate + i, round_bf16_ps(_mm512_mul_ps(activated, load_bf16_ps(up + i))));
         }
+        if (i < intermediate) {  /* the tail, through a zero-padded buffer: the same operations */
+            uint16_t tail_gate[16] = {0}, tail_up[16] = {0}, tail_act[16];
+            memcpy(tail_gate, gate + i, (intermediate - i) * sizeof(uint16_t));
+            memcpy(tail_up, up + i, (intermediate - i) * sizeof(uint16_t));
+            const __m512 activated = round_bf16_ps(silu_ps(load_bf16_ps(tail_gate)));
+            store_bf16_ps(tail_act, round_bf16_ps(_mm512_mul_ps(activated, load_bf16_ps(tail_up))));
+            memcpy(act + r * intermediate + i, tail_act, (intermediate - i) * sizeof(uint16_t));
+        }
+    }
 }
 
 /* The two per-row operations above on their own, for the torch path of the same models (so that it computes

@@ -45,7 +45,9 @@ def compile_source(sources: list[Path], flags: list[str]) -> Path:
     if cc is None:
         raise RuntimeError("no C compiler (gcc or $CC)")
     flags = BASE_FLAGS + flags
-    text = b"".join(source.read_bytes() for source in sources)
+    # The sources and every header beside them (they include them).
+    headers = sorted(CSRC.glob("*.h"))
+    text = b"".join(path.read_bytes() for path in [*sources, *headers])
     digest = hashlib.sha256(text + " ".join([cc, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / "kernels" / f"{sources[0].stem}-{digest}.so"
     if target.is_file():

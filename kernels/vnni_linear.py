@@ -66,8 +66,12 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
         function.restype = ctypes.c_int
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(all(flag in cpu_flags() for flag in AMX_CPU_FLAGS))
+    library.set_amx(_has_amx())
     return library, None
+
+
+def _has_amx() -> bool:
+    return all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)
 
 
 def unavailable_reason() -> str | None:
@@ -81,7 +85,7 @@ def use_amx(is_wanted: bool) -> bool:
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the VNNI kernels cannot run here: {reason}")
-    return bool(library.set_amx(is_wanted and all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)))
+    return bool(library.set_amx(is_wanted and _has_amx()))
 
 
 def unpackable_reason(out_features: int, in_features: int, *block_values: Tensor) -> str | None:

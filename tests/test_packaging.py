@@ -82,4 +82,6 @@ def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
                              str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("hearth-*.whl")
-    assert "kernels/csrc/vnni_linear.c" in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "kernels/csrc/vnni_linear.c" in names
+    assert "kernels/csrc/avx512_math.h" in names  # the sources include it

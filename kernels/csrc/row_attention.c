@@ -9,35 +9,13 @@
  * Scores: q.k by `vdpbf16ps` (exact bf16 products, float32 sums), times the scale. Per block of keys, for
  * each query head: m' = max(m, max s), l = l e^(m - m') + e^(s - m') (16 lanes, summed at the end),
  * acc = acc e^(m - m') + sum e^(s - m') v; the output is acc / l. */
-#include <immintrin.h>
 #include <math.h>
-#include <stdint.h>
+
+#include "avx512_math.h"
 
 #define KEY_BLOCK 64  /* keys per softmax update, scored 16 at a time */
 #define MAX_GROUP 16     /* query heads per KV head */
 #define MAX_HEAD_DIM 256
-
-/* e^x for x <= 0 (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n); within 2 ulp. */
-static inline __m512 exp_ps(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline __m512 bf16x16_to_f32(const uint16_t *src) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
 
 /* Sixteen dot products at once: lane j of the result is the sum of partial[j]'s 16 lanes, by the same fixed
  * tree of shuffles and adds whatever the inputs (it leaves vector 4 t + k in lane 4 k + t; one permutation
@@ -140,7 +118,7 @@ static inline __attribute__((always_inline)) void attend_shape(
             for (int h = 0; h < group; h++)
                 w[h] = _mm512_set1_ps(weights[h][j]);
             for (int i = 0; i < head_dim / 16; i++) {
-                const __m512 v = bf16x16_to_f32(value + 16 * i);
+                const __m512 v = load_bf16_ps(value + 16 * i);
                 for (int h = 0; h < group; h++)
                     acc[h][i] = _mm512_fmadd_ps(w[h], v, acc[h][i]);
             }

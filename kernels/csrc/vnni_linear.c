@@ -14,10 +14,11 @@
  * integer dot products from tile instructions instead (16 rows x 16 outputs x 32 inputs in one `tdpbssd`),
  * and applies the same float32 operations in the same order: bit-identical to the VNNI path, so which path
  * a row takes (its group's place in the call) cannot change its result. */
-#include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "avx512_math.h"
 
 #define ROWS_PER_PASS 8
 #define BLOCK_BYTES 320
@@ -26,15 +27,10 @@
 /* 256 * 127 + 127: the largest x16 whose high byte stays within -127..127 under round-half-up. */
 #define X16_MAX 32639.0f
 
-static inline __m512 bf16x16_to_f32(const uint16_t *src) {
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
 /* x [k] bf16 -> hi, lo [k] int8; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
 static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, float *dx, int32_t *sum) {
     for (int64_t b = 0; b < k / 32; b++) {
-        __m512 first = bf16x16_to_f32(x + b * 32), second = bf16x16_to_f32(x + b * 32 + 16);
+        __m512 first = load_bf16_ps(x + b * 32), second = load_bf16_ps(x + b * 32 + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(first), _mm512_abs_ps(second)));
         float inv = amax > 0.0f ? X16_MAX / amax : 0.0f;
         /* Round to nearest even (the default MXCSR mode). */

@@ -144,6 +144,10 @@ class LlamaModel:
         self.lm_head: Linear | None = None
         # Set by load_weights: None when layers run as kernels.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
+        # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
+        # kernels.fused_layer computes them, so that it and the fused path agree bit for bit.
+        self.has_c_elementwise = (self.residual_dtype == torch.float32 and dtype == torch.bfloat16
+                                  and device.type == "cpu" and fused_layer.unavailable_reason() is None)
 
     @classmethod
     def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int,
@@ -233,12 +237,13 @@ class LlamaModel:
         shape = self.shape
         q_size = self.num_heads * shape.head_dim
         kv_size = self.num_kv_heads * shape.head_dim
-        cos = self.cos.index_select(0, positions).unsqueeze(1)  # [T, 1, head_dim]
-        sin = self.signed_sin.index_select(0, positions).unsqueeze(1)
+        cos = self.cos.index_select(0, positions)  # [T, head_dim]
+        sin = self.signed_sin.index_select(0, positions)
         hidden = self.embedding.lookup(input_ids).to(self.residual_dtype)
         num_tokens = input_ids.shape[0]
         if self.fused_layer_reason is None:
-            return self._fused_forward(hidden, positions, md, kv_cache)
+            return self._fused_forward(hidden, cos, sin, md, kv_cache)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [T, 1, head_dim]
         for index, layer in enumerate(self.layers):
             x = self._norm(hidden, layer["input_norm"])
             qkv = self._linear(x, layer["qkv"], md)
@@ -254,31 +259,24 @@ class LlamaModel:
             hidden = hidden + self.group.all_reduce(self._linear(act, layer["down"], md))
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
-    @property
-    def _has_c_elementwise(self) -> bool:
-        """With a float32 residual stream (quantized weights), the norm and silu * up run as
-        kernels.fused_layer computes them, so that the torch path and the fused one agree bit for bit."""
-        return (self.residual_dtype == torch.float32 and self.dtype == torch.bfloat16 and self.device.type == "cpu"
-                and fused_layer.unavailable_reason() is None)
-
     def _norm(self, hidden: Tensor, weight: Tensor) -> Tensor:
-        if self._has_c_elementwise:
+        if self.has_c_elementwise:
             return fused_layer.apply_rms_norm(hidden, weight, self.shape.rms_norm_eps)
         return _rms_norm(hidden, weight, self.shape.rms_norm_eps)
 
     def _silu_mul(self, gate_up: Tensor) -> Tensor:
-        if self._has_c_elementwise:
+        if self.has_c_elementwise:
             return fused_layer.apply_silu_mul(gate_up)
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
 
-    def _fused_forward(self, hidden: Tensor, positions: Tensor, md: AttentionMetadata, kv_cache: KVCache) -> Tensor:
-        """forward's layers as kernels.fused_layer's two calls around attention each (fused_layer_reason)."""
+    def _fused_forward(self, hidden: Tensor, cos: Tensor, sin: Tensor, md: AttentionMetadata,
+                       kv_cache: KVCache) -> Tensor:
+        """forward's layers as kernels.fused_layer's two calls around attention each (fused_layer_reason);
+        cos, sin [T, head_dim] the rows' rotary tables."""
         shape = self.shape
         num_tokens = hidden.shape[0]
         hidden = hidden.contiguous()
-        cos = self.cos.index_select(0, positions)  # [T, head_dim]
-        sin = self.signed_sin.index_select(0, positions)
         for index, layer in enumerate(self.layers):
             q, k, v = fused_layer.apply_layer_front(hidden, layer["input_norm"], shape.rms_norm_eps,
                                                     (layer["qkv"].form, layer["qkv"].packed), self.num_heads,

@@ -35,8 +35,9 @@ from torch import Tensor
 
 from kernels.c_library import CSRC, cpu_flags, load
 
-# One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations.
-SOURCES = [CSRC / "vnni_linear.c", CSRC / "fused_layer.c"]
+# One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
+# decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.
+SOURCES = [CSRC / "vnni_linear.c", CSRC / "fused_layer.c", CSRC / "decode_layers.c"]
 GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320

@@ -113,3 +113,39 @@ def test_the_norm_and_silu_on_their_own_are_torchs_within_a_bf16_rounding():
     gate, up = gate_up.chunk(2, dim=-1)
     torch.testing.assert_close(fused_layer.apply_silu_mul(gate_up).float(), (F.silu(gate) * up).float(),
                                rtol=2 ** -7, atol=2 ** -7)
+
+
+def test_the_decode_stack_in_one_call_equals_the_per_layer_calls_bit_for_bit():
+    """Two layers, three sequences decoding at positions 5, 17 and 40 of a random paged cache (block 16)."""
+    from kernels.row_attention import apply_row_attention
+
+    generator = torch.Generator().manual_seed(13)
+    layers = [{"input_norm": (1 + 0.1 * torch.randn(DIM, generator=generator)).to(torch.bfloat16),
+               "post_norm": (1 + 0.1 * torch.randn(DIM, generator=generator)).to(torch.bfloat16),
+               "qkv": _packed("q4", (HEADS + 2 * KV_HEADS) * HEAD_DIM, DIM, 20 + 5 * i),
+               "o": _packed("q8", DIM, HEADS * HEAD_DIM, 21 + 5 * i),
+               "gate_up": _packed("q4", 2 * INTER, DIM, 22 + 5 * i), "down": _packed("q4", DIM, INTER, 23 + 5 * i)}
+              for i in range(2)]
+    block_size, positions = 16, torch.tensor([5, 17, 40])
+    block_tables = [[3], [0, 5], [1, 4, 2]]  # each sequence's blocks, out of order in the cache
+    tables = torch.tensor([b for t in block_tables for b in t], dtype=torch.int32)
+    table_starts = torch.tensor([0, 1, 3])
+    slots = torch.tensor([t[int(p) // block_size] * block_size + int(p) % block_size
+                          for t, p in zip(block_tables, positions)])
+    kv = torch.randn(2, 6 * block_size, 2, KV_HEADS, HEAD_DIM, generator=generator).to(torch.bfloat16)
+    hidden, _, cos, sin = _inputs(3, seed=14)
+
+    expected_hidden, expected_kv = hidden.clone(), kv.clone()
+    for index, layer in enumerate(layers):
+        q, k, v = fused_layer.apply_layer_front(expected_hidden, layer["input_norm"], EPS, layer["qkv"], HEADS, KV_HEADS,
+                                                HEAD_DIM, cos, sin)
+        expected_kv[index].index_copy_(0, slots, torch.stack((k, v), dim=1))
+        attn = apply_row_attention(q, expected_kv[index], tables, table_starts, positions, block_size, 0.2)
+        fused_layer.apply_layer_back(expected_hidden, attn.reshape(3, -1), layer["o"], layer["post_norm"], EPS,
+                                     layer["gate_up"], layer["down"], INTER)
+
+    fused_layer.apply_decode_layers(hidden, fused_layer.LayerStack(layers), EPS, HEADS, HEAD_DIM, INTER, cos, sin, kv,
+                                    slots, tables, table_starts, positions, block_size, 0.2)
+    assert torch.equal(hidden, expected_hidden)
+    assert torch.equal(kv, expected_kv)
+    assert not torch.equal(hidden, _inputs(3, seed=14)[0])

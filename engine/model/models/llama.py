@@ -144,6 +144,10 @@ class LlamaModel:
         self.lm_head: Linear | None = None
         # Set by load_weights: None when layers run as kernels.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
+        self.layer_stack: fused_layer.LayerStack | None = None
+        # Decode-only steps of the fused path run the whole stack in one call (apply_decode_layers); tests
+        # turn it off to compare it with the per-layer calls.
+        self.uses_decode_stack = True
         # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
         # kernels.fused_layer computes them, so that it and the fused path agree bit for bit.
         self.has_c_elementwise = (self.residual_dtype == torch.float32 and dtype == torch.bfloat16
@@ -277,6 +281,14 @@ class LlamaModel:
         shape = self.shape
         num_tokens = hidden.shape[0]
         hidden = hidden.contiguous()
+        rows = md.decode_contexts
+        if self.uses_decode_stack and not md.prefills and rows is not None and kv_cache.data.is_contiguous():
+            # A decode-only step: the same calls, made from C (kernels.fused_layer.apply_decode_layers).
+            fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,
+                                            shape.head_dim, self.layers[0]["down"].in_features, cos, sin,
+                                            kv_cache.data, md.slot_mapping, rows.tables, rows.table_starts,
+                                            rows.positions, rows.block_size, self.scale)
+            return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
         for index, layer in enumerate(self.layers):
             q, k, v = fused_layer.apply_layer_front(hidden, layer["input_norm"], shape.rms_norm_eps,
                                                     (layer["qkv"].form, layer["qkv"].packed), self.num_heads,
@@ -287,6 +299,14 @@ class LlamaModel:
                                          (layer["gate_up"].form, layer["gate_up"].packed),
                                          (layer["down"].form, layer["down"].packed), layer["down"].in_features)
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
+
+    def _layer_stack(self) -> fused_layer.LayerStack:
+        """The layers' weights as kernels.fused_layer.apply_decode_layers takes them, built on first use."""
+        if self.layer_stack is None:
+            self.layer_stack = fused_layer.LayerStack([
+                {name: (layer[name].form, layer[name].packed) if name in ("qkv", "o", "gate_up", "down") else layer[name]
+                 for name in ("input_norm", "qkv", "o", "post_norm", "gate_up", "down")} for layer in self.layers])
+        return self.layer_stack
 
     @torch.inference_mode()
     def compute_logits(self, hidden: Tensor) -> Tensor | None:

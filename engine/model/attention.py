@@ -22,12 +22,15 @@ Only the whole query blocks a chunk's rows touch are computed: SDPA's CPU kernel
 into blocks (32 rows for a 128-row chunk here) and computes each block the same without the others
 (calibrate_query_block measures the block at start-up). A chat's next turn, ~80 rows entering a chunk
 late, attends over one to three 32-row blocks instead of the chunk's 128 rows.
-With int8/int4 weights (not exact against transformers in any case), decode rows are attended instead by
-kernels.row_attention (AttentionMetadata.decode_contexts): each row on its own, read from the cache through
-its block table, with no gather and no SDPA call per context length. Prefill chunks stay on SDPA: computing
-them with the same kernel would make a decode step's keys and values equal a prefill's (so that a chat's
-previous answer could be cached), but its rows do not share key loads as SDPA's query blocks do, and a
-1,000-token prefill's attention took ~2.5x SDPA's here (12 against ~5 ms a layer).
+With int8/int4 weights (not exact against transformers in any case), decode rows and the prefill rows of a
+prompt's first chunk (positions below prefill_chunk_size) are attended instead by kernels.row_attention
+(AttentionMetadata.row_contexts): each row on its own, read from the cache through its block table, with no
+gather and no SDPA call per context length or per prompt. A row's result depends on its position and keys
+alone, so the first chunk needs no geometry. Short prompts are the common case there: 22 prompts of 46
+tokens in one step made 660 SDPA calls (~130 ms of an ~880 ms step here). Later chunks stay on SDPA:
+computing them with the same kernel would make a decode step's keys and values equal a prefill's (so that a
+chat's previous answer could be cached), but its rows do not share key loads as SDPA's query blocks do, and
+a 1,000-token prefill's attention took ~2.5x SDPA's here (12 against ~5 ms a layer).
 """
 
 from __future__ import annotations
@@ -170,12 +173,16 @@ def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv
 @dataclass(frozen=True)
 class RowContexts:
     """Rows' contexts for kernels.row_attention: their block tables concatenated, and each row's table start
-    and position (it attends to positions 0..position)."""
+    and position (it attends to positions 0..position). They are the flat batch's first rows."""
 
     tables: Tensor  # int32 [sum of table lengths]
-    table_starts: Tensor  # int64 [num_tokens]
-    positions: Tensor  # int64 [num_tokens]
+    table_starts: Tensor  # int64 [num_rows]
+    positions: Tensor  # int64 [num_rows]
     block_size: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.positions.shape[0]
 
 
 @dataclass(frozen=True)
@@ -188,8 +195,9 @@ class AttentionMetadata:
     # Every decode group's kv_index flattened and concatenated, so that one gather per layer serves them
     # all (None for fewer than two groups).
     decode_index: Tensor | None = None
-    # The decode rows' contexts when kernels.row_attention attends them (then decode_groups is empty).
-    decode_contexts: RowContexts | None = None
+    # The contexts of the rows kernels.row_attention attends, the batch's first rows: its decode rows, then the
+    # prefill chunks in a prompt's first chunk (then decode_groups is empty, and prefills holds the others).
+    row_contexts: RowContexts | None = None
 
 
 def concat_decode_index(groups: list[DecodeGroup]) -> Tensor | None:
@@ -252,10 +260,11 @@ def paged_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, md: Atten
                     scale: float) -> Tensor:
     """Write this batch's k, v into the cache layer, then attend. q [T, H, D], k/v [T, H_kv, D] -> [T, H, D]."""
     kv_layer.index_copy_(0, md.slot_mapping, torch.stack((k, v), dim=1))  # one write of [T, 2, H_kv, D]
-    # Decode rows come first and prefill chunks follow in token order, so the parts concatenate in order.
-    if md.decode_contexts is not None:
-        rows = md.decode_contexts
-        parts = [apply_row_attention(q[:md.num_decode_tokens], kv_layer, rows.tables, rows.table_starts, rows.positions,
+    # Decode rows (and row-attended prefill rows) come first and prefill chunks follow in token order, so the
+    # parts concatenate in order.
+    if md.row_contexts is not None:
+        rows = md.row_contexts
+        parts = [apply_row_attention(q[:rows.num_rows], kv_layer, rows.tables, rows.table_starts, rows.positions,
                                      rows.block_size, scale)]
     else:
         parts = _decode_groups_attention(q, kv_layer, md, scale)

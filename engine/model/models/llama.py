@@ -230,7 +230,9 @@ class LlamaModel:
             return linear.matmul(x)
         if not md.prefills:
             return linear.rows_invariant(x)
-        parts = [linear.rows_invariant(x[:md.num_decode_tokens])] if md.num_decode_tokens else []
+        # Rows before the first SDPA chunk (decode rows, row-attended prefill rows) are computed alone.
+        num_alone = md.prefills[0].token_start
+        parts = [linear.rows_invariant(x[:num_alone])] if num_alone else []
         parts += [linear.matmul_in_chunk(x[seg.token_start:seg.token_start + seg.num_tokens], seg.row_offset,
                                          seg.num_geometry_rows) for seg in md.prefills]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -281,9 +283,10 @@ class LlamaModel:
         shape = self.shape
         num_tokens = hidden.shape[0]
         hidden = hidden.contiguous()
-        rows = md.decode_contexts
+        rows = md.row_contexts
         if self.uses_decode_stack and not md.prefills and rows is not None and kv_cache.data.is_contiguous():
-            # A decode-only step: the same calls, made from C (kernels.fused_layer.apply_decode_layers).
+            # Every row attended by the row kernel (decode rows, first-chunk prefill rows): the same calls, made
+            # from C (kernels.fused_layer.apply_decode_layers).
             fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,
                                             shape.head_dim, self.layers[0]["down"].in_features, cos, sin,
                                             kv_cache.data, md.slot_mapping, rows.tables, rows.table_starts,

@@ -19,7 +19,7 @@ def test_greedy_and_seeded_tokens_alone_equal_amid_others(default_entry, dtype, 
                                     max_model_len=1024, kv_cache_memory_gib=0.25), default_entry)
     # Quantized modes attend decode rows with kernels.row_attention where it runs, SDPA otherwise.
     model = engine.loaded.model
-    assert engine.runner.attends_decode_rows_alone == (quantization != "none" and row_attention.unavailable_reason(
+    assert engine.runner.attends_rows_alone == (quantization != "none" and row_attention.unavailable_reason(
         model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype, engine.loaded.device) is None)
     questions = ["What is rain?", "Name a fruit.", "Why do cats purr? Explain.", "Write one word.", "Hi!"]
     params = [SamplingParams(temperature=0, max_tokens=16, ignore_eos=True),

@@ -88,6 +88,7 @@ class LLMEngine:
         # The transformers fallback keeps its own per-sequence cache: nothing there to share.
         self.prefix_cache = PrefixCache() if config.enable_prefix_caching and loaded.is_native else None
         self.allocator = BlockAllocator(num_blocks, self.prefix_cache)
+        self.runner = ModelRunner(loaded, self.kv_cache, config.block_size, config.prefill_chunk_size)
         self.scheduler = Scheduler(
             SchedulerConfig(
                 max_num_seqs=config.max_num_seqs,
@@ -95,6 +96,7 @@ class LLMEngine:
                 prefill_chunk_size=config.prefill_chunk_size,
                 block_size=config.block_size,
                 num_watermark_blocks=max(1, num_blocks // 100),
+                has_cut_invariant_first_chunk=self.runner.attends_rows_alone,
             ),
             self.allocator,
         )
@@ -103,7 +105,6 @@ class LLMEngine:
             is_logprobs_processed=config.logprobs_mode == "processed",
         )
         self.sampler = Sampler()
-        self.runner = ModelRunner(loaded, self.kv_cache, config.block_size, config.prefill_chunk_size)
         self.token_text = TokenText(self.tokenizer)
         self._grammar = None
         self.requests: dict[str, RequestState] = {}

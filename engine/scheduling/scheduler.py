@@ -14,7 +14,9 @@ must be computed. Every full block that prefill computed is cached, the prompt's
 included, so the next turn of a conversation reuses its whole previous prompt. Decode steps compute
 another way (one row, its exact context) and their blocks are not cached. The first chunk is the
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
-short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
+short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing, unless the
+model computes the first chunk's rows each on its own (has_cut_invariant_first_chunk: int8/int4 weights
+on the row attention kernel, engine.model.model_runner): then every full block of it is cached and reused.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class SchedulerConfig:
     block_size: int
     # Blocks kept free at admission so running sequences can grow without preempting at once.
     num_watermark_blocks: int = 0
+    # A first chunk's keys and values are the same however its prompt is cut (each row computed alone).
+    has_cut_invariant_first_chunk: bool = False
 
     def __post_init__(self) -> None:
         if self.prefill_chunk_size < 1:
@@ -110,8 +114,10 @@ class Scheduler:
 
     def _find_cached(self, seq: Sequence) -> list[int]:
         cache = self.allocator.prefix_cache
-        # A prompt shorter than one chunk computes its first chunk over its own rows: unlike the cached ones.
-        if cache is None or seq.num_tokens < self.config.prefill_chunk_size:
+        # A prompt shorter than one chunk computes its first chunk over its own rows: unlike the cached ones
+        # (unless each row is computed alone).
+        if cache is None or (seq.num_tokens < self.config.prefill_chunk_size
+                             and not self.config.has_cut_invariant_first_chunk):
             return []
         return cache.find(seq, self.config.block_size)
 
@@ -232,7 +238,7 @@ class Scheduler:
             seq.num_computed_tokens += chunk.num_tokens
             if chunk.is_decode or chunk.start != seq.num_cacheable_tokens:
                 continue
-            if chunk.start == 0 and chunk.num_tokens < chunk_size:
+            if chunk.start == 0 and chunk.num_tokens < chunk_size and not self.config.has_cut_invariant_first_chunk:
                 continue  # a first chunk shorter than a chunk: computed over its own rows only
             first = seq.num_cacheable_tokens // size
             seq.num_cacheable_tokens = chunk.start + chunk.num_tokens

@@ -7,6 +7,7 @@ alone and batched, not just its argmax."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
@@ -171,6 +172,41 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
             assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
     # Batched: every target at once, now hitting its whole cached prompt, beside two misses.
     misses = {f"miss{i}": ([2000 + i] + other[:40 + 9 * i], SEEDED) for i in range(2)}
+    expected |= {rid: tokens for rid, (tokens, _) in run(off, misses).items()}
+    together = run(on, requests | misses)
+    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
+    assert all(together[rid][1] > 0 for rid in requests) and together["miss1"][1] == 0
+    assert on.allocator.num_free == on.allocator.num_blocks
+
+
+def test_int4_hits_inside_and_past_the_row_attended_first_chunk_give_the_misses_tokens(default_entry):
+    """int4 on the row attention kernel: a prompt's first chunk (here 64 tokens) is computed row by row, so a
+    prompt shorter than one chunk reuses cached blocks too; later chunks keep the SDPA geometry. Hit and miss
+    give the same tokens and logprobs, alone and batched."""
+    from kernels import row_attention
+
+    if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
+        pytest.skip("kernels.row_attention does not run here")
+    config = dict(model_path=str(default_entry.path), quantization="int4", prefill_chunk_size=64,
+                  max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
+    on = LLMEngine(EngineConfig(**config), default_entry)
+    off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
+    assert on.runner.attends_rows_alone and on.scheduler.config.has_cut_invariant_first_chunk
+    text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
+    cases = {  # (primer, target, cached tokens expected)
+        "short-prompt": (text[:50], text[:40] + other[:8], 32),  # 49 tokens: two blocks of the first chunk
+        "past-first-chunk": (text[:150], text[:120] + other[:10], 112),  # new rows in the second and third chunks
+    }
+    requests, expected = {}, {}
+    for marker, (name, (primer, target, num_cached)) in enumerate(cases.items()):
+        for kind, params in (("greedy", GREEDY), ("seeded", SEEDED)):
+            tag = [1000 + 2 * marker + (kind == "seeded")]
+            run(on, {"primer": (tag + primer, GREEDY)})
+            request_id = f"{name}-{kind}"
+            requests[request_id] = (tag + target, params)
+            expected[request_id] = off_tokens = run(off, {request_id: (tag + target, params)})[request_id][0]
+            assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
+    misses = {f"miss{i}": ([2000 + i] + other[:30 + 9 * i], SEEDED) for i in range(2)}
     expected |= {rid: tokens for rid, (tokens, _) in run(off, misses).items()}
     together = run(on, requests | misses)
     assert {rid: tokens for rid, (tokens, _) in together.items()} == expected

@@ -17,6 +17,9 @@ exception to the whole-chunk geometry (it is computed over its own rows, as tran
 short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing, unless the
 model computes the first chunk's rows each on its own (has_cut_invariant_first_chunk: int8/int4 weights
 on the row attention kernel, engine.model.model_runner): then every full block of it is cached and reused.
+A waiting sequence whose next uncached block a running sequence's prefill is computing right now waits
+for it (admission skips it, keeping its place): requests that arrive together with one system prompt
+compute it once instead of each computing it before any has cached it.
 """
 
 from __future__ import annotations
@@ -182,9 +185,14 @@ class Scheduler:
             scheduled.add(seq.seq_id)
             budget -= num_new
 
+        pending = self._pending_blocks()
+        deferred: list[Sequence] = []
         while self.waiting and budget > 0:
             seq = self.waiting[0]  # nothing computed, no blocks
             hit = self._find_cached(seq)
+            if len(seq.block_hashes) > len(hit) and seq.block_hashes[len(hit)] in pending:
+                deferred.append(self.waiting.popleft())
+                continue
             start = len(hit) * self.config.block_size
             num_new = self._chunk_tokens(seq, start)
             num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
@@ -207,8 +215,24 @@ class Scheduler:
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_new))
             scheduled.add(seq.seq_id)
             budget -= num_new
+            pending |= self._blocks_to_cache(seq)
+        self.waiting.extendleft(reversed(deferred))
         self._add_prefill_chunks(out, budget)
         return out
+
+    def _blocks_to_cache(self, seq: Sequence) -> set[bytes]:
+        """Hashes of the prompt blocks `seq` will cache when its prefill computes them (none when caching is
+        off or its first chunk is not cached: a short prompt over its own rows)."""
+        size = self.config.block_size
+        if (self.allocator.prefix_cache is None or seq.num_computed_tokens >= seq.num_prompt_tokens
+                or (seq.num_prompt_tokens < self.config.prefill_chunk_size
+                    and not self.config.has_cut_invariant_first_chunk)):
+            return set()
+        return set(seq.block_hashes[seq.num_cacheable_tokens // size:seq.num_prompt_tokens // size])
+
+    def _pending_blocks(self) -> set[bytes]:
+        """Prompt blocks the running sequences' prefills are computing and will cache."""
+        return set().union(*(self._blocks_to_cache(seq) for seq in self.running))
 
     def _add_prefill_chunks(self, out: SchedulerOutput, budget: int) -> None:
         """Spend the budget left on further chunks of the prompts prefilling this step, earliest admitted

@@ -110,6 +110,29 @@ def test_n_choices_fork_from_cached_blocks_and_copy_on_write_their_shared_tail()
     assert scheduler.allocator.num_free == scheduler.allocator.num_blocks
 
 
+def test_requests_arriving_together_compute_a_shared_prefix_once():
+    scheduler = make_scheduler(chunk=16, budget=64, is_caching=True)
+    shared = list(range(100, 148))  # three blocks
+    first, second, other = (make_seq(prompt=shared + [1, 2, 3]), make_seq(prompt=shared + [4, 5]),
+                            make_seq(prompt=list(range(500, 530))))
+    for seq in (first, second, other):
+        scheduler.add(seq)
+    out = scheduler.schedule()
+    # `second` waits for the blocks `first` is computing; `other` (nothing shared) is admitted behind it.
+    assert {c.seq.seq_id for c in out.chunks} == {first.seq_id, other.seq_id} and list(scheduler.waiting) == [second]
+    assert sum(c.num_tokens for c in out.chunks if c.seq is first) == 48  # the three shared blocks
+    run_step(scheduler, out)
+    out = scheduler.schedule()
+    assert [(c.seq, c.start) for c in out.chunks if c.seq is second] == [(second, 48)]
+    assert second.num_cached_tokens == 48
+    # Without caching nothing waits.
+    plain = make_scheduler(chunk=16, budget=64)
+    for seq in (make_seq(prompt=shared + [1]), make_seq(prompt=shared + [2])):
+        plain.add(seq)
+    plain.schedule()
+    assert not plain.waiting
+
+
 # ---- the engine -------------------------------------------------------------------------------
 
 TEXT = (

@@ -145,8 +145,9 @@ class LlamaModel:
         # Set by load_weights: None when layers run as kernels.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
         self.layer_stack: fused_layer.LayerStack | None = None
-        # Decode-only steps of the fused path run the whole stack in one call (apply_decode_layers); tests
-        # turn it off to compare it with the per-layer calls.
+        # Steps of the fused path whose rows the row kernel attends all (decode rows, first-chunk prefill rows)
+        # run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
+        # per-layer calls.
         self.uses_decode_stack = True
         # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
         # kernels.fused_layer computes them, so that it and the fused path agree bit for bit.

@@ -172,6 +172,27 @@ def run(engine, requests):
     return {rid: (tokens[rid], cached[rid]) for rid in requests}
 
 
+def assert_hits_give_the_misses_tokens(on, off, cases: dict, misses: list[list[int]]) -> None:
+    """cases: name -> (primer, target, cached tokens expected). Each target, greedy and seeded, after its primer
+    ran on `on`, gets `off`'s tokens and logprobs and exactly that many cached tokens; then every target at
+    once (now hitting its whole cached prompt) beside the misses, which hit nothing. No block leaks."""
+    requests, expected = {}, {}
+    for marker, (name, (primer, target, num_cached)) in enumerate(cases.items()):
+        for kind, params in (("greedy", GREEDY), ("seeded", SEEDED)):
+            tag = [1000 + 2 * marker + (kind == "seeded")]  # every case and kind on a prefix of its own
+            run(on, {"primer": (tag + primer, GREEDY)})
+            request_id = f"{name}-{kind}"
+            requests[request_id] = (tag + target, params)
+            expected[request_id] = off_tokens = run(off, {request_id: (tag + target, params)})[request_id][0]
+            assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
+    miss_requests = {f"miss{i}": (prompt, SEEDED) for i, prompt in enumerate(misses)}
+    expected |= {rid: tokens for rid, (tokens, _) in run(off, miss_requests).items()}
+    together = run(on, requests | miss_requests)
+    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
+    assert all(together[rid][1] > 0 for rid in requests) and all(together[rid][1] == 0 for rid in miss_requests)
+    assert on.allocator.num_free == on.allocator.num_blocks
+
+
 def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
     on, off = engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
@@ -184,22 +205,7 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
         "many-blocks": ([0] + text[:150], [0] + text[:150] + other[:20], 144),
         "whole-prompt": ([0] + text[:158], [0] + text[:158], 144),  # 160 tokens: the last chunk is recomputed
     }
-    requests, expected = {}, {}
-    for marker, (name, (primer, target, num_cached)) in enumerate(cases.items()):
-        for kind, params in (("greedy", GREEDY), ("seeded", SEEDED)):
-            tag = [1000 + 2 * marker + (kind == "seeded")]  # every case and kind on a prefix of its own
-            run(on, {"primer": (tag + primer, GREEDY)})
-            request_id = f"{name}-{kind}"
-            requests[request_id] = (tag + target, params)
-            expected[request_id] = off_tokens = run(off, {request_id: (tag + target, params)})[request_id][0]
-            assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
-    # Batched: every target at once, now hitting its whole cached prompt, beside two misses.
-    misses = {f"miss{i}": ([2000 + i] + other[:40 + 9 * i], SEEDED) for i in range(2)}
-    expected |= {rid: tokens for rid, (tokens, _) in run(off, misses).items()}
-    together = run(on, requests | misses)
-    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
-    assert all(together[rid][1] > 0 for rid in requests) and together["miss1"][1] == 0
-    assert on.allocator.num_free == on.allocator.num_blocks
+    assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:40 + 9 * i] for i in range(2)])
 
 
 def test_int4_hits_inside_and_past_the_row_attended_first_chunk_give_the_misses_tokens(default_entry):
@@ -220,21 +226,7 @@ def test_int4_hits_inside_and_past_the_row_attended_first_chunk_give_the_misses_
         "short-prompt": (text[:50], text[:40] + other[:8], 32),  # 49 tokens: two blocks of the first chunk
         "past-first-chunk": (text[:150], text[:120] + other[:10], 112),  # new rows in the second and third chunks
     }
-    requests, expected = {}, {}
-    for marker, (name, (primer, target, num_cached)) in enumerate(cases.items()):
-        for kind, params in (("greedy", GREEDY), ("seeded", SEEDED)):
-            tag = [1000 + 2 * marker + (kind == "seeded")]
-            run(on, {"primer": (tag + primer, GREEDY)})
-            request_id = f"{name}-{kind}"
-            requests[request_id] = (tag + target, params)
-            expected[request_id] = off_tokens = run(off, {request_id: (tag + target, params)})[request_id][0]
-            assert run(on, {request_id: (tag + target, params)})[request_id] == (off_tokens, num_cached), request_id
-    misses = {f"miss{i}": ([2000 + i] + other[:30 + 9 * i], SEEDED) for i in range(2)}
-    expected |= {rid: tokens for rid, (tokens, _) in run(off, misses).items()}
-    together = run(on, requests | misses)
-    assert {rid: tokens for rid, (tokens, _) in together.items()} == expected
-    assert all(together[rid][1] > 0 for rid in requests) and together["miss1"][1] == 0
-    assert on.allocator.num_free == on.allocator.num_blocks
+    assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:30 + 9 * i] for i in range(2)])
 
 
 def test_eviction_under_a_tiny_kv_budget_finishes_every_request_with_the_right_text(tiny_entry, engines):

@@ -167,13 +167,10 @@ def apply_decode_layers(hidden: Tensor, stack: LayerStack, eps: float, num_heads
         _check(name, tensor, dtype, (rows,))
     if tables.dtype != torch.int32 or not tables.is_contiguous():
         raise ValueError(f"tables must be a contiguous int32 tensor, got {tables.dtype}")
-    attention, reason = row_attention._library()
-    if attention is None:
-        raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
     if rows and _library().decode_layers(
             hidden.data_ptr(), rows, dim, num_layers, stack.pointers, stack.forms, eps, num_heads, num_kv_heads,
             head_dim, intermediate, cos.data_ptr(), signed_sin.data_ptr(), kv.data_ptr(), num_slots,
             slot_mapping.data_ptr(), tables.data_ptr(), table_starts.data_ptr(), positions.data_ptr(), block_size,
-            scale, ctypes.cast(attention.row_attention, ctypes.c_void_p), torch.get_num_threads()):
+            scale, row_attention.function_pointer(), torch.get_num_threads()):
         raise MemoryError(f"decode_layers failed for {rows} rows (out of memory, or a shape row_attention does "
                           "not take)")

@@ -57,6 +57,15 @@ def unavailable_reason(num_heads: int, num_kv_heads: int, head_dim: int, dtype: 
     return _library()[1]
 
 
+@functools.lru_cache(maxsize=1)
+def function_pointer() -> ctypes.c_void_p:
+    """The C function row_attention, for C callers in other libraries (csrc/decode_layers.c)."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
+    return ctypes.cast(library.row_attention, ctypes.c_void_p)
+
+
 def apply_row_attention(q: Tensor, kv_layer: Tensor, tables: Tensor, table_starts: Tensor, positions: Tensor,
                         block_size: int, scale: float) -> Tensor:
     """q [rows, num_heads, head_dim] bf16; kv_layer [num_slots, 2, num_kv_heads, head_dim] bf16 (contiguous);

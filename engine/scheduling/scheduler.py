@@ -117,12 +117,14 @@ class Scheduler:
 
     def _find_cached(self, seq: Sequence) -> list[int]:
         cache = self.allocator.prefix_cache
-        # A prompt shorter than one chunk computes its first chunk over its own rows: unlike the cached ones
-        # (unless each row is computed alone).
-        if cache is None or (seq.num_tokens < self.config.prefill_chunk_size
-                             and not self.config.has_cut_invariant_first_chunk):
+        if cache is None or self._first_chunk_is_uncacheable(seq.num_tokens):
             return []
         return cache.find(seq, self.config.block_size)
+
+    def _first_chunk_is_uncacheable(self, num_tokens: int) -> bool:
+        """A first chunk of num_tokens (< prefill_chunk_size) is computed over its own rows, unlike the cached
+        ones, unless each row is computed alone (has_cut_invariant_first_chunk)."""
+        return num_tokens < self.config.prefill_chunk_size and not self.config.has_cut_invariant_first_chunk
 
     def _blocks_needed(self, seq: Sequence, num_new: int) -> int:
         size = self.config.block_size
@@ -225,8 +227,7 @@ class Scheduler:
         off or its first chunk is not cached: a short prompt over its own rows)."""
         size = self.config.block_size
         if (self.allocator.prefix_cache is None or seq.num_computed_tokens >= seq.num_prompt_tokens
-                or (seq.num_prompt_tokens < self.config.prefill_chunk_size
-                    and not self.config.has_cut_invariant_first_chunk)):
+                or self._first_chunk_is_uncacheable(seq.num_prompt_tokens)):
             return set()
         return set(seq.block_hashes[seq.num_cacheable_tokens // size:seq.num_prompt_tokens // size])
 
@@ -256,14 +257,14 @@ class Scheduler:
     def record_computed(self, chunks: list[ScheduledChunk]) -> None:
         """After a step's forward ran `chunks`: advance their sequences, and cache the full blocks that prefill
         chunks completed (their keys and values are now in the KV cache)."""
-        size, chunk_size = self.config.block_size, self.config.prefill_chunk_size
+        size = self.config.block_size
         for chunk in chunks:
             seq = chunk.seq
             seq.num_computed_tokens += chunk.num_tokens
             if chunk.is_decode or chunk.start != seq.num_cacheable_tokens:
                 continue
-            if chunk.start == 0 and chunk.num_tokens < chunk_size and not self.config.has_cut_invariant_first_chunk:
-                continue  # a first chunk shorter than a chunk: computed over its own rows only
+            if chunk.start == 0 and self._first_chunk_is_uncacheable(chunk.num_tokens):
+                continue
             first = seq.num_cacheable_tokens // size
             seq.num_cacheable_tokens = chunk.start + chunk.num_tokens
             if self.allocator.prefix_cache is not None:

@@ -285,7 +285,7 @@ class LlamaModel:
         num_tokens = hidden.shape[0]
         hidden = hidden.contiguous()
         rows = md.row_contexts
-        if self.uses_decode_stack and not md.prefills and rows is not None and kv_cache.data.is_contiguous():
+        if self.uses_decode_stack and not md.prefills and rows is not None:
             # Every row attended by the row kernel (decode rows, first-chunk prefill rows): the same calls, made
             # from C (kernels.fused_layer.apply_decode_layers).
             fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,

@@ -7,8 +7,15 @@ previous answer can then be served from the prefix cache) and a cache hit may st
 computes a lone query row with another kernel than a row among others (its results differ in ~10% of
 rows here), and its rows depend on the number of keys it is given, so the engine had to reproduce each
 prefill chunk's geometry. This kernel computes a row at position p from its query and keys 0..p alone:
-blocks of 16 keys from position 0, online softmax in float32, in that order on one thread. It reads the
+blocks of 64 keys from position 0, online softmax in float32, in that order on one thread. It reads the
 cache through the block tables, so nothing is gathered first.
+
+Where the CPU has AMX-BF16 (this one), scores and weighted values are tile dot products: a sequence's
+consecutive rows (a prefill chunk's) share a tile, up to 16 / group rows, and each tile row's products
+depend on its own operands alone, so sharing changes no bits. The softmax weights are rounded to bf16 for
+the values' products (as transformers' eager attention rounds them to the model dtype). In one call, 8
+sequences x 85 rows over ~1,100 keys took 5.4 ms a layer against 15.1 on the vector path, a cold
+1,000-token prompt 3.8 against 10.1, 32 decode rows over 300 keys 0.39 against 0.43 (this CPU, 2 threads).
 
     q [rows, num_heads, head_dim] bf16, kv_layer [num_slots, 2, num_kv_heads, head_dim] bf16
     row r attends to positions 0..positions[r] through the block table tables[table_starts[r]:]
@@ -27,6 +34,10 @@ from kernels.c_library import CSRC, cpu_flags, load
 SOURCE = CSRC / "row_attention.c"
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
 COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
+# The AMX-BF16 path (csrc/row_attention.c) is built where the compiler knows its intrinsics and runs where the
+# CPU has them; a process uses one path for every row, so decode and prefill rows agree within it.
+AMX_CPU_FLAGS = ("amx_tile", "amx_bf16")
+AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-bf16"]
 MAX_GROUP = 16
 MAX_HEAD_DIM = 256
 
@@ -36,13 +47,29 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
     if missing:
         return None, f"this CPU lacks {', '.join(missing)}"
-    library, reason = load([SOURCE], [COMPILE_FLAGS])
+    library, reason = load([SOURCE], [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
     if library is None:
         return None, reason
+    library.set_amx.argtypes = [ctypes.c_int]
+    library.set_amx.restype = ctypes.c_int
+    library.set_amx(_has_amx())
     library.row_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_void_p,
                                                                                      ctypes.c_int]
     library.row_attention.restype = ctypes.c_int
     return library, None
+
+
+def _has_amx() -> bool:
+    return all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)
+
+
+def use_amx(is_wanted: bool) -> bool:
+    """Turns the AMX path on or off (on by default where it runs; head_dim a multiple of 64); returns whether it
+    is on. For tests and benchmarks: switching it between a sequence's steps changes its numerics."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
+    return bool(library.set_amx(is_wanted and _has_amx()))
 
 
 def unavailable_reason(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,

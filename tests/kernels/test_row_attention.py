@@ -1,5 +1,6 @@
 """kernels.row_attention against a float64 reference over gathered keys, and each row's result whatever else
-is in the call (skipped, with the reason, where it cannot run)."""
+is in the call (skipped, with the reason, where it cannot run), on the vector path and, where the CPU has
+AMX-BF16, on the tile path (rows of one sequence share a tile there)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ from kernels import row_attention
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
 REASON = row_attention.unavailable_reason(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, torch.bfloat16, torch.device("cpu"))
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"kernels.row_attention: {REASON}")
+PATHS = ["vector", pytest.param("amx", marks=pytest.mark.skipif(
+    REASON is not None or not row_attention._has_amx(), reason="this CPU lacks AMX-BF16"))]
+
+
+@pytest.fixture(params=PATHS)
+def path(request):
+    is_on = row_attention.use_amx(request.param == "amx")
+    assert is_on == (request.param == "amx")
+    yield request.param
+    row_attention.use_amx(True)
 
 
 def _case(lengths: list[int], seed: int = 0):
@@ -24,8 +35,12 @@ def _case(lengths: list[int], seed: int = 0):
 
 
 def _apply(q, kv_layer, tables, positions):
+    """Each row through its own copy of its table; a single table given as a list of ints is every row's, one
+    copy (a prefill chunk's rows)."""
     flat, starts = [], []
-    for table in tables:
+    if tables and isinstance(tables[0], int):
+        flat, starts = list(tables), [0] * len(positions)
+    for table in tables if not flat else []:
         starts.append(len(flat))
         flat += table
     return row_attention.apply_row_attention(q, kv_layer, torch.tensor(flat, dtype=torch.int32), torch.tensor(starts),
@@ -41,7 +56,7 @@ def _reference(q, kv_layer, table, position):
     return torch.einsum("hl,lhd->hd", scores.softmax(-1), values)
 
 
-def test_each_row_matches_softmax_attention_over_its_own_context():
+def test_each_row_matches_softmax_attention_over_its_own_context(path):
     lengths = [1, 2, 15, 16, 17, 33, 100, 129, 700]
     q, kv_layer, tables = _case(lengths)
     out = _apply(q, kv_layer, tables, [n - 1 for n in lengths])
@@ -54,7 +69,7 @@ def test_each_row_matches_softmax_attention_over_its_own_context():
     assert torch.equal(out[0], kv_layer[tables[0][0] * BLOCK, 1].repeat_interleave(3, dim=0))
 
 
-def test_a_rows_result_does_not_depend_on_the_other_rows_or_the_thread_count():
+def test_a_rows_result_does_not_depend_on_the_other_rows_or_the_thread_count(path):
     lengths = [300, 40, 129, 300, 7, 512]
     q, kv_layer, tables = _case(lengths, seed=1)
     positions = [n - 1 for n in lengths]
@@ -65,6 +80,13 @@ def test_a_rows_result_does_not_depend_on_the_other_rows_or_the_thread_count():
     chunk = _apply(q[:1].expand(20, -1, -1), kv_layer, [tables[0]] * 20, list(range(280, 300)))
     for offset in (0, 7, 19):
         assert torch.equal(_apply(q[:1], kv_layer, [tables[0]], [280 + offset])[0], chunk[offset])
+    # Sharing one table, rows of a chunk share tiles (5 rows of 3 heads each on the AMX path): 17 rows at
+    # positions 283..299 are tiles of 5, 5, 5, 2; alone or in another cut each row gives the same bits.
+    shared = _apply(q[:1].expand(17, -1, -1), kv_layer, tables[0], list(range(283, 300)))
+    for start, stop in ((0, 1), (3, 10), (16, 17), (1, 17)):
+        cut = _apply(q[:1].expand(stop - start, -1, -1), kv_layer, tables[0], list(range(283 + start, 283 + stop)))
+        assert torch.equal(cut, shared[start:stop]), (start, stop)
+    assert torch.equal(shared, chunk[3:])
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -78,3 +100,20 @@ def test_shapes_it_cannot_take_are_named():
     assert "head_dim" in row_attention.unavailable_reason(4, 2, 48, torch.bfloat16, cpu)
     assert "group" in row_attention.unavailable_reason(32, 1, 64, torch.bfloat16, cpu)
     assert "bfloat16" in row_attention.unavailable_reason(4, 2, 64, torch.float32, cpu)
+
+
+def test_the_amx_path_is_within_bf16_rounding_of_the_vector_path():
+    if REASON is not None or not row_attention._has_amx():
+        pytest.skip("this CPU lacks AMX-BF16")
+    lengths = [1, 64, 65, 200, 1000]
+    q, kv_layer, tables = _case(lengths, seed=2)
+    positions = [n - 1 for n in lengths]
+    try:
+        row_attention.use_amx(False)
+        vector = _apply(q, kv_layer, tables, positions)
+        row_attention.use_amx(True)
+        tiles = _apply(q, kv_layer, tables, positions)
+    finally:
+        row_attention.use_amx(True)
+    # The tile path rounds the softmax weights to bf16 before weighting the values.
+    torch.testing.assert_close(tiles.float(), vector.float(), rtol=2 ** -6, atol=2 ** -7)

@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 
 def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
-    """None when decode rows and first-chunk prefill rows are attended by kernels.row_attention, else why SDPA
-    attends them: with int8/int4 weights, where the kernel takes the shape and CPU. Unquantized weights keep
-    SDPA, whose lone decode row and short prompt are exact against transformers."""
+    """None when every row (decode and prefill) is attended by kernels.row_attention, else why SDPA attends
+    them: with int8/int4 weights, where the kernel takes the shape and CPU. Unquantized weights keep SDPA,
+    whose lone decode row and short prompt are exact against transformers."""
     if not loaded.is_native:
         return "the transformers fallback attends with its own modules"
     model = loaded.model
@@ -55,7 +55,7 @@ class ModelRunner:
         reason = row_attention_unavailable_reason(loaded)
         self.attends_rows_alone = reason is None
         if loaded.is_native:
-            logger.info("decode attention: %s", "kernels.row_attention (and prompts' first chunks)" if reason is None
+            logger.info("attention: %s", "kernels.row_attention, every row" if reason is None
                         else f"SDPA ({reason})")
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model
@@ -63,17 +63,10 @@ class ModelRunner:
                                                      model.shape.head_dim, model.dtype, self.device)
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
-        """Decode rows (one token) first, rows of one context length together, then the prefill chunks the row
-        kernel attends (self.is_row_attended), then the others, as the attention metadata expects."""
+        """Decode rows (one token) first, rows of one context length together, then the prefill chunks, as the
+        attention metadata expects."""
         decodes = sorted((c for c in chunks if c.is_decode), key=lambda c: c.start + 1)
-        prefills = [c for c in chunks if not c.is_decode]
-        return (decodes + [c for c in prefills if self.is_row_attended(c.start, c.num_tokens)]
-                + [c for c in prefills if not self.is_row_attended(c.start, c.num_tokens)])
-
-    def is_row_attended(self, start: int, num_tokens: int) -> bool:
-        """Whether a prefill chunk of positions [start, start + num_tokens) is attended by the row kernel: where
-        it attends decode rows, a chunk within a prompt's first chunk (whose rows need no geometry then)."""
-        return self.attends_rows_alone and start + num_tokens <= self.prefill_chunk_size
+        return decodes + [c for c in chunks if not c.is_decode]
 
     @property
     def failure(self) -> str | None:
@@ -143,9 +136,7 @@ class ModelRunner:
                 slot_mapping.append(table[pos // size] * size + pos % size)
             if chunk.is_sampled:
                 sample_rows.append(len(token_ids) - 1)
-            if self.attends_rows_alone and (chunk.is_decode or self.is_row_attended(start, count)):
-                if prefills:
-                    raise ValueError("row-attended chunks must precede SDPA prefill chunks (ModelRunner.order)")
+            if self.attends_rows_alone:
                 row_table_starts.extend([len(row_tables)] * count)
                 row_tables.extend(table)
             elif not chunk.is_decode:

@@ -14,9 +14,11 @@ must be computed. Every full block that prefill computed is cached, the prompt's
 included, so the next turn of a conversation reuses its whole previous prompt. Decode steps compute
 another way (one row, its exact context) and their blocks are not cached. The first chunk is the
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
-short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing, unless the
-model computes the first chunk's rows each on its own (has_cut_invariant_first_chunk: int8/int4 weights
-on the row attention kernel, engine.model.model_runner): then every full block of it is cached and reused.
+short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
+Where the model computes every row on its own (has_batch_invariant_kv: int8/int4 weights on the row
+attention kernel, engine.model.model_runner), none of this applies: a token's keys and values are the
+same however its sequence was cut or batched, decode steps included, so every full block is cached, the
+previous answer's too, and any cached block is reused.
 A waiting sequence whose next uncached block a running sequence's prefill is computing right now waits
 for it (admission skips it, keeping its place): requests that arrive together with one system prompt
 compute it once instead of each computing it before any has cached it.
@@ -39,8 +41,9 @@ class SchedulerConfig:
     block_size: int
     # Blocks kept free at admission so running sequences can grow without preempting at once.
     num_watermark_blocks: int = 0
-    # A first chunk's keys and values are the same however its prompt is cut (each row computed alone).
-    has_cut_invariant_first_chunk: bool = False
+    # A token's keys and values are the same however its sequence was cut into chunks or batched, decode
+    # steps included (every row computed alone).
+    has_batch_invariant_kv: bool = False
 
     def __post_init__(self) -> None:
         if self.prefill_chunk_size < 1:
@@ -123,8 +126,8 @@ class Scheduler:
 
     def _first_chunk_is_uncacheable(self, num_tokens: int) -> bool:
         """A first chunk of num_tokens (< prefill_chunk_size) is computed over its own rows, unlike the cached
-        ones, unless each row is computed alone (has_cut_invariant_first_chunk)."""
-        return num_tokens < self.config.prefill_chunk_size and not self.config.has_cut_invariant_first_chunk
+        ones, unless each row is computed alone (has_batch_invariant_kv)."""
+        return num_tokens < self.config.prefill_chunk_size and not self.config.has_batch_invariant_kv
 
     def _blocks_needed(self, seq: Sequence, num_new: int) -> int:
         size = self.config.block_size
@@ -256,19 +259,21 @@ class Scheduler:
 
     def record_computed(self, chunks: list[ScheduledChunk]) -> None:
         """After a step's forward ran `chunks`: advance their sequences, and cache the full blocks that prefill
-        chunks completed (their keys and values are now in the KV cache)."""
+        chunks completed (their keys and values are now in the KV cache), and those decode steps completed
+        where they compute as prefill does (has_batch_invariant_kv)."""
         size = self.config.block_size
         for chunk in chunks:
             seq = chunk.seq
             seq.num_computed_tokens += chunk.num_tokens
-            if chunk.is_decode or chunk.start != seq.num_cacheable_tokens:
+            if chunk.start != seq.num_cacheable_tokens or (chunk.is_decode and not self.config.has_batch_invariant_kv):
                 continue
             if chunk.start == 0 and self._first_chunk_is_uncacheable(chunk.num_tokens):
                 continue
             first = seq.num_cacheable_tokens // size
             seq.num_cacheable_tokens = chunk.start + chunk.num_tokens
-            if self.allocator.prefix_cache is not None:
-                self.allocator.prefix_cache.add_blocks(seq, first, seq.num_cacheable_tokens // size, size)
+            last = seq.num_cacheable_tokens // size
+            if self.allocator.prefix_cache is not None and last > first:
+                self.allocator.prefix_cache.add_blocks(seq, first, last, size)
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Child shares the parent's blocks (its prompt) and takes one of the parent's reserved slots."""

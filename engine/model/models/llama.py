@@ -145,8 +145,8 @@ class LlamaModel:
         # Set by load_weights: None when layers run as kernels.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
         self.layer_stack: fused_layer.LayerStack | None = None
-        # Steps of the fused path whose rows the row kernel attends all (decode rows, first-chunk prefill rows)
-        # run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
+        # Steps of the fused path whose rows the row kernel attends all (every step with int8/int4 weights on
+        # it) run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
         # per-layer calls.
         self.uses_decode_stack = True
         # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
@@ -286,8 +286,8 @@ class LlamaModel:
         hidden = hidden.contiguous()
         rows = md.row_contexts
         if self.uses_decode_stack and not md.prefills and rows is not None:
-            # Every row attended by the row kernel (decode rows, first-chunk prefill rows): the same calls, made
-            # from C (kernels.fused_layer.apply_decode_layers).
+            # Every row attended by the row kernel (int8/int4: decode and prefill rows): the same calls, made from C
+            # (kernels.fused_layer.apply_decode_layers).
             fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,
                                             shape.head_dim, self.layers[0]["down"].in_features, cos, sin,
                                             kv_cache.data, md.slot_mapping, rows.tables, rows.table_starts,

@@ -208,10 +208,9 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:40 + 9 * i] for i in range(2)])
 
 
-def test_int4_hits_inside_and_past_the_row_attended_first_chunk_give_the_misses_tokens(default_entry):
-    """int4 on the row attention kernel: a prompt's first chunk (here 64 tokens) is computed row by row, so a
-    prompt shorter than one chunk reuses cached blocks too; later chunks keep the SDPA geometry. Hit and miss
-    give the same tokens and logprobs, alone and batched."""
+@pytest.fixture(scope="module")
+def int4_engines(default_entry):
+    """int4 on the row attention kernel, caching on and off; 64-token chunks of 16-token blocks."""
     from kernels import row_attention
 
     if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
@@ -220,13 +219,44 @@ def test_int4_hits_inside_and_past_the_row_attended_first_chunk_give_the_misses_
                   max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
     on = LLMEngine(EngineConfig(**config), default_entry)
     off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
-    assert on.runner.attends_rows_alone and on.scheduler.config.has_cut_invariant_first_chunk
+    assert on.runner.attends_rows_alone and on.scheduler.config.has_batch_invariant_kv
+    return on, off
+
+
+def test_int4_hits_anywhere_give_the_misses_tokens(int4_engines):
+    """int4 on the row attention kernel computes every row on its own: a prompt shorter than one chunk reuses
+    cached blocks, and hits start anywhere. Hit and miss give the same tokens and logprobs, alone and
+    batched."""
+    on, off = int4_engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
     cases = {  # (primer, target, cached tokens expected)
         "short-prompt": (text[:50], text[:40] + other[:8], 32),  # 49 tokens: two blocks of the first chunk
         "past-first-chunk": (text[:150], text[:120] + other[:10], 112),  # new rows in the second and third chunks
     }
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:30 + 9 * i] for i in range(2)])
+
+
+def test_int4_a_chat_reuses_its_previous_answer_that_decode_steps_computed(int4_engines):
+    """The next turn of a chat (prompt, answer, new message) hits the answer's blocks too: decode steps compute
+    a token's keys and values as a prefill does there. Greedy and seeded, alone and batched, the next turn
+    gets the tokens and logprobs of a miss."""
+    on, off = int4_engines
+    text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
+    answer_params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=True)
+    requests, expected = {}, {}
+    for marker, params in enumerate((GREEDY, SEEDED)):
+        primer = [1200 + marker] + text[:100]  # 101 tokens: 6 full blocks from prefill
+        answer = [token for token, _, _ in run(on, {"primer": (primer, answer_params)})["primer"][0]]
+        assert len(answer) == 40
+        # Decode computed positions 101..139 (the last answer token was never fed): blocks 6 and 7 are full.
+        target = primer + answer + other[:10]
+        request_id = f"next-turn-{marker}"
+        requests[request_id] = (target, params)
+        expected[request_id] = run(off, {request_id: (target, params)})[request_id][0]
+        assert run(on, {request_id: (target, params)})[request_id] == (expected[request_id], 128), request_id
+    together = run(on, requests | {"miss": ([2100] + other[:40], GREEDY)})
+    assert {rid: together[rid][0] for rid in requests} == expected
+    assert on.allocator.num_free == on.allocator.num_blocks
 
 
 def test_eviction_under_a_tiny_kv_budget_finishes_every_request_with_the_right_text(tiny_entry, engines):

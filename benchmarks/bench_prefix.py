@@ -252,12 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['turn']:>4} {r['prompt']:>7.0f} {r['cached']:>7.0f} {r['on']:>8.0f} {r['off']:>8.0f} "
               f"{r['on'] / r['off']:>7.3f} {r['cold']:>9.0f} {r['on'] / r['cold']:>7.3f}")
-    print(f"\nshared system prompt: {args.clients} clients x {args.requests_per_client} requests, 64 output tokens")
-    for name, result in (("on", on), ("off", off)):
-        s = result["load"]
-        print(f"  cache {name:>3}: {s['tok_s']:7.1f} out tok/s  TTFT p50 {s['ttft_p50']:7.0f} ms  "
-              f"TPOT p50 {s['tpot_p50']:5.1f} ms  ({s['ok']} ok, {s['errors']} failed)")
-    print(f"  on / off: {on['load']['tok_s'] / off['load']['tok_s']:.2f}x tok/s")
+    if args.clients:  # --clients 0: the chats alone
+        print(f"\nshared system prompt: {args.clients} clients x {args.requests_per_client} requests, 64 output tokens")
+        for name, result in (("on", on), ("off", off)):
+            s = result["load"]
+            print(f"  cache {name:>3}: {s['tok_s']:7.1f} out tok/s  TTFT p50 {s['ttft_p50']:7.0f} ms  "
+                  f"TPOT p50 {s['tpot_p50']:5.1f} ms  ({s['ok']} ok, {s['errors']} failed)")
+        print(f"  on / off: {on['load']['tok_s'] / off['load']['tok_s']:.2f}x tok/s")
     health = on["health"]
     print(f"\ncache-on server /health: hit rate {health['prefix_cache_hit_rate']:.3f} "
           f"({health['prefix_cache_hit_tokens']} of {health['prefix_cache_queried_tokens']} prompt tokens), "

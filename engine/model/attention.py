@@ -27,10 +27,10 @@ attended instead by kernels.row_attention (AttentionMetadata.row_contexts): each
 the cache through its block table, with no gather, no SDPA call per context length or per prompt, and no
 geometry. A row's result depends on its position and keys alone, so a decode step computes a token's keys
 and values bit for bit as a prefill does: a chat's previous answer is served from the prefix cache
-(engine.scheduling.scheduler). On AMX-BF16 the kernel is about as fast as SDPA here: a cold 1,000-token
-prompt took 4.1 ms a layer against 4.0 for one causal SDPA call without any chunking (2,000 tokens: 13.7
-against 9.3), and 8 chats' next turns (8 x 85 rows over ~1,100 keys) 5.4 ms against ~8 for SDPA in chunk
-geometry. Its vector path (no AMX) took 2.4-4.4x SDPA's time on those prompts.
+(engine.scheduling.scheduler). On AMX-BF16 the kernel is at least as fast as SDPA here: a cold
+1,000-token prompt took 2.3 ms a layer against 3.0 for one causal SDPA call without any chunking (2,000
+tokens: 8.1 against 8.2), and 8 chats' next turns (8 x 85 rows over ~1,100 keys) 3.4 ms against ~8 for
+SDPA in chunk geometry. Its vector path (no AMX) took ~4x SDPA's time on those prompts.
 """
 
 from __future__ import annotations

@@ -80,13 +80,14 @@ def test_a_rows_result_does_not_depend_on_the_other_rows_or_the_thread_count(pat
     chunk = _apply(q[:1].expand(20, -1, -1), kv_layer, [tables[0]] * 20, list(range(280, 300)))
     for offset in (0, 7, 19):
         assert torch.equal(_apply(q[:1], kv_layer, [tables[0]], [280 + offset])[0], chunk[offset])
-    # Sharing one table, rows of a chunk share tiles (5 rows of 3 heads each on the AMX path): 17 rows at
-    # positions 283..299 are tiles of 5, 5, 5, 2; alone or in another cut each row gives the same bits.
-    shared = _apply(q[:1].expand(17, -1, -1), kv_layer, tables[0], list(range(283, 300)))
-    for start, stop in ((0, 1), (3, 10), (16, 17), (1, 17)):
-        cut = _apply(q[:1].expand(stop - start, -1, -1), kv_layer, tables[0], list(range(283 + start, 283 + stop)))
+    # Sharing one table, rows of a chunk share tiles on the AMX path (5 rows of 3 heads each), and a task walks
+    # up to 8 tiles' keys at once: 47 rows at positions 253..299 are tiles of 5 (x 9) and 2, tasks of 8 and 2
+    # tiles. Alone or in another cut each row gives the same bits.
+    shared = _apply(q[:1].expand(47, -1, -1), kv_layer, tables[0], list(range(253, 300)))
+    for start, stop in ((0, 1), (3, 10), (16, 17), (1, 47), (40, 47)):
+        cut = _apply(q[:1].expand(stop - start, -1, -1), kv_layer, tables[0], list(range(253 + start, 253 + stop)))
         assert torch.equal(cut, shared[start:stop]), (start, stop)
-    assert torch.equal(shared, chunk[3:])
+    assert torch.equal(shared[27:], chunk)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

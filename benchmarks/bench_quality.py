@@ -24,7 +24,7 @@ from engine.chat import render_chat
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.loading.registry import ModelRegistry
-from engine.model.attention import AttentionMetadata, PrefillSegment
+from engine.model.attention import AttentionMetadata, PrefillSegment, RowContexts
 from engine.sampling.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +57,16 @@ def text_tokens(tokenizer, num_tokens: int) -> list[int]:
 
 
 def window_logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
-    """float32 logits [n, vocab] of one window, computed as one prefill chunk from an empty cache."""
+    """float32 logits [n, vocab] of one window, computed as one prefill chunk from an empty cache, attended as
+    the engine attends it (the row kernel where the runner uses it: int8/int4 on this CPU; else SDPA)."""
     n = len(token_ids)
-    md = AttentionMetadata(slot_mapping=torch.arange(n), prefills=[PrefillSegment(0, n, 0)])
+    if engine.runner.attends_rows_alone:
+        size = engine.config.block_size
+        rows = RowContexts(torch.arange(-(-n // size), dtype=torch.int32), torch.zeros(n, dtype=torch.int64),
+                           torch.arange(n), size)
+        md = AttentionMetadata(slot_mapping=torch.arange(n), row_contexts=rows)
+    else:
+        md = AttentionMetadata(slot_mapping=torch.arange(n), prefills=[PrefillSegment(0, n, 0)])
     model = engine.loaded.model
     with torch.inference_mode():
         hidden = model.forward(torch.tensor(token_ids), torch.arange(n), md, engine.kv_cache)

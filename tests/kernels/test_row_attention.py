@@ -24,17 +24,18 @@ def path(request):
     row_attention.use_amx(True)
 
 
-def _case(lengths: list[int], seed: int = 0):
+def _case(lengths: list[int], seed: int = 0, shape=(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK)):
+    num_heads, num_kv_heads, head_dim, block = shape
     generator = torch.Generator().manual_seed(seed)
-    num_blocks = sum(-(-n // BLOCK) for n in lengths) + 4
-    kv_layer = (torch.randn(num_blocks * BLOCK, 2, NUM_KV_HEADS, HEAD_DIM, generator=generator) * 2).to(torch.bfloat16)
+    num_blocks = sum(-(-n // block) for n in lengths) + 4
+    kv_layer = (torch.randn(num_blocks * block, 2, num_kv_heads, head_dim, generator=generator) * 2).to(torch.bfloat16)
     free = torch.randperm(num_blocks, generator=generator).tolist()
-    tables = [[free.pop() for _ in range(-(-n // BLOCK))] for n in lengths]
-    q = torch.randn(len(lengths), NUM_HEADS, HEAD_DIM, generator=generator).to(torch.bfloat16)
+    tables = [[free.pop() for _ in range(-(-n // block))] for n in lengths]
+    q = torch.randn(len(lengths), num_heads, head_dim, generator=generator).to(torch.bfloat16)
     return q, kv_layer, tables
 
 
-def _apply(q, kv_layer, tables, positions):
+def _apply(q, kv_layer, tables, positions, block=BLOCK):
     """Each row through its own copy of its table; a single table given as a list of ints is every row's, one
     copy (a prefill chunk's rows)."""
     flat, starts = [], []
@@ -44,15 +45,15 @@ def _apply(q, kv_layer, tables, positions):
         starts.append(len(flat))
         flat += table
     return row_attention.apply_row_attention(q, kv_layer, torch.tensor(flat, dtype=torch.int32), torch.tensor(starts),
-                                             torch.tensor(positions), BLOCK, HEAD_DIM ** -0.5)
+                                             torch.tensor(positions), block, q.shape[-1] ** -0.5)
 
 
-def _reference(q, kv_layer, table, position):
-    slots = torch.tensor([table[p // BLOCK] * BLOCK + p % BLOCK for p in range(position + 1)])
+def _reference(q, kv_layer, table, position, block=BLOCK):
+    slots = torch.tensor([table[p // block] * block + p % block for p in range(position + 1)])
     keys, values = kv_layer[slots, 0].double(), kv_layer[slots, 1].double()  # [L, kv heads, dim]
-    group = NUM_HEADS // NUM_KV_HEADS
+    group = q.shape[0] // kv_layer.shape[2]
     keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
-    scores = torch.einsum("hd,lhd->hl", q.double(), keys) * HEAD_DIM ** -0.5
+    scores = torch.einsum("hd,lhd->hl", q.double(), keys) * q.shape[-1] ** -0.5
     return torch.einsum("hl,lhd->hd", scores.softmax(-1), values)
 
 
@@ -118,3 +119,25 @@ def test_the_amx_path_is_within_bf16_rounding_of_the_vector_path():
         row_attention.use_amx(True)
     # The tile path rounds the softmax weights to bf16 before weighting the values.
     torch.testing.assert_close(tiles.float(), vector.float(), rtol=2 ** -6, atol=2 ** -7)
+
+
+@pytest.mark.parametrize("shape", [(8, 2, 128, 16), (32, 4, 64, 8), (4, 4, 64, 32), (16, 1, 64, 16), (6, 2, 96, 16)],
+                         ids=["llama3-gqa4-dim128", "gqa8-block8", "mha-block32", "group16", "dim96"])
+def test_other_shapes_match_the_reference_and_keep_each_rows_bits(path, shape):
+    """Other models' shapes (head_dim 96 is not a multiple of 64: the AMX path leaves it to the vector one):
+    each row against the float64 reference, and a chunk's rows sharing tiles against each row alone."""
+    num_heads, num_kv_heads, head_dim, block = shape
+    if row_attention.unavailable_reason(num_heads, num_kv_heads, head_dim, torch.bfloat16, torch.device("cpu")):
+        pytest.skip("shape not taken")
+    lengths = [1, 40, 130, 300]
+    q, kv_layer, tables = _case(lengths, seed=3, shape=shape)
+    out = _apply(q, kv_layer, tables, [n - 1 for n in lengths], block)
+    for i, n in enumerate(lengths):
+        torch.testing.assert_close(out[i].double(), _reference(q[i], kv_layer, tables[i], n - 1, block),
+                                   rtol=2 ** -6, atol=2 ** -7)
+    rows = q[3:].expand(37, -1, -1)
+    shared = _apply(rows, kv_layer, tables[3], list(range(263, 300)), block)
+    for start, stop in ((0, 1), (5, 20), (36, 37)):
+        assert torch.equal(_apply(rows[start:stop], kv_layer, tables[3], list(range(263 + start, 263 + stop)), block),
+                           shared[start:stop]), (start, stop)
+    assert torch.equal(shared[-1], out[3])

@@ -4,6 +4,13 @@ A block's hash chains its parent's hash with its own token ids (vLLM's automatic
 equal hashes mean equal token prefixes up to the block's end and, for the blocks registered here, equal
 keys and values. Cached blocks that no sequence holds stay out of the allocator's free list, ordered by
 when they were last released, and are evicted least recently used first only when a block is needed.
+
+Partial blocks: where a token's keys and values do not depend on how its sequence was cut or batched
+(engine.scheduling.scheduler, has_batch_invariant_kv), a finished sequence's last, partly filled block is
+kept too, under its parent's hash and its tokens. A later sequence that shares the blocks before it and
+some of its first tokens, but not a whole block, copies it (or a full cached block after the same parent
+that shares those tokens) instead of computing them again: a chat's next turn then computes only what is
+new. Partial blocks are parked, reused and evicted like full ones.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ if TYPE_CHECKING:
 # 128-bit digests: an accidental collision (which would serve another prefix's KV) is out of reach.
 DIGEST_SIZE = 16
 ROOT_HASH = b""
+# Partial blocks' digests are hashed in their own domain: no full block's hash chain can name one.
+PARTIAL_DOMAIN = b"partial block:"
 
 
 def block_hash(parent: bytes, token_ids: Sequence[int]) -> bytes:
@@ -49,6 +58,9 @@ class PrefixCache:
         self._blocks: dict[bytes, int] = {}
         self._hashes: dict[int, bytes] = {}
         self._evictable: OrderedDict[int, None] = OrderedDict()
+        # Cached blocks, full and partial, by their parent's hash: block -> its tokens; and each one's parent.
+        self._children: dict[bytes, dict[int, tuple[int, ...]]] = {}
+        self._parents: dict[int, bytes] = {}
         # Prompt tokens looked up at a sequence's first admission, and how many of them were reused.
         self.num_queried_tokens = 0
         self.num_hit_tokens = 0
@@ -89,9 +101,12 @@ class PrefixCache:
 
     def add_blocks(self, seq: Seq, first: int, last: int, block_size: int) -> None:
         """Register blocks [first, last) of seq's block table, full and computed, under their hashes."""
-        extend_hashes(seq.block_hashes, seq.token_ids, block_size, last)
+        token_ids = seq.token_ids
+        extend_hashes(seq.block_hashes, token_ids, block_size, last)
         for index in range(first, last):
-            self.add(seq.block_hashes[index], seq.block_table[index])
+            if self.add(seq.block_hashes[index], seq.block_table[index]):
+                self._add_child(seq.block_hashes[index - 1] if index else ROOT_HASH, seq.block_table[index],
+                                token_ids[index * block_size:(index + 1) * block_size])
 
     def add(self, digest: bytes, block: int) -> bool:
         """Register a block a sequence holds under `digest`; False when the hash or the block is already cached
@@ -101,6 +116,32 @@ class PrefixCache:
         self._blocks[digest] = block
         self._hashes[block] = digest
         return True
+
+    def add_partial(self, parent: bytes, token_ids: Sequence[int], block: int) -> bool:
+        """Register a partly filled block a sequence holds, whose first len(token_ids) slots hold those tokens'
+        keys and values after the chain `parent`; False when the block or an identical partial is cached."""
+        if not self.add(block_hash(PARTIAL_DOMAIN + parent, token_ids), block):
+            return False
+        self._add_child(parent, block, token_ids)
+        return True
+
+    def _add_child(self, parent: bytes, block: int, token_ids: Sequence[int]) -> None:
+        self._children.setdefault(parent, {})[block] = tuple(token_ids)
+        self._parents[block] = parent
+
+    def find_partial(self, parent: bytes, token_ids: Sequence[int]) -> tuple[int, int] | None:
+        """(block, n): the cached block, full or partial, after the chain `parent` whose tokens share the
+        longest prefix, n >= 1 tokens, with token_ids; None when none shares any."""
+        best = None
+        for block, tokens in self._children.get(parent, {}).items():
+            n = 0
+            for mine, theirs in zip(tokens, token_ids):
+                if mine != theirs:
+                    break
+                n += 1
+            if n and (best is None or n > best[1]):
+                best = (block, n)
+        return best
 
     def park(self, block: int) -> None:
         """The cached block's last reference went: it is evictable, most recently used."""
@@ -113,4 +154,9 @@ class PrefixCache:
         """Forget the least recently released cached block and return it, unreferenced, for reuse."""
         block, _ = self._evictable.popitem(last=False)
         del self._blocks[self._hashes.pop(block)]
+        parent = self._parents.pop(block, None)  # None: registered by add() alone
+        if parent is not None:
+            del self._children[parent][block]
+            if not self._children[parent]:
+                del self._children[parent]
         return block

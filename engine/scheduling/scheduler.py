@@ -18,7 +18,9 @@ short prompt): it is cached only when full, and a prompt shorter than one chunk 
 Where the model computes every row on its own (has_batch_invariant_kv: int8/int4 weights on the row
 attention kernel, engine.model.model_runner), none of this applies: a token's keys and values are the
 same however its sequence was cut or batched, decode steps included, so every full block is cached, the
-previous answer's too, and any cached block is reused.
+previous answer's too, and any cached block is reused. A finished sequence's last, partly filled block is
+cached as well (PrefixCache partial blocks), and a sequence that shares some of its first tokens starts
+from a copy of it: a chat's next turn computes only its new tokens.
 A waiting sequence whose next uncached block a running sequence's prefill is computing right now waits
 for it (admission skips it, keeping its place): requests that arrive together with one system prompt
 compute it once instead of each computing it before any has cached it.
@@ -30,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from engine.scheduling.block_allocator import BlockAllocator
+from engine.scheduling.prefix_cache import ROOT_HASH, extend_hashes
 from engine.scheduling.sequence import Sequence, SequenceStatus
 
 
@@ -97,6 +100,8 @@ class Scheduler:
         self._free_slots: deque[int] = deque(range(config.max_num_seqs))
         # Slots held for the choices a sequence forks when its prompt is prefilled.
         self.reserved_slots: dict[int, list[int]] = {}
+        # Partial blocks being copied this step: referenced until the copy has run.
+        self._pinned: list[int] = []
 
     @property
     def num_free_slots(self) -> int:
@@ -124,6 +129,17 @@ class Scheduler:
             return []
         return cache.find(seq, self.config.block_size)
 
+    def _find_partial(self, seq: Sequence, num_hit_blocks: int) -> tuple[int, int] | None:
+        """(cached partial block, n): the first n tokens after `seq`'s hit blocks are in it, short of its last
+        token; None when caching partial blocks is off or none shares a token."""
+        cache = self.allocator.prefix_cache
+        if cache is None or not self.config.has_batch_invariant_kv:
+            return None
+        size = self.config.block_size
+        start = num_hit_blocks * size
+        parent = seq.block_hashes[num_hit_blocks - 1] if num_hit_blocks else ROOT_HASH
+        return cache.find_partial(parent, seq.tokens_between(start, min(start + size, seq.num_tokens - 1)))
+
     def _first_chunk_is_uncacheable(self, num_tokens: int) -> bool:
         """A first chunk of num_tokens (< prefill_chunk_size) is computed over its own rows, unlike the cached
         ones, unless each row is computed alone (has_batch_invariant_kv)."""
@@ -149,9 +165,19 @@ class Scheduler:
         while len(seq.block_table) < total:
             seq.block_table.append(self.allocator.allocate())
 
-    def _start_from_cache(self, seq: Sequence, hit: list[int]) -> None:
+    def _start_from_cache(self, seq: Sequence, hit: list[int], partial: tuple[int, int] | None,
+                          copies: list[tuple[int, int]]) -> None:
         seq.block_table = [self.allocator.reuse(b) for b in hit]
-        seq.num_computed_tokens = seq.num_cacheable_tokens = len(hit) * self.config.block_size
+        num_reused = len(hit) * self.config.block_size
+        if partial is not None:
+            source, num_tokens = partial
+            # Referenced before allocating the copy, so that allocate() cannot evict it; freed after the step.
+            self._pinned.append(self.allocator.reuse(source))
+            copy = self.allocator.allocate()
+            copies.append((source, copy))
+            seq.block_table.append(copy)
+            num_reused += num_tokens
+        seq.num_computed_tokens = seq.num_cacheable_tokens = num_reused
         cache = self.allocator.prefix_cache
         if seq.num_cached_tokens is None:
             seq.num_cached_tokens = seq.num_computed_tokens
@@ -168,7 +194,13 @@ class Scheduler:
         self.waiting.appendleft(seq)
         out.preempted.append(seq)
 
+    def _release_pinned(self) -> None:
+        for block in self._pinned:
+            self.allocator.free(block)
+        self._pinned.clear()
+
     def schedule(self) -> SchedulerOutput:
+        self._release_pinned()  # a step that failed before record_computed
         out = SchedulerOutput()
         budget = self.config.max_num_batched_tokens
         scheduled: set[int] = set()
@@ -198,14 +230,16 @@ class Scheduler:
             if len(seq.block_hashes) > len(hit) and seq.block_hashes[len(hit)] in pending:
                 deferred.append(self.waiting.popleft())
                 continue
-            start = len(hit) * self.config.block_size
+            partial = self._find_partial(seq, len(hit))
+            start = len(hit) * self.config.block_size + (partial[1] if partial else 0)
             num_new = self._chunk_tokens(seq, start)
             num_slots = 0 if seq.slot is not None else 1 + seq.num_pending_forks
             if num_new > budget or num_slots > self.num_free_slots:
                 break
             # Reusing an unreferenced cached block takes it from num_free too. The watermark keeps room for
             # running sequences to grow; an idle engine admits up to the last block.
-            needed = (self.allocator.num_parked(hit) + -(-(start + num_new) // self.config.block_size) - len(hit)
+            needed = (self.allocator.num_parked(hit + ([partial[0]] if partial else []))
+                      + -(-(start + num_new) // self.config.block_size) - len(hit)
                       + (self.config.num_watermark_blocks if self.running else 0))
             if needed > self.allocator.num_free:
                 break
@@ -215,7 +249,7 @@ class Scheduler:
                 self.reserved_slots[seq.seq_id] = [self._free_slots.popleft() for _ in range(seq.num_pending_forks)]
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
-            self._start_from_cache(seq, hit)
+            self._start_from_cache(seq, hit, partial, out.block_copies)
             self._allocate(seq, num_new, out.block_copies)
             out.chunks.append(ScheduledChunk(seq, seq.num_computed_tokens, num_new))
             scheduled.add(seq.seq_id)
@@ -274,6 +308,20 @@ class Scheduler:
             last = seq.num_cacheable_tokens // size
             if self.allocator.prefix_cache is not None and last > first:
                 self.allocator.prefix_cache.add_blocks(seq, first, last, size)
+        self._release_pinned()  # the step's copies have run
+
+    def _cache_partial_block(self, seq: Sequence) -> None:
+        """Cache a finishing sequence's last, partly filled block (has_batch_invariant_kv), when it alone holds
+        it and every computed token in it is cacheable."""
+        cache, size = self.allocator.prefix_cache, self.config.block_size
+        index, num_tokens = divmod(seq.num_computed_tokens, size)
+        if (cache is None or not self.config.has_batch_invariant_kv or num_tokens == 0
+                or seq.num_cacheable_tokens != seq.num_computed_tokens or len(seq.block_table) <= index
+                or self.allocator.ref_count(seq.block_table[index]) != 1):
+            return
+        hashes = extend_hashes(seq.block_hashes, seq.token_ids, size, index)
+        parent = hashes[index - 1] if index else ROOT_HASH
+        cache.add_partial(parent, seq.tokens_between(index * size, seq.num_computed_tokens), seq.block_table[index])
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """Child shares the parent's blocks (its prompt) and takes one of the parent's reserved slots."""
@@ -292,6 +340,7 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        self._cache_partial_block(seq)
         self.allocator.free_all(seq.block_table)
         seq.block_table = []
         seq.status = SequenceStatus.FINISHED

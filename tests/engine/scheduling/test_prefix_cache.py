@@ -43,6 +43,26 @@ def test_cached_blocks_stay_out_of_the_free_list_until_needed_then_go_least_rece
     assert allocator.num_free == 0 and allocator.ref_count(b) == 1
 
 
+def test_partial_blocks_match_the_longest_shared_start_and_go_when_evicted():
+    cache = PrefixCache()
+    allocator = BlockAllocator(4, cache)
+    parent = extend_hashes([], list(range(16)), 16, 1)[0]
+    short, long, other = allocator.allocate(), allocator.allocate(), allocator.allocate()
+    assert cache.add_partial(parent, [5, 6, 7], short) and cache.add_partial(parent, [5, 6, 8, 9, 10], long)
+    assert cache.add_partial(b"another chain", [5, 6, 7, 8], other)
+    assert not cache.add_partial(parent, [5, 6, 7], allocator.allocate())  # the same partial twice
+    assert cache.find_partial(parent, [5, 6, 8, 9, 1]) == (long, 4)
+    assert cache.find_partial(parent, [5, 6, 7, 1]) == (short, 3)
+    assert cache.find_partial(parent, [4, 6, 7]) is None  # nothing shared from the first token
+    assert cache.match([parent]) == []  # a partial block is never a full block's hit
+    for block in (short, long, other):
+        allocator.free(block)  # parked, least recently used first
+    assert allocator.allocate() == short
+    assert cache.find_partial(parent, [5, 6, 7, 1]) == (long, 2)
+    assert {allocator.allocate(), allocator.allocate()} == {long, other} and cache.num_cached == 0
+    assert cache.find_partial(parent, [5, 6, 8, 9]) is None and cache.find_partial(b"another chain", [5]) is None
+
+
 def finish_all(scheduler, seqs, max_steps=50):
     for _ in range(max_steps):
         run_step(scheduler, scheduler.schedule())
@@ -225,21 +245,22 @@ def int4_engines(default_entry):
 
 def test_int4_hits_anywhere_give_the_misses_tokens(int4_engines):
     """int4 on the row attention kernel computes every row on its own: a prompt shorter than one chunk reuses
-    cached blocks, and hits start anywhere. Hit and miss give the same tokens and logprobs, alone and
-    batched."""
+    cached blocks, and a hit ends at any token (the shared start of a cached block is copied). Hit and miss
+    give the same tokens and logprobs, alone and batched."""
     on, off = int4_engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
-    cases = {  # (primer, target, cached tokens expected)
-        "short-prompt": (text[:50], text[:40] + other[:8], 32),  # 49 tokens: two blocks of the first chunk
-        "past-first-chunk": (text[:150], text[:120] + other[:10], 112),  # new rows in the second and third chunks
+    cases = {  # (primer, target, cached tokens expected), after a tag token
+        "short-prompt": (text[:50], text[:40] + other[:8], 41),  # two blocks, and 9 tokens of the third
+        "past-first-chunk": (text[:150], text[:120] + other[:10], 121),  # new rows in the second and third chunks
     }
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:30 + 9 * i] for i in range(2)])
 
 
 def test_int4_a_chat_reuses_its_previous_answer_that_decode_steps_computed(int4_engines):
     """The next turn of a chat (prompt, answer, new message) hits the answer's blocks too: decode steps compute
-    a token's keys and values as a prefill does there. Greedy and seeded, alone and batched, the next turn
-    gets the tokens and logprobs of a miss."""
+    a token's keys and values as a prefill does there, and the answer's last, partly filled block is copied
+    from the cache. Greedy and seeded, alone and batched, the next turn gets the tokens and logprobs of a
+    miss."""
     on, off = int4_engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
     answer_params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=True)
@@ -248,12 +269,17 @@ def test_int4_a_chat_reuses_its_previous_answer_that_decode_steps_computed(int4_
         primer = [1200 + marker] + text[:100]  # 101 tokens: 6 full blocks from prefill
         answer = [token for token, _, _ in run(on, {"primer": (primer, answer_params)})["primer"][0]]
         assert len(answer) == 40
-        # Decode computed positions 101..139 (the last answer token was never fed): blocks 6 and 7 are full.
+        # Decode computed positions 101..139 (the last answer token was never fed): blocks 6 and 7 are full,
+        # 8 holds 12 tokens.
         target = primer + answer + other[:10]
         request_id = f"next-turn-{marker}"
         requests[request_id] = (target, params)
         expected[request_id] = run(off, {request_id: (target, params)})[request_id][0]
-        assert run(on, {request_id: (target, params)})[request_id] == (expected[request_id], 128), request_id
+        assert run(on, {request_id: (target, params)})[request_id] == (expected[request_id], 140), request_id
+        # A prompt that leaves the answer inside the partial block copies the tokens it shares.
+        branch = primer + answer[:33] + other[:10]
+        assert run(on, {"branch": (branch, GREEDY)})["branch"] == (run(off, {"branch": (branch, GREEDY)})["branch"][0],
+                                                                   134), marker
     together = run(on, requests | {"miss": ([2100] + other[:40], GREEDY)})
     assert {rid: together[rid][0] for rid in requests} == expected
     assert on.allocator.num_free == on.allocator.num_blocks

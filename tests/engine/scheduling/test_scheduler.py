@@ -15,9 +15,10 @@ from engine.scheduling.sequence import Sequence, SequenceStatus
 BLOCK = 4
 
 
-def make_scheduler(num_blocks=64, max_num_seqs=8, budget=32, chunk=16, watermark=0, is_caching=False):
+def make_scheduler(num_blocks=64, max_num_seqs=8, budget=32, chunk=16, watermark=0, is_caching=False,
+                   is_batch_invariant=False):
     config = SchedulerConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, prefill_chunk_size=chunk,
-                             block_size=BLOCK, num_watermark_blocks=watermark)
+                             block_size=BLOCK, num_watermark_blocks=watermark, has_batch_invariant_kv=is_batch_invariant)
     return Scheduler(config, BlockAllocator(num_blocks, PrefixCache() if is_caching else None))
 
 
@@ -140,10 +141,11 @@ class FakeKV:
     context holds the sequence's own tokens (a hit never reads a stale, evicted or foreign block), and that
     what another family wrote, which the sequence reuses through the prefix cache, was computed by prefill
     in whole-chunk geometry (engine.model.attention): not by a decode, nor by a first chunk shorter than a
-    chunk."""
+    chunk, unless every row computes alone (is_batch_invariant: any writer's keys and values are the same)."""
 
-    def __init__(self, chunk_size):
+    def __init__(self, chunk_size, is_batch_invariant=False):
         self.chunk_size = chunk_size
+        self.is_batch_invariant = is_batch_invariant
         self.slots: dict[int, dict[int, tuple[int, int, bool]]] = {}
         self.family: dict[int, int] = {}
 
@@ -162,16 +164,21 @@ class FakeKV:
                                                                                     is_whole_chunk)
                 token, writer, is_whole_chunk_written = self.slots[table[pos // BLOCK]][pos % BLOCK]
                 assert token == seq.token_at(pos)
-                assert writer == family or is_whole_chunk_written
+                assert writer == family or is_whole_chunk_written or self.is_batch_invariant
 
 
-@pytest.mark.parametrize("is_caching", [False, True], ids=["no-cache", "prefix-cache"])
-def test_no_leaks_after_random_add_abort_finish_events(is_caching):
+@pytest.mark.parametrize("is_caching, is_batch_invariant", [(False, False), (True, False), (True, True)],
+                         ids=["no-cache", "prefix-cache", "batch-invariant-kv"])
+def test_no_leaks_after_random_add_abort_finish_events(is_caching, is_batch_invariant):
     """1,000 random adds, aborts, steps and finishes; prompts drawn from a few shared prefixes, and a KV
-    budget far below what the cached prefixes would keep, so hits and evictions happen all along."""
+    budget far below what the cached prefixes would keep, so hits and evictions happen all along. With
+    batch-invariant keys and values, decode blocks and finished sequences' partial blocks are cached too,
+    and a hit may copy a partial block."""
     rng = random.Random(0)
-    scheduler = make_scheduler(num_blocks=40, max_num_seqs=6, budget=48, chunk=8, watermark=1, is_caching=is_caching)
-    allocator, kv = scheduler.allocator, FakeKV(8)
+    scheduler = make_scheduler(num_blocks=40, max_num_seqs=6, budget=48, chunk=8, watermark=1, is_caching=is_caching,
+                               is_batch_invariant=is_batch_invariant)
+    allocator, kv = scheduler.allocator, FakeKV(8, is_batch_invariant)
+    num_partial_copies = 0
     num_evicted = 0
     if is_caching:
         evict = allocator.prefix_cache.evict
@@ -196,6 +203,8 @@ def test_no_leaks_after_random_add_abort_finish_events(is_caching):
             scheduler.finish(seq)  # abort, waiting or running
         else:
             out = scheduler.schedule()
+            num_partial_copies += sum(allocator.prefix_cache is not None and allocator.prefix_cache.is_cached(src)
+                                      for src, _ in out.block_copies)
             kv.run(out)
             run_step(scheduler, out)
             for chunk in out.chunks:
@@ -225,3 +234,4 @@ def test_no_leaks_after_random_add_abort_finish_events(is_caching):
     assert not scheduler.running and not scheduler.waiting
     if is_caching:
         assert allocator.prefix_cache.num_hit_tokens > 0 and num_evicted > 0
+    assert (num_partial_copies > 0) == is_batch_invariant

@@ -164,11 +164,8 @@ static attend_fn specialized(int64_t group, int64_t head_dim) {
  * A tile row's dot products depend on that row's operands alone, and the softmax is per row, so a row's
  * result is the same whichever rows share its tile: decode rows (a tile each) and a prefill chunk's rows
  * (sharing one) compute a token's output bit for bit alike. */
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "amx_tiles.h"
 
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
 #define TILE_ROWS 16
 /* gcc's tile load and store intrinsics are asm without a memory clobber: this orders the buffers' writes
  * before a tile load and their reads after a tile store. */
@@ -178,15 +175,9 @@ static int amx_is_enabled;
 /* Turns the AMX path on (asking Linux for the tile state; granting it twice is harmless) or off. Returns
  * whether it is on. */
 int set_amx(int wanted) {
-    amx_is_enabled = wanted && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    amx_is_enabled = wanted && request_tile_state();
     return amx_is_enabled;
 }
-
-struct tile_config {
-    uint8_t palette_id, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
 
 /* Per thread, every tile 16 rows of 64 bytes. tmm0, tmm1: the A operands (Q's dimensions, or P's keys);
  * tmm2, tmm3: the B operands (K^T, or V); tmm4..7: the four products (S for 4 x 16 keys, or PV for 4 x 16

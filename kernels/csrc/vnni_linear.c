@@ -110,30 +110,21 @@ static inline void prefetch(const uint8_t *record, int record_bytes) {
 
 /* Rows [0, amx_rows) of a call go through the AMX path: its full groups of 16, when tiles can run here. */
 #ifdef __AMX_INT8__
-#include <sys/syscall.h>
-#include <unistd.h>
+#include "amx_tiles.h"
 
 #define AMX_ROWS 16
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
 static int amx_is_enabled;
 
 /* Turns the AMX path on (asking Linux for the tile state, which oneDNN also asks for; granting it twice is
  * harmless) or off. Returns whether it is on. */
 int set_amx(int wanted) {
-    amx_is_enabled = wanted && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    amx_is_enabled = wanted && request_tile_state();
     return amx_is_enabled;
 }
 
 static int64_t amx_row_count(int64_t rows) {
     return amx_is_enabled ? rows - rows % AMX_ROWS : 0;
 }
-
-struct tile_config {
-    uint8_t palette_id, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-};
 
 /* Per thread. tmm0..3: two blocks' int32 dots of the high and low activation bytes [16 rows][16 outputs];
  * tmm4, tmm5: those bytes [16 rows][32 inputs]; tmm6: the block's weights [8][16 outputs][4 inputs]. */

@@ -11,9 +11,10 @@ apply_silu_mul below in both (torch's own sum of squares and exp would differ in
 
 Weights are given as (form, packed) with form "q4" or "q8" and packed as kernels.vnni_linear packs them.
 
-apply_decode_layers runs a decode step's whole layer stack in one call (csrc/decode_layers.c): per layer the
-front, the cache write, kernels.row_attention and the back, the same functions in the same order as the
-per-layer calls, without their Python dispatch (~3 ms of a ~10 ms one-row step).
+apply_decode_layers runs a step's whole layer stack in one call (csrc/decode_layers.c): per layer the front,
+the cache write, kernels.row_attention and the back, the same functions in the same order as the per-layer
+calls, without their Python dispatch (~3 ms of a ~10 ms one-row step). Named for decode steps, it takes any
+step whose rows the row kernel attends all: with int8/int4 weights there, prefill rows too.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ class Scheduler:
         self._free_slots: deque[int] = deque(range(config.max_num_seqs))
         # Slots held for the choices a sequence forks when its prompt is prefilled.
         self.reserved_slots: dict[int, list[int]] = {}
-        # Partial blocks being copied this step: referenced until the copy has run.
+        # Cached blocks being copied this step (a hit ending inside them): referenced until the copy has run.
         self._pinned: list[int] = []
 
     @property
@@ -130,8 +130,9 @@ class Scheduler:
         return cache.find(seq, self.config.block_size)
 
     def _find_partial(self, seq: Sequence, num_hit_blocks: int) -> tuple[int, int] | None:
-        """(cached partial block, n): the first n tokens after `seq`'s hit blocks are in it, short of its last
-        token; None when caching partial blocks is off or none shares a token."""
+        """(cached block, n): the first n tokens after `seq`'s hit blocks are the start of that block (a partial
+        one, or a full one `seq` shares only in part), short of its last token; None when hits do not end
+        inside blocks here (has_batch_invariant_kv) or no cached block shares a token."""
         cache = self.allocator.prefix_cache
         if cache is None or not self.config.has_batch_invariant_kv:
             return None

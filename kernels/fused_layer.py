@@ -43,7 +43,7 @@ def _library() -> ctypes.CDLL:
     library.layer_front.restype = library.layer_back.restype = ctypes.c_int
     library.decode_layers.argtypes = ([pointer, integer, integer, integer, pointer, pointer, number, integer, integer,
                                        integer, integer, pointer, pointer, pointer, integer, pointer, pointer, pointer,
-                                       pointer, integer, number, pointer, ctypes.c_int])
+                                       pointer, integer, number, pointer, pointer, ctypes.c_int])
     library.decode_layers.restype = ctypes.c_int
     library.rms_norm_bf16.argtypes = [pointer, integer, integer, pointer, number, pointer, ctypes.c_int]
     library.silu_mul_bf16.argtypes = [pointer, integer, integer, pointer, ctypes.c_int]
@@ -172,6 +172,7 @@ def apply_decode_layers(hidden: Tensor, stack: LayerStack, eps: float, num_heads
             hidden.data_ptr(), rows, dim, num_layers, stack.pointers, stack.forms, eps, num_heads, num_kv_heads,
             head_dim, intermediate, cos.data_ptr(), signed_sin.data_ptr(), kv.data_ptr(), num_slots,
             slot_mapping.data_ptr(), tables.data_ptr(), table_starts.data_ptr(), positions.data_ptr(), block_size,
-            scale, row_attention.function_pointer(), torch.get_num_threads()):
+            scale, row_attention.function_pointer(), row_attention.function_pointer("write_kv"),
+            torch.get_num_threads()):
         raise MemoryError(f"decode_layers failed for {rows} rows (out of memory, or a shape row_attention does "
                           "not take)")

@@ -51,6 +51,10 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
     library.set_amx(_has_amx())
+    library.kv_is_tiled.argtypes = [ctypes.c_int64, ctypes.c_int64]
+    library.kv_is_tiled.restype = ctypes.c_int
+    library.write_kv.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
+    library.write_kv.restype = None
     library.row_attention.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_float, ctypes.c_void_p,
                                                                                      ctypes.c_int]
     library.row_attention.restype = ctypes.c_int
@@ -63,7 +67,8 @@ def _has_amx() -> bool:
 
 def use_amx(is_wanted: bool) -> bool:
     """Turns the AMX path on or off (on by default where it runs; head_dim a multiple of 64); returns whether it
-    is on. For tests and benchmarks: switching it between a sequence's steps changes its numerics."""
+    is on. For tests and benchmarks: switching it changes the numerics, and the cache layout (is_tiled_layout),
+    so a cache written before reads wrong after."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
@@ -82,13 +87,35 @@ def unavailable_reason(num_heads: int, num_kv_heads: int, head_dim: int, dtype: 
     return _library()[1]
 
 
-@functools.lru_cache(maxsize=1)
-def function_pointer() -> ctypes.c_void_p:
-    """The C function row_attention, for C callers in other libraries (csrc/decode_layers.c)."""
+@functools.lru_cache(maxsize=2)
+def function_pointer(name: str = "row_attention") -> ctypes.c_void_p:
+    """The C function row_attention or write_kv, for C callers in other libraries (csrc/decode_layers.c)."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
-    return ctypes.cast(library.row_attention, ctypes.c_void_p)
+    return ctypes.cast(getattr(library, name), ctypes.c_void_p)
+
+
+def is_tiled_layout(head_dim: int, block_size: int) -> bool:
+    """Whether apply_write_kv keeps a cache of this head_dim and block size in the kernel's tiled layout (where
+    the AMX path reads it in place) rather than as [slot, 2, kv head, dim]."""
+    library, reason = _library()
+    return library is not None and bool(library.kv_is_tiled(head_dim, block_size))
+
+
+def apply_write_kv(kv_layer: Tensor, k: Tensor, v: Tensor, slot_mapping: Tensor, block_size: int) -> None:
+    """k, v [rows, num_kv_heads, head_dim] bf16 into kv_layer [num_slots, 2, num_kv_heads, head_dim] at
+    slot_mapping [rows] int64, laid out as this kernel reads it (is_tiled_layout): every writer of a cache
+    the kernel attends writes through here."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
+    if not kv_layer.is_contiguous() or slot_mapping.dtype != torch.int64:
+        raise ValueError("kv_layer must be contiguous and slot_mapping int64")
+    k, v, slot_mapping = k.contiguous(), v.contiguous(), slot_mapping.contiguous()
+    rows, num_kv_heads, head_dim = k.shape
+    library.write_kv(kv_layer.data_ptr(), k.data_ptr(), v.data_ptr(), slot_mapping.data_ptr(), rows, num_kv_heads,
+                     head_dim, block_size)
 
 
 def apply_row_attention(q: Tensor, kv_layer: Tensor, tables: Tensor, table_starts: Tensor, positions: Tensor,

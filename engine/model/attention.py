@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.row_attention import apply_row_attention
+from kernels.row_attention import apply_row_attention, apply_write_kv
 
 
 def _slots(block_table: Tensor, positions: Tensor, block_size: int) -> Tensor:
@@ -259,7 +259,10 @@ def _prefill_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, seg: P
 def paged_attention(q: Tensor, k: Tensor, v: Tensor, kv_layer: Tensor, md: AttentionMetadata,
                     scale: float) -> Tensor:
     """Write this batch's k, v into the cache layer, then attend. q [T, H, D], k/v [T, H_kv, D] -> [T, H, D]."""
-    kv_layer.index_copy_(0, md.slot_mapping, torch.stack((k, v), dim=1))  # one write of [T, 2, H_kv, D]
+    if md.row_contexts is not None:  # the row kernel's cache, in its layout
+        apply_write_kv(kv_layer, k, v, md.slot_mapping, md.row_contexts.block_size)
+    else:
+        kv_layer.index_copy_(0, md.slot_mapping, torch.stack((k, v), dim=1))  # one write of [T, 2, H_kv, D]
     # Decode rows come first and prefill chunks follow in token order, so the parts concatenate in order (with
     # row_contexts, one part).
     if md.row_contexts is not None:

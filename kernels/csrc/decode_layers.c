@@ -22,6 +22,8 @@ typedef int (*row_attention_fn)(const uint16_t *q, const uint16_t *kv, const int
                                 const int64_t *table_starts, const int64_t *positions, int64_t rows,
                                 int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
                                 float scale, uint16_t *out, int num_threads);
+typedef void (*write_kv_fn)(uint16_t *kv, const uint16_t *k, const uint16_t *v, const int64_t *slots, int64_t rows,
+                            int64_t num_kv_heads, int64_t head_dim, int64_t block_size);
 
 /* Pointers of one layer, in this order, LAYER_POINTERS per layer. */
 enum { INPUT_NORM, QKV, O, POST_NORM, GATE_UP, DOWN, LAYER_POINTERS };
@@ -29,8 +31,8 @@ enum { INPUT_NORM, QKV, O, POST_NORM, GATE_UP, DOWN, LAYER_POINTERS };
 enum { QKV_FORM, O_FORM, MLP_FORM, LAYER_FORMS };
 
 /* hidden [rows, dim] float32, updated in place through every layer. kv is the cache, [num_layers,
- * layer_slots, 2, num_kv_heads, head_dim] bf16; row r writes its key and value to slot slot_mapping[r] of
- * each layer, then attends to positions 0..positions[r] through its block table at tables +
+ * layer_slots, 2, num_kv_heads, head_dim] bf16 (laid out within each block as row_attention.c keeps it:
+ * write_kv); row r writes its key and value to slot slot_mapping[r] of each layer, then attends to positions 0..positions[r] through its block table at tables +
  * table_starts[r]. cos, signed_sin [rows, head_dim] bf16. Returns nonzero when out of memory or a kernel
  * fails (the cache may then hold some layers' new keys). */
 int decode_layers(float *hidden, int64_t rows, int64_t dim, int64_t num_layers, const void *const *pointers,
@@ -38,7 +40,7 @@ int decode_layers(float *hidden, int64_t rows, int64_t dim, int64_t num_layers, 
                   int64_t intermediate, const uint16_t *cos, const uint16_t *signed_sin, uint16_t *kv,
                   int64_t layer_slots, const int64_t *slot_mapping, const int32_t *tables,
                   const int64_t *table_starts, const int64_t *positions, int64_t block_size, float scale,
-                  row_attention_fn row_attention, int num_threads) {
+                  row_attention_fn row_attention, write_kv_fn write_kv, int num_threads) {
     const int64_t q_width = num_heads * head_dim, kv_width = num_kv_heads * head_dim;
     uint16_t *q = malloc(rows * q_width * sizeof(uint16_t)), *attn = malloc(rows * q_width * sizeof(uint16_t));
     uint16_t *k = malloc(rows * kv_width * sizeof(uint16_t)), *v = malloc(rows * kv_width * sizeof(uint16_t));
@@ -51,11 +53,7 @@ int decode_layers(float *hidden, int64_t rows, int64_t dim, int64_t num_layers, 
                              head_dim, cos, signed_sin, q, k, v, num_threads);
         if (failed)
             break;
-        for (int64_t r = 0; r < rows; r++) {
-            uint16_t *slot = kv_layer + slot_mapping[r] * 2 * kv_width;  /* key, then value */
-            memcpy(slot, k + r * kv_width, kv_width * sizeof(uint16_t));
-            memcpy(slot + kv_width, v + r * kv_width, kv_width * sizeof(uint16_t));
-        }
+        write_kv(kv_layer, k, v, slot_mapping, rows, num_kv_heads, head_dim, block_size);
         failed = row_attention(q, kv_layer, tables, table_starts, positions, rows, num_heads, num_kv_heads, head_dim,
                                block_size, scale, attn, num_threads)
               || layer_back(hidden, rows, dim, attn, q_width, form[O_FORM], w[O], w[POST_NORM], eps, form[MLP_FORM],

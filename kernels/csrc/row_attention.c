@@ -179,15 +179,27 @@ int set_amx(int wanted) {
     return amx_is_enabled;
 }
 
-/* Per thread, every tile 16 rows of 64 bytes. tmm0, tmm1: the A operands (Q's dimensions, or P's keys);
- * tmm2, tmm3: the B operands (K^T, or V); tmm4..7: the four products (S for 4 x 16 keys, or PV for 4 x 16
- * dimensions). */
-static void configure_tiles(void) {
+/* Whether a cache of this head_dim and block size is kept in the tiled layout (tiled_head), which the AMX
+ * path reads in place: on it, with whole 16-key groups per block and 64-dimension passes. */
+int kv_is_tiled(int64_t head_dim, int64_t block_size) {
+    return amx_is_enabled && head_dim % 64 == 0 && head_dim <= MAX_HEAD_DIM && block_size % 16 == 0;
+}
+
+/* Per thread. Built operands (words): every tile 16 rows of 64 bytes; tmm0, tmm1 the A operands (Q's
+ * dimensions, or P's 32 keys), tmm2, tmm3 the B operands (K^T, or V), tmm4..7 the four products (S for 4 x 16
+ * keys, or PV for 4 x 16 dimensions). Tiled cache (read in place): tmm0 Q's 32 dimensions, tmm1 K^T from the
+ * cache (16 x 64 bytes), tmm2 P's 16 keys (16 x 32 bytes), tmm3 V from the cache (8 key pairs x 64 bytes),
+ * tmm4..7 the products. */
+static void configure_tiles(int is_tiled) {
     struct tile_config config = {0};
     config.palette_id = 1;
     for (int tile = 0; tile < 8; tile++) {
         config.rows[tile] = TILE_ROWS;
         config.colsb[tile] = 64;
+    }
+    if (is_tiled) {
+        config.colsb[2] = 32;
+        config.rows[3] = 8;
     }
     _tile_loadconfig(&config);
 }
@@ -335,13 +347,63 @@ static void run_begin(struct tile_run *run, const uint16_t *q, const int64_t *po
     }
 }
 
-/* The run's rows over keys [first, first + 64), whose operands are `words`. Tiles configured. */
+/* Each row's online softmax over the block's scores (scratch->scores, [t][key]) into bf16 weights
+ * (scratch->weights, zero past the row's position and for rows whose context ended) and correction[t]. */
+static void softmax_block(struct tile_run *run, int64_t first, int64_t group, float scale,
+                          struct tile_scratch *scratch, float correction[TILE_ROWS]) {
+    for (int t = 0; t < TILE_ROWS; t++) {
+        const int row_count = t < run->used ? (int)(run->positions[t / group] + 1 - first) : 0;
+        uint16_t *row_weights = scratch->weights + t * KEY_BLOCK;
+        if (row_count <= 0) {  /* the row's context ended: it takes no part in this block */
+            memset(row_weights, 0, KEY_BLOCK * sizeof(uint16_t));
+            continue;
+        }
+        __m512 s[KEY_BLOCK / 16];
+        __m512 block_max = _mm512_set1_ps(-INFINITY);
+        for (int part = 0; part < KEY_BLOCK / 16; part++) {
+            const int in_part = row_count - 16 * part;
+            const __mmask16 valid = in_part >= 16 ? 0xFFFF : in_part <= 0 ? 0 : (__mmask16)((1u << in_part) - 1);
+            s[part] = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
+                                         _mm512_mul_ps(_mm512_load_ps(scratch->scores + t * KEY_BLOCK + 16 * part),
+                                                       _mm512_set1_ps(scale)));
+            block_max = _mm512_max_ps(block_max, s[part]);
+        }
+        const float top = _mm512_reduce_max_ps(block_max);
+        const float m_new = top > run->m[t] ? top : run->m[t];
+        correction[t] = expf(run->m[t] - m_new);  /* 0 for the first block (m = -inf) */
+        run->m[t] = m_new;
+        run->l[t] = _mm512_mul_ps(run->l[t], _mm512_set1_ps(correction[t]));
+        for (int part = 0; part < KEY_BLOCK / 16; part++) {
+            const __mmask16 valid = _mm512_cmp_ps_mask(s[part], _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+            const __m256i e = (__m256i)_mm512_cvtneps_pbh(
+                _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(s[part], _mm512_set1_ps(m_new)))));
+            _mm256_store_si256((__m256i *)(row_weights + 16 * part), e);
+            run->l[t] = _mm512_add_ps(run->l[t], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e), 16)));
+        }
+    }
+    MEMORY_BARRIER();
+}
+
+/* acc = acc c + PV for the rows the block reaches (PV in scratch->block_out, [t][head_dim]). */
+static void accumulate_block(struct tile_run *run, int64_t first, int64_t group, int64_t head_dim,
+                             const struct tile_scratch *scratch, const float correction[TILE_ROWS]) {
+    for (int t = 0; t < run->used; t++) {
+        if (run->positions[t / group] < first)
+            continue;
+        const __m512 c = _mm512_set1_ps(correction[t]);
+        float *acc = run->acc + t * head_dim;
+        for (int i = 0; i < head_dim / 16; i++)
+            _mm512_store_ps(acc + 16 * i, _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(acc + 16 * i), c),
+                                                       _mm512_load_ps(scratch->block_out + t * head_dim + 16 * i)));
+    }
+}
+
+/* The run's rows over keys [first, first + 64), whose operands are `words`. Tiles configured (built). */
 static void run_block(struct tile_run *run, const uint32_t *words, int64_t first, int64_t group, int64_t head_dim,
                       float scale, struct tile_scratch *scratch) {
     const int64_t chunks = head_dim / 32;
     const uint32_t *value_words = words + (KEY_BLOCK / 16) * chunks * 256;
     float *scores = scratch->scores, *block_out = scratch->block_out;
-    uint16_t *weights = scratch->weights;
     float correction[TILE_ROWS];
     _tile_zero(4);
     _tile_zero(5);
@@ -361,44 +423,14 @@ static void run_block(struct tile_run *run, const uint32_t *words, int64_t first
     _tile_stored(6, scores + 32, KEY_BLOCK * sizeof(float));
     _tile_stored(7, scores + 48, KEY_BLOCK * sizeof(float));
     MEMORY_BARRIER();
-    for (int t = 0; t < TILE_ROWS; t++) {
-        const int row_count = t < run->used ? (int)(run->positions[t / group] + 1 - first) : 0;
-        uint16_t *row_weights = weights + t * KEY_BLOCK;
-        if (row_count <= 0) {  /* the row's context ended: it takes no part in this block */
-            memset(row_weights, 0, KEY_BLOCK * sizeof(uint16_t));
-            continue;
-        }
-        __m512 s[KEY_BLOCK / 16];
-        __m512 block_max = _mm512_set1_ps(-INFINITY);
-        for (int part = 0; part < KEY_BLOCK / 16; part++) {
-            const int in_part = row_count - 16 * part;
-            const __mmask16 valid = in_part >= 16 ? 0xFFFF : in_part <= 0 ? 0 : (__mmask16)((1u << in_part) - 1);
-            s[part] = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
-                                         _mm512_mul_ps(_mm512_load_ps(scores + t * KEY_BLOCK + 16 * part),
-                                                       _mm512_set1_ps(scale)));
-            block_max = _mm512_max_ps(block_max, s[part]);
-        }
-        const float top = _mm512_reduce_max_ps(block_max);
-        const float m_new = top > run->m[t] ? top : run->m[t];
-        correction[t] = expf(run->m[t] - m_new);  /* 0 for the first block (m = -inf) */
-        run->m[t] = m_new;
-        run->l[t] = _mm512_mul_ps(run->l[t], _mm512_set1_ps(correction[t]));
-        for (int part = 0; part < KEY_BLOCK / 16; part++) {
-            const __mmask16 valid = _mm512_cmp_ps_mask(s[part], _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-            const __m256i e = (__m256i)_mm512_cvtneps_pbh(
-                _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(s[part], _mm512_set1_ps(m_new)))));
-            _mm256_store_si256((__m256i *)(row_weights + 16 * part), e);
-            run->l[t] = _mm512_add_ps(run->l[t], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e), 16)));
-        }
-    }
-    MEMORY_BARRIER();
+    softmax_block(run, first, group, scale, scratch, correction);
     for (int pass = 0; pass < head_dim / 64; pass++) {
         _tile_zero(4);
         _tile_zero(5);
         _tile_zero(6);
         _tile_zero(7);
         for (int half = 0; half < KEY_BLOCK / 32; half++) {
-            _tile_loadd(0, weights + 32 * half, KEY_BLOCK * sizeof(uint16_t));
+            _tile_loadd(0, scratch->weights + 32 * half, KEY_BLOCK * sizeof(uint16_t));
             VALUE_GROUP(0, 4, 2);
             VALUE_GROUP(1, 5, 3);
             VALUE_GROUP(2, 6, 2);
@@ -410,15 +442,85 @@ static void run_block(struct tile_run *run, const uint32_t *words, int64_t first
         _tile_stored(7, block_out + 64 * pass + 48, head_dim * sizeof(float));
         MEMORY_BARRIER();
     }
-    for (int t = 0; t < run->used; t++) {
-        if (run->positions[t / group] < first)
-            continue;
-        const __m512 c = _mm512_set1_ps(correction[t]);
-        float *acc = run->acc + t * head_dim;
-        for (int i = 0; i < head_dim / 16; i++)
-            _mm512_store_ps(acc + 16 * i, _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(acc + 16 * i), c),
-                                                       _mm512_load_ps(block_out + t * head_dim + 16 * i)));
+    accumulate_block(run, first, group, head_dim, scratch, correction);
+}
+
+/* One KV head's keys and values inside a cache block in the tiled layout (write_kv): keys as [head_dim / 2
+ * dimension pairs][block_size slots][2], then values as [block_size / 2 slot pairs][head_dim][2]; the block's
+ * heads one after another. 16 keys from a multiple of 16 are then K^T as a tile's B operand (rows of dimension
+ * pairs, block_size * 4 bytes apart), and 16 values V as one (rows of key pairs, head_dim * 4 bytes apart). */
+static inline const uint16_t *tiled_head(const uint16_t *kv, const int32_t *table, int64_t position, int64_t g,
+                                         int64_t num_kv_heads, int64_t head_dim, int64_t block_size) {
+    const int block_shift = __builtin_ctzll((unsigned long long)block_size);
+    return kv + (int64_t)table[position >> block_shift] * block_size * 2 * num_kv_heads * head_dim
+              + g * 2 * head_dim * block_size;
+}
+
+/* S for keys [16 j, +16) into `tile` over dimensions [32 c, +32) (Q's in tmm0), K^T read from the cache. */
+#define TILED_SCORE_GROUP(j, tile) do {                                                                        \
+        if (first + 16 * (j) <= last) {                                                                        \
+            const int64_t position = first + 16 * (j);                                                         \
+            const uint16_t *head = tiled_head(kv, table, position, g, num_kv_heads, head_dim, block_size);    \
+            _tile_loadd(1, head + (16 * c * block_size + (position & (block_size - 1))) * 2,                   \
+                        block_size * 4);                                                                       \
+            _tile_dpbf16ps(tile, 0, 1);                                                                        \
+        }                                                                                                      \
+    } while (0)
+
+/* PV's dimensions [64 pass + 16 d, +16) into `tile` from P's keys [16 j, +16) (tmm2), V read from the cache. */
+#define TILED_VALUE_GROUP(d, tile) do {                                                           \
+        _tile_loadd(3, values + (64 * pass + 16 * (d)) * 2, head_dim * 4);                      \
+        _tile_dpbf16ps(tile, 2, 3);                                                              \
+    } while (0)
+
+/* run_block over a cache in the tiled layout: operands read in place, nothing built. Keys past `last` in a
+ * 16-key group the run reaches are read as the cache holds them (finite: written by a forward or zero) and
+ * weighted 0; groups wholly past it are skipped. Tiles configured (tiled). */
+static void run_block_tiled(struct tile_run *run, const uint16_t *kv, const int32_t *table, int64_t first,
+                            int64_t last, int64_t g, int64_t group, int64_t num_kv_heads, int64_t head_dim,
+                            int64_t block_size, float scale, struct tile_scratch *scratch) {
+    float *scores = scratch->scores, *block_out = scratch->block_out;
+    float correction[TILE_ROWS];
+    _tile_zero(4);
+    _tile_zero(5);
+    _tile_zero(6);
+    _tile_zero(7);
+    MEMORY_BARRIER();
+    for (int64_t c = 0; c < head_dim / 32; c++) {
+        _tile_loadd(0, run->query + 32 * c, head_dim * sizeof(uint16_t));
+        TILED_SCORE_GROUP(0, 4);
+        TILED_SCORE_GROUP(1, 5);
+        TILED_SCORE_GROUP(2, 6);
+        TILED_SCORE_GROUP(3, 7);
     }
+    _tile_stored(4, scores, KEY_BLOCK * sizeof(float));
+    _tile_stored(5, scores + 16, KEY_BLOCK * sizeof(float));
+    _tile_stored(6, scores + 32, KEY_BLOCK * sizeof(float));
+    _tile_stored(7, scores + 48, KEY_BLOCK * sizeof(float));
+    MEMORY_BARRIER();
+    softmax_block(run, first, group, scale, scratch, correction);
+    for (int pass = 0; pass < head_dim / 64; pass++) {
+        _tile_zero(4);
+        _tile_zero(5);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int j = 0; j < KEY_BLOCK / 16 && first + 16 * j <= last; j++) {
+            const int64_t position = first + 16 * j;
+            const uint16_t *values = tiled_head(kv, table, position, g, num_kv_heads, head_dim, block_size)
+                                     + head_dim * block_size + (position & (block_size - 1)) / 2 * head_dim * 2;
+            _tile_loadd(2, scratch->weights + 16 * j, KEY_BLOCK * sizeof(uint16_t));
+            TILED_VALUE_GROUP(0, 4);
+            TILED_VALUE_GROUP(1, 5);
+            TILED_VALUE_GROUP(2, 6);
+            TILED_VALUE_GROUP(3, 7);
+        }
+        _tile_stored(4, block_out + 64 * pass, head_dim * sizeof(float));
+        _tile_stored(5, block_out + 64 * pass + 16, head_dim * sizeof(float));
+        _tile_stored(6, block_out + 64 * pass + 32, head_dim * sizeof(float));
+        _tile_stored(7, block_out + 64 * pass + 48, head_dim * sizeof(float));
+        MEMORY_BARRIER();
+    }
+    accumulate_block(run, first, group, head_dim, scratch, correction);
 }
 
 static void run_end(const struct tile_run *run, uint16_t *out, int64_t g, int64_t group, int64_t num_heads,
@@ -473,6 +575,7 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
         const size_t run_bytes = TILE_ROWS * head_dim * (sizeof(uint16_t) + sizeof(float));
         const size_t scratch_bytes = block_words(head_dim) * sizeof(uint32_t) +
                                      TILE_ROWS * (KEY_BLOCK * (sizeof(float) + sizeof(uint16_t)) + head_dim * sizeof(float));
+        const int is_tiled = kv_is_tiled(head_dim, block_size);
         uint8_t *memory = aligned_alloc(64, RUNS_PER_TASK * run_bytes + scratch_bytes);
         if (!memory) {
             #pragma omp atomic write
@@ -487,7 +590,7 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
             scratch.scores = (float *)(base + block_words(head_dim) * sizeof(uint32_t));
             scratch.block_out = scratch.scores + TILE_ROWS * KEY_BLOCK;
             scratch.weights = (uint16_t *)(scratch.block_out + TILE_ROWS * head_dim);
-            configure_tiles();
+            configure_tiles(is_tiled);
         }
         /* Work grows with a task's positions: hand out (task group, KV head) pairs one at a time. */
         #pragma omp for schedule(dynamic, 1)
@@ -505,6 +608,13 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
                 last = runs[k - k0].last > last ? runs[k - k0].last : last;
             }
             for (int64_t first = 0; first <= last; first += KEY_BLOCK) {
+                if (is_tiled) {
+                    for (int64_t k = k0; k < k1; k++)
+                        if (runs[k - k0].last >= first)
+                            run_block_tiled(&runs[k - k0], kv, table, first, runs[k - k0].last, g, group, num_kv_heads,
+                                            head_dim, block_size, scale, &scratch);
+                    continue;
+                }
                 const uint16_t *keys[KEY_BLOCK], *values[KEY_BLOCK];
                 block_pointers(kv, table, first, last, g, num_kv_heads, head_dim, block_size, keys, values);
                 build_block_operands(keys, values, head_dim, scratch.words);
@@ -529,7 +639,40 @@ int set_amx(int wanted) {
     (void)wanted;
     return 0;
 }
+
+int kv_is_tiled(int64_t head_dim, int64_t block_size) {
+    (void)head_dim, (void)block_size;
+    return 0;
+}
 #endif
+
+/* Rows' keys and values k, v [rows, num_kv_heads, head_dim] into one cache layer kv at slots[r]: as
+ * [slot][2][head][dim], or in the tiled layout where kv_is_tiled (tiled_head). Every writer of a cache the
+ * row kernel reads goes through here, so the layout is the kernel's business alone. */
+void write_kv(uint16_t *kv, const uint16_t *k, const uint16_t *v, const int64_t *slots, int64_t rows,
+              int64_t num_kv_heads, int64_t head_dim, int64_t block_size) {
+    const int64_t width = num_kv_heads * head_dim;
+    const int is_tiled = kv_is_tiled(head_dim, block_size);
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t slot = slots[r];
+        if (!is_tiled) {
+            memcpy(kv + slot * 2 * width, k + r * width, width * sizeof(uint16_t));
+            memcpy(kv + slot * 2 * width + width, v + r * width, width * sizeof(uint16_t));
+            continue;
+        }
+        const int64_t block = slot / block_size, offset = slot % block_size;
+        for (int64_t g = 0; g < num_kv_heads; g++) {
+            uint16_t *head = kv + block * block_size * 2 * width + g * 2 * head_dim * block_size;
+            const uint32_t *key_pairs = (const uint32_t *)(k + r * width + g * head_dim);
+            uint32_t *keys = (uint32_t *)head;
+            for (int64_t p = 0; p < head_dim / 2; p++)
+                keys[p * block_size + offset] = key_pairs[p];
+            uint16_t *values = head + head_dim * block_size + offset / 2 * head_dim * 2 + (offset & 1);
+            for (int64_t d = 0; d < head_dim; d++)
+                values[2 * d] = v[r * width + g * head_dim + d];
+        }
+    }
+}
 
 /* out [rows, num_heads, head_dim] for q [rows, num_heads, head_dim] and one layer of the cache kv
  * [num_slots, 2, num_kv_heads, head_dim] (keys at [:, 0], values at [:, 1]). Row r attends to positions

@@ -44,8 +44,16 @@ def _apply(q, kv_layer, tables, positions, block=BLOCK):
     for table in tables if not flat else []:
         starts.append(len(flat))
         flat += table
-    return row_attention.apply_row_attention(q, kv_layer, torch.tensor(flat, dtype=torch.int32), torch.tensor(starts),
-                                             torch.tensor(positions), block, q.shape[-1] ** -0.5)
+    return row_attention.apply_row_attention(q, _written(kv_layer, block), torch.tensor(flat, dtype=torch.int32),
+                                             torch.tensor(starts), torch.tensor(positions), block, q.shape[-1] ** -0.5)
+
+
+def _written(kv_layer, block):
+    """kv_layer [slots, 2, kv heads, dim] as the kernel keeps it: every slot written through apply_write_kv (the
+    AMX path's tiled layout, or the same tensor)."""
+    cache = torch.zeros_like(kv_layer)
+    row_attention.apply_write_kv(cache, kv_layer[:, 0], kv_layer[:, 1], torch.arange(kv_layer.shape[0]), block)
+    return cache
 
 
 def _reference(q, kv_layer, table, position, block=BLOCK):
@@ -141,3 +149,18 @@ def test_other_shapes_match_the_reference_and_keep_each_rows_bits(path, shape):
         assert torch.equal(_apply(rows[start:stop], kv_layer, tables[3], list(range(263 + start, 263 + stop)), block),
                            shared[start:stop]), (start, stop)
     assert torch.equal(shared[-1], out[3])
+
+
+def test_write_kv_lays_out_a_cache_the_kernel_reads_and_keeps_the_plain_layout_without_tiles(path):
+    lengths = [20, 70]
+    q, kv_layer, tables = _case(lengths, seed=4)
+    tiled = row_attention.is_tiled_layout(HEAD_DIM, BLOCK)
+    assert tiled == (path == "amx")
+    cache = _written(kv_layer, BLOCK)
+    assert torch.equal(cache, kv_layer) != tiled  # the same bytes, rearranged within each block
+    assert torch.equal(cache.view(-1, BLOCK * 2 * NUM_KV_HEADS * HEAD_DIM).sort(dim=1).values,
+                       kv_layer.view(-1, BLOCK * 2 * NUM_KV_HEADS * HEAD_DIM).sort(dim=1).values)
+    # Writing only some slots leaves the others as they were, in either layout.
+    partial = cache.clone()
+    row_attention.apply_write_kv(partial, kv_layer[:3, 0] * 0, kv_layer[:3, 1] * 0, torch.tensor([0, 17, 40]), BLOCK)
+    assert (partial != cache).sum() > 0 and (partial != cache).sum() <= 3 * 2 * NUM_KV_HEADS * HEAD_DIM

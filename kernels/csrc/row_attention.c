@@ -540,8 +540,8 @@ static void run_end(const struct tile_run *run, uint16_t *out, int64_t g, int64_
 
 /* row_attention on the AMX path. Runs of up to 16 / group consecutive rows sharing a block table (a prefill
  * chunk's rows) share a tile; a task is up to RUNS_PER_TASK runs of one sequence and one KV head, walking
- * its keys once, 64 at a time: each block's operands are built once (keys transposed into dimension pairs,
- * values into key pairs) and used by every run that reaches it. Before, each run walked the keys itself:
+ * its keys once, 64 at a time: each block's operands are read in place from a tiled cache (kv_is_tiled), or
+ * else built once (keys transposed into dimension pairs, values into key pairs) for every run that reaches it. Before, each run walked the keys itself:
  * 8 sequences x 85 rows over ~1,100 keys re-read them 17 times (5.4 ms a layer; now ~2.5). Returns nonzero
  * when out of memory. */
 static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_t *tables,

@@ -108,7 +108,17 @@ def free_port() -> int:
 
 def spawn_server(*args: str, env: dict[str, str] | None = None, log: Path | None = None):
     """`python -m server` on a free loopback port, once healthy: (process, url). Its output goes to `log`
-    when given, else to a pipe."""
+    when given, else to a pipe. A free port can be taken before the server binds it (a tensor-parallel
+    server's gloo connections use ephemeral ports too): then it starts again on another, up to 3 times."""
+    for attempt in range(3):
+        started = _spawn_server_once(args, env, log, is_last_attempt=attempt == 2)
+        if started is not None:
+            return started
+    raise AssertionError("unreachable")
+
+
+def _spawn_server_once(args, env, log, is_last_attempt: bool):
+    """(process, url) once healthy, or None when the port was taken before the server bound it."""
     import subprocess
     import sys
     import time
@@ -128,7 +138,10 @@ def spawn_server(*args: str, env: dict[str, str] | None = None, log: Path | None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"server exited early:\n{process.stdout.read() if log is None else log.read_text()}")
+            output = process.stdout.read() if log is None else log.read_text()
+            if "address already in use" in output and not is_last_attempt:
+                return None
+            pytest.fail(f"server exited early:\n{output}")
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return process, url

@@ -10,18 +10,20 @@ prefill chunk's geometry. This kernel computes a row at position p from its quer
 blocks of 64 keys from position 0, online softmax in float32, in that order on one thread. It reads the
 cache through the block tables, so nothing is gathered first.
 
-Where the CPU has AMX-BF16 (this one), scores and weighted values are tile dot products: a sequence's
-consecutive rows (a prefill chunk's) share a tile, up to 16 / group rows, and each tile row's products
-depend on its own operands alone, so sharing changes no bits. The softmax weights are rounded to bf16 for
-the values' products (as transformers' eager attention rounds them to the model dtype). A task walks one
-sequence's keys once for up to 8 tiles. Where the block size is a multiple of 16 and head_dim of 64, the
-cache is kept in the tiles' layout within each block (is_tiled_layout; every writer goes through
-apply_write_kv): keys as dimension pairs by slots, values as slot pairs by dimensions, read in place by the
-tile loads. Building those operands from [slot, 2, head, dim] had been ~70% of a decode row's time; in the
-engine (int4, alternated, 17:40 UTC) decode steps of 32 sequences at 800 tokens went from 74-75 to 56 ms
-and of 8 at 1,500 tokens from 40-41 to 30-31 ms. In one call (this CPU, 2 threads, per layer), 8 sequences x 85
-rows over ~1,100 keys took 3.1 ms against 12.7 on the vector path, a cold 1,000-token prompt 2.1 against
-8.6, 32 decode rows over 300 keys 0.36 against 0.40.
+Where the CPU has AMX-BF16 (this one), head_dim is a multiple of 64 and the block size of 16, the cache is
+kept in the tiles' layout within each block (is_tiled_layout; every writer goes through apply_write_kv):
+keys as dimension pairs by slots, values as slot pairs by dimensions. Scores and weighted values are then
+tile dot products over operands read in place; a sequence's consecutive rows (a prefill chunk's) share a
+tile, up to 16 / group rows, and each tile row's products depend on its own operands alone, so sharing
+changes no bits. The softmax weights are rounded to bf16 for the values' products (as transformers' eager
+attention rounds them to the model dtype). A task walks one sequence's keys once for up to 8 tiles. Other
+shapes take the vector path on a plain [slot, 2, head, dim] cache.
+
+An earlier version built the tiles' operands from a plain cache; that had been ~70% of a decode row's time.
+In the engine (int4, alternated, 17:40 UTC) reading them in place took decode steps of 32 sequences at 800
+tokens from 74-75 to 56 ms and of 8 at 1,500 tokens from 40-41 to 30-31 ms. In one call (this CPU, 2
+threads, per layer, with built operands), 8 sequences x 85 rows over ~1,100 keys took 3.1 ms against 12.7
+on the vector path, a cold 1,000-token prompt 2.1 against 8.6.
 """
 
 from __future__ import annotations
@@ -71,8 +73,7 @@ def _has_amx() -> bool:
 
 
 def use_amx(is_wanted: bool) -> bool:
-    """Turns the AMX path on or off (on by default where it runs; head_dim a multiple of 64); returns whether it
-    is on. For tests and benchmarks: switching it changes the numerics, and the cache layout (is_tiled_layout),
+    """Turns the AMX path on or off (on by default where it runs: is_tiled_layout); returns whether it is on. For tests and benchmarks: switching it changes the numerics, and the cache layout (is_tiled_layout),
     so a cache written before reads wrong after."""
     library, reason = _library()
     if library is None:

@@ -158,7 +158,7 @@ static attend_fn specialized(int64_t group, int64_t head_dim) {
 #ifdef __AMX_BF16__
 /* The AMX path: a sequence's rows (up to 16 / group of them) and the query heads of one KV head are the rows
  * of one tile, t = i group + h. Per block of 64 keys: scores S [t][key] = Q K^T by tile dot products (K^T
- * laid out as the tile operand, dimension pairs by keys), then each row's online softmax in float32 with
+ * read from the cache, which keeps it as the tile operand: kv_is_tiled), then each row's online softmax in float32 with
  * the vector path's operations, its weights rounded to bf16 (and summed as rounded), then the block's
  * weighted values P V by tile dot products, added to the row's accumulator as acc = acc c + PV.
  * A tile row's dot products depend on that row's operands alone, and the softmax is per row, so a row's
@@ -180,131 +180,26 @@ int set_amx(int wanted) {
 }
 
 /* Whether a cache of this head_dim and block size is kept in the tiled layout (tiled_head), which the AMX
- * path reads in place: on it, with whole 16-key groups per block and 64-dimension passes. */
+ * path reads in place (whole 16-key groups per block, 64-dimension passes); the AMX path runs exactly
+ * there, the vector path elsewhere. */
 int kv_is_tiled(int64_t head_dim, int64_t block_size) {
     return amx_is_enabled && head_dim % 64 == 0 && head_dim <= MAX_HEAD_DIM && block_size % 16 == 0;
 }
 
-/* Per thread. Built operands (words): every tile 16 rows of 64 bytes; tmm0, tmm1 the A operands (Q's
- * dimensions, or P's 32 keys), tmm2, tmm3 the B operands (K^T, or V), tmm4..7 the four products (S for 4 x 16
- * keys, or PV for 4 x 16 dimensions). Tiled cache (read in place): tmm0 Q's 32 dimensions, tmm1 K^T from the
- * cache (16 x 64 bytes), tmm2 P's 16 keys (16 x 32 bytes), tmm3 V from the cache (8 key pairs x 64 bytes),
- * tmm4..7 the products. */
-static void configure_tiles(int is_tiled) {
+/* Per thread: tmm0 Q's 32 dimensions, tmm1 K^T read from the cache (16 dimension pairs x 16 keys), tmm2
+ * P's 16 keys (16 x 32 bytes), tmm3 V read from the cache (8 key pairs x 16 dimensions), tmm4..7 the products
+ * (S for 4 x 16 keys, or PV for 4 x 16 dimensions). */
+static void configure_tiles(void) {
     struct tile_config config = {0};
     config.palette_id = 1;
     for (int tile = 0; tile < 8; tile++) {
         config.rows[tile] = TILE_ROWS;
         config.colsb[tile] = 64;
     }
-    if (is_tiled) {
-        config.colsb[2] = 32;
-        config.rows[3] = 8;
-    }
+    config.colsb[2] = 32;
+    config.rows[3] = 8;
     _tile_loadconfig(&config);
 }
-
-/* out[j] lane i = in[i] lane j, for 16 vectors of 16 32-bit lanes. */
-static inline void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0x88);
-        t[4 + i] = _mm512_shuffle_i32x4(r[i], r[4 + i], 0xDD);
-        t[8 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0x88);
-        t[12 + i] = _mm512_shuffle_i32x4(r[8 + i], r[12 + i], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
-        r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xDD);
-    }
-}
-
-/* K^T for keys[0..16) and dimensions [32 c, 32 c + 32) as a B operand: [16 dimension pairs][16 keys][2]. */
-static inline void keys_operand(const uint16_t *const *keys, int c, uint32_t operand[16][16]) {
-    __m512i r[16];
-    for (int j = 0; j < 16; j++)
-        r[j] = _mm512_loadu_si512(keys[j] + 32 * c);
-    transpose16(r);
-    for (int p = 0; p < 16; p++)
-        _mm512_store_si512(operand[p], r[p]);
-}
-
-/* Values of keys[0..32) (pairs 2 p, 2 p + 1), dimensions [32 c, 32 c + 32), as two B operands [16 key
- * pairs][16 dimensions][2]: dimensions 32 c.. (low) and 32 c + 16.. (high). */
-static inline void values_operands(const uint16_t *const *values, int c, uint32_t low[16][16],
-                                   uint32_t high[16][16]) {
-    /* word 2 n from a (lane n), word 2 n + 1 from b (index bit 5) */
-    static const uint16_t low_words[32] __attribute__((aligned(64))) = {
-        0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-    const __m512i low_index = _mm512_load_si512(low_words);
-    const __m512i high_index = _mm512_add_epi16(low_index, _mm512_set1_epi16(16));
-    for (int p = 0; p < 16; p++) {
-        const __m512i a = _mm512_loadu_si512(values[2 * p] + 32 * c), b = _mm512_loadu_si512(values[2 * p + 1] + 32 * c);
-        _mm512_store_si512(low[p], _mm512_permutex2var_epi16(a, low_index, b));
-        _mm512_store_si512(high[p], _mm512_permutex2var_epi16(a, high_index, b));
-    }
-}
-
-/* 32-bit words of one 64-key block's operands: K^T for each 16 keys and 32 dimensions, then V for each 32
- * keys and 16 dimensions, 256 words (one B operand) each. */
-static inline int64_t block_words(int64_t head_dim) {
-    return (KEY_BLOCK / 16) * (head_dim / 32) * 256 + (KEY_BLOCK / 32) * (head_dim / 16) * 256;
-}
-
-/* Pointers to the keys and values of positions [first, first + 64) of KV head g; positions past `last` read
- * its key (finite values, weighted 0 by every row that reads them). */
-static inline void block_pointers(const uint16_t *kv, const int32_t *table, int64_t first, int64_t last, int64_t g,
-                                  int64_t num_kv_heads, int64_t head_dim, int64_t block_size,
-                                  const uint16_t *keys[KEY_BLOCK], const uint16_t *values[KEY_BLOCK]) {
-    const int block_shift = __builtin_ctzll((unsigned long long)block_size);
-    const int64_t slot_stride = 2 * num_kv_heads * head_dim;
-    for (int j = 0; j < KEY_BLOCK; j++) {
-        const int64_t pos = first + j <= last ? first + j : last;
-        const int64_t slot = (int64_t)table[pos >> block_shift] * block_size + (pos & (block_size - 1));
-        keys[j] = kv + slot * slot_stride + g * head_dim;
-        values[j] = keys[j] + num_kv_heads * head_dim;
-    }
-}
-
-/* One 64-key block's operands (block_words of them) into `words`. */
-static void build_block_operands(const uint16_t *const *keys, const uint16_t *const *values, int64_t head_dim,
-                                 uint32_t *words) {
-    const int64_t chunks = head_dim / 32;
-    for (int j = 0; j < KEY_BLOCK / 16; j++)
-        for (int c = 0; c < chunks; c++)
-            keys_operand(keys + 16 * j, c, (uint32_t (*)[16])(words + (j * chunks + c) * 256));
-    uint32_t *value_words = words + (KEY_BLOCK / 16) * chunks * 256;
-    for (int half = 0; half < KEY_BLOCK / 32; half++)
-        for (int c = 0; c < chunks; c++)
-            values_operands(values + 32 * half, c, (uint32_t (*)[16])(value_words + (half * 2 * chunks + 2 * c) * 256),
-                            (uint32_t (*)[16])(value_words + (half * 2 * chunks + 2 * c + 1) * 256));
-}
-
-/* S for keys [16 j, +16) of the block into `tile` (4 + j), over dimensions [64 pass, +64) (Q's in tmm0,
- * tmm1). Tile numbers are literals: the intrinsics take them as immediates. */
-#define SCORE_GROUP(j, tile) do {                                            \
-        _tile_loadd(2, words + ((j) * chunks + 2 * pass) * 256, 64);         \
-        _tile_loadd(3, words + ((j) * chunks + 2 * pass + 1) * 256, 64);     \
-        _tile_dpbf16ps(tile, 0, 2);                                          \
-        _tile_dpbf16ps(tile, 1, 3);                                          \
-    } while (0)
-
-/* PV's dimensions [64 pass + 16 d, +16) into `tile` (4 + d), from P's keys [32 half, +32) in tmm0, V's
- * operand through `b_tile`. */
-#define VALUE_GROUP(d, tile, b_tile) do {                                                          \
-        _tile_loadd(b_tile, value_words + (half * 2 * chunks + 4 * pass + (d)) * 256, 64);        \
-        _tile_dpbf16ps(tile, 0, b_tile);                                                           \
-    } while (0)
 
 /* One tile's rows: rows [0, num_rows) of a sequence at positions[0..num_rows), the query heads of one KV head
  * (tile row t = i group + h), and their online softmax state. */
@@ -318,9 +213,8 @@ struct tile_run {
     float m[TILE_ROWS];
 };
 
-/* Per thread: one block's operands, scores, weights and PV. */
+/* Per thread: one block's scores, weights and PV. */
 struct tile_scratch {
-    uint32_t *words;   /* block_words(head_dim) */
     float *scores;     /* [16][KEY_BLOCK] */
     uint16_t *weights; /* [16][KEY_BLOCK] */
     float *block_out;  /* [16][head_dim] */
@@ -398,53 +292,6 @@ static void accumulate_block(struct tile_run *run, int64_t first, int64_t group,
     }
 }
 
-/* The run's rows over keys [first, first + 64), whose operands are `words`. Tiles configured (built). */
-static void run_block(struct tile_run *run, const uint32_t *words, int64_t first, int64_t group, int64_t head_dim,
-                      float scale, struct tile_scratch *scratch) {
-    const int64_t chunks = head_dim / 32;
-    const uint32_t *value_words = words + (KEY_BLOCK / 16) * chunks * 256;
-    float *scores = scratch->scores, *block_out = scratch->block_out;
-    float correction[TILE_ROWS];
-    _tile_zero(4);
-    _tile_zero(5);
-    _tile_zero(6);
-    _tile_zero(7);
-    MEMORY_BARRIER();
-    for (int pass = 0; pass < head_dim / 64; pass++) {
-        _tile_loadd(0, run->query + 64 * pass, head_dim * sizeof(uint16_t));
-        _tile_loadd(1, run->query + 64 * pass + 32, head_dim * sizeof(uint16_t));
-        SCORE_GROUP(0, 4);
-        SCORE_GROUP(1, 5);
-        SCORE_GROUP(2, 6);
-        SCORE_GROUP(3, 7);
-    }
-    _tile_stored(4, scores, KEY_BLOCK * sizeof(float));
-    _tile_stored(5, scores + 16, KEY_BLOCK * sizeof(float));
-    _tile_stored(6, scores + 32, KEY_BLOCK * sizeof(float));
-    _tile_stored(7, scores + 48, KEY_BLOCK * sizeof(float));
-    MEMORY_BARRIER();
-    softmax_block(run, first, group, scale, scratch, correction);
-    for (int pass = 0; pass < head_dim / 64; pass++) {
-        _tile_zero(4);
-        _tile_zero(5);
-        _tile_zero(6);
-        _tile_zero(7);
-        for (int half = 0; half < KEY_BLOCK / 32; half++) {
-            _tile_loadd(0, scratch->weights + 32 * half, KEY_BLOCK * sizeof(uint16_t));
-            VALUE_GROUP(0, 4, 2);
-            VALUE_GROUP(1, 5, 3);
-            VALUE_GROUP(2, 6, 2);
-            VALUE_GROUP(3, 7, 3);
-        }
-        _tile_stored(4, block_out + 64 * pass, head_dim * sizeof(float));
-        _tile_stored(5, block_out + 64 * pass + 16, head_dim * sizeof(float));
-        _tile_stored(6, block_out + 64 * pass + 32, head_dim * sizeof(float));
-        _tile_stored(7, block_out + 64 * pass + 48, head_dim * sizeof(float));
-        MEMORY_BARRIER();
-    }
-    accumulate_block(run, first, group, head_dim, scratch, correction);
-}
-
 /* One KV head's keys and values inside a cache block in the tiled layout (write_kv): keys as [head_dim / 2
  * dimension pairs][block_size slots][2], then values as [block_size / 2 slot pairs][head_dim][2]; the block's
  * heads one after another. 16 keys from a multiple of 16 are then K^T as a tile's B operand (rows of dimension
@@ -473,10 +320,10 @@ static inline const uint16_t *tiled_head(const uint16_t *kv, const int32_t *tabl
         _tile_dpbf16ps(tile, 2, 3);                                                              \
     } while (0)
 
-/* run_block over a cache in the tiled layout: operands read in place, nothing built. Keys past `last` in a
+/* The run's rows over keys [first, first + 64), operands read in place from the tiled cache. Keys past `last` in a
  * 16-key group the run reaches are read as the cache holds them (finite: written by a forward or zero) and
- * weighted 0; groups wholly past it are skipped. Tiles configured (tiled). */
-static void run_block_tiled(struct tile_run *run, const uint16_t *kv, const int32_t *table, int64_t first,
+ * weighted 0; groups wholly past it are skipped. Tiles configured. */
+static void run_block(struct tile_run *run, const uint16_t *kv, const int32_t *table, int64_t first,
                             int64_t last, int64_t g, int64_t group, int64_t num_kv_heads, int64_t head_dim,
                             int64_t block_size, float scale, struct tile_scratch *scratch) {
     float *scores = scratch->scores, *block_out = scratch->block_out;
@@ -535,15 +382,13 @@ static void run_end(const struct tile_run *run, uint16_t *out, int64_t g, int64_
     }
 }
 
-/* Runs per task: a task reads its sequence's keys once for all its runs. */
+/* Runs per task: a task walks its sequence's keys once for all its runs (they stay in cache between runs). */
 #define RUNS_PER_TASK 8
 
 /* row_attention on the AMX path. Runs of up to 16 / group consecutive rows sharing a block table (a prefill
  * chunk's rows) share a tile; a task is up to RUNS_PER_TASK runs of one sequence and one KV head, walking
- * its keys once, 64 at a time: each block's operands are read in place from a tiled cache (kv_is_tiled), or
- * else built once (keys transposed into dimension pairs, values into key pairs) for every run that reaches it. Before, each run walked the keys itself:
- * 8 sequences x 85 rows over ~1,100 keys re-read them 17 times (5.4 ms a layer; now ~2.5). Returns nonzero
- * when out of memory. */
+ * its keys once, 64 at a time, read in place from the tiled cache (kv_is_tiled) by every run that reaches
+ * them. Returns nonzero when out of memory. */
 static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_t *tables,
                              const int64_t *table_starts, const int64_t *positions, int64_t rows, int64_t num_heads,
                              int64_t num_kv_heads, int64_t head_dim, int64_t block_size, float scale, uint16_t *out,
@@ -573,9 +418,7 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
         struct tile_run runs[RUNS_PER_TASK];
         struct tile_scratch scratch = {0};
         const size_t run_bytes = TILE_ROWS * head_dim * (sizeof(uint16_t) + sizeof(float));
-        const size_t scratch_bytes = block_words(head_dim) * sizeof(uint32_t) +
-                                     TILE_ROWS * (KEY_BLOCK * (sizeof(float) + sizeof(uint16_t)) + head_dim * sizeof(float));
-        const int is_tiled = kv_is_tiled(head_dim, block_size);
+        const size_t scratch_bytes = TILE_ROWS * (KEY_BLOCK * (sizeof(float) + sizeof(uint16_t)) + head_dim * sizeof(float));
         uint8_t *memory = aligned_alloc(64, RUNS_PER_TASK * run_bytes + scratch_bytes);
         if (!memory) {
             #pragma omp atomic write
@@ -586,11 +429,10 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
                 runs[k].acc = (float *)(memory + k * run_bytes + TILE_ROWS * head_dim * sizeof(uint16_t));
             }
             uint8_t *base = memory + RUNS_PER_TASK * run_bytes;
-            scratch.words = (uint32_t *)base;
-            scratch.scores = (float *)(base + block_words(head_dim) * sizeof(uint32_t));
+            scratch.scores = (float *)base;
             scratch.block_out = scratch.scores + TILE_ROWS * KEY_BLOCK;
             scratch.weights = (uint16_t *)(scratch.block_out + TILE_ROWS * head_dim);
-            configure_tiles(is_tiled);
+            configure_tiles();
         }
         /* Work grows with a task's positions: hand out (task group, KV head) pairs one at a time. */
         #pragma omp for schedule(dynamic, 1)
@@ -607,22 +449,11 @@ static int amx_row_attention(const uint16_t *q, const uint16_t *kv, const int32_
                           num_heads, head_dim);
                 last = runs[k - k0].last > last ? runs[k - k0].last : last;
             }
-            for (int64_t first = 0; first <= last; first += KEY_BLOCK) {
-                if (is_tiled) {
-                    for (int64_t k = k0; k < k1; k++)
-                        if (runs[k - k0].last >= first)
-                            run_block_tiled(&runs[k - k0], kv, table, first, runs[k - k0].last, g, group, num_kv_heads,
-                                            head_dim, block_size, scale, &scratch);
-                    continue;
-                }
-                const uint16_t *keys[KEY_BLOCK], *values[KEY_BLOCK];
-                block_pointers(kv, table, first, last, g, num_kv_heads, head_dim, block_size, keys, values);
-                build_block_operands(keys, values, head_dim, scratch.words);
-                MEMORY_BARRIER();
+            for (int64_t first = 0; first <= last; first += KEY_BLOCK)
                 for (int64_t k = k0; k < k1; k++)
                     if (runs[k - k0].last >= first)
-                        run_block(&runs[k - k0], scratch.words, first, group, head_dim, scale, &scratch);
-            }
+                        run_block(&runs[k - k0], kv, table, first, runs[k - k0].last, g, group, num_kv_heads, head_dim,
+                                  block_size, scale, &scratch);
             for (int64_t k = k0; k < k1; k++)
                 run_end(&runs[k - k0], out + run_starts[k] * num_heads * head_dim, g, group, num_heads, head_dim);
         }
@@ -687,7 +518,7 @@ int row_attention(const uint16_t *q, const uint16_t *kv, const int32_t *tables, 
         block_size < 1 || block_size & (block_size - 1))
         return 1;
 #ifdef __AMX_BF16__
-    if (amx_is_enabled && head_dim % 64 == 0)
+    if (kv_is_tiled(head_dim, block_size))  /* else the vector path, on a plain cache */
         return amx_row_attention(q, kv, tables, table_starts, positions, rows, num_heads, num_kv_heads, head_dim,
                                  block_size, scale, out, num_threads);
 #endif

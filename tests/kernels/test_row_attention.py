@@ -132,7 +132,7 @@ def test_the_amx_path_is_within_bf16_rounding_of_the_vector_path():
 @pytest.mark.parametrize("shape", [(8, 2, 128, 16), (32, 4, 64, 8), (4, 4, 64, 32), (16, 1, 64, 16), (6, 2, 96, 16)],
                          ids=["llama3-gqa4-dim128", "gqa8-block8", "mha-block32", "group16", "dim96"])
 def test_other_shapes_match_the_reference_and_keep_each_rows_bits(path, shape):
-    """Other models' shapes (head_dim 96 is not a multiple of 64: the AMX path leaves it to the vector one):
+    """Other models' shapes (head_dim 96 and blocks of 8 are not tiled: the vector path takes them there):
     each row against the float64 reference, and a chunk's rows sharing tiles against each row alone."""
     num_heads, num_kv_heads, head_dim, block = shape
     if row_attention.unavailable_reason(num_heads, num_kv_heads, head_dim, torch.bfloat16, torch.device("cpu")):

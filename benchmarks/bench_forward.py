@@ -20,7 +20,7 @@ from engine.loading.registry import ModelRegistry
 from engine.model.row_tiling import RowTiling
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {"bf16": ("bfloat16", "none"), "fp32": ("float32", "none"), "int8": ("bfloat16", "int8"),
+MODES = {"bf16": ("bfloat16", "none"), "bf16-kernels": ("bfloat16", "bf16"), "fp32": ("float32", "none"), "int8": ("bfloat16", "int8"),
          "int4": ("bfloat16", "int4")}
 
 

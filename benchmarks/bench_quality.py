@@ -40,6 +40,7 @@ PROMPTS = [
 MODES = {
     "fp32-dequant": ("float32", "none"),
     "bf16": ("bfloat16", "none"),
+    "bf16-kernels": ("bfloat16", "bf16"),
     "int8": ("bfloat16", "int8"),
     "int4": ("bfloat16", "int4"),
     "int4-fp32": ("float32", "int4"),

@@ -36,7 +36,7 @@ token cap), and prints the ratio of output tok/s.
 
 Usage: python benchmarks/bench_serving.py [--start-hearth] [--compare-transformers] [--url URL [--model NAME]]
        [--concurrency 1 8 32] [--requests-per-client 2] [--min-requests 8] [--max-tokens 64] [--temperature 0]
-       [--seed 1234] [--ignore-eos] [--dtype float32|bfloat16] [--quantization none int8 int4] [--compare-llama-server]
+       [--seed 1234] [--ignore-eos] [--dtype float32|bfloat16] [--quantization none bf16 int8 int4] [--compare-llama-server]
        [--transformers-args ARGS] [--hearth-args ARGS] [--compare-prefix-caching [--rounds 2]]
        [--plot benchmarks/out/serving.png]
 """
@@ -268,7 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2,
                    help="with --compare-prefix-caching: ABBA rounds per level (default: 2)")
     p.add_argument("--dtype", help="dtype for both launched servers (default: each one's own 'auto')")
-    p.add_argument("--quantization", nargs="+", choices=("none", "int8", "int4"),
+    p.add_argument("--quantization", nargs="+", choices=("none", "bf16", "int8", "int4"),
                    help="start hearth once per mode (default: once, in the registry entry's mode)")
     p.add_argument("--compare-llama-server", action="store_true",
                    help="also launch llama.cpp's llama-server (benchmarks/peers/llama_server.sh)")
@@ -292,6 +292,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
         p.error("--url must point at 127.0.0.1 (this benchmark only talks to the local machine)")
     return args
+
+
+def hearth_label(mode: str | None) -> str:
+    """A server's name in the tables: `none` runs bf16 on torch's kernels, `bf16` the same values on hearth's."""
+    return "hearth" if mode is None else {"none": "hearth bf16", "bf16": "hearth bf16-kernels"}.get(mode, f"hearth {mode}")
 
 
 def hearth_flags(mode: str | None, args) -> list[str]:
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in [] if args.compare_prefix_caching else modes:
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1"
-        name = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
+        name = hearth_label(mode)
         hearth_args = hearth_flags(mode, args)
         with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *hearth_args],
                       port):
@@ -362,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{c:>4} clients: {ratio(fixed[c]['tok_s'], free[c]['tok_s']):.3f}  "
                           f"({fixed[c]['tok_s']:.1f} vs {free[c]['tok_s']:.1f} tok/s)")
     for mode in modes if args.compare_prefix_caching else []:
-        label = "hearth" if mode is None else f"hearth {'bf16' if mode == 'none' else mode}"
+        label = hearth_label(mode)
         all_rows |= compare_prefix_caching(label, hearth_flags(mode, args), args)
     if args.compare_transformers:
         port, exe = free_port(), Path(sys.executable).with_name("transformers")

@@ -26,7 +26,7 @@ from engine.loading.registry import ModelRegistry
 from engine.sampling.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {"bf16": ("bfloat16", "none"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
+MODES = {"bf16": ("bfloat16", "none"), "bf16-kernels": ("bfloat16", "bf16"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
 LINEAR_OPS = ("mkldnn::_linear_pointwise", "aten::_weight_int8pack_mm", "aten::_weight_int4pack_mm_for_cpu",
               "aten::addmm", "aten::mm", "aten::linear", "vnni_linear::q4_linear", "vnni_linear::q8_linear")
 ATTENTION_OPS = ("aten::bmm", "aten::_softmax", "aten::index_copy_", "aten::scaled_dot_product_attention",

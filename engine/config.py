@@ -53,7 +53,8 @@ class EngineConfig:
     prefill_chunk_size: int = 128
     logprobs_mode: str = "raw"
     use_native_model: bool = True
-    # Linear weights: none (as loaded), int8 or int4 (engine.loading.quantization).
+    # Linear weights: none (as loaded, torch kernels), bf16 (hearth kernels), int8 or int4
+    # (engine.loading.quantization).
     quantization: str = "none"
     # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
     enable_prefix_caching: bool = True

@@ -1,5 +1,5 @@
-"""A Llama layer's per-row work around attention, for block-quantized weights on kernels.vnni_linear and a
-float32 residual stream (csrc/fused_layer.c, built into one library with csrc/vnni_linear.c).
+"""A Llama layer's per-row work around attention, for block-quantized or bf16 weights on kernels.vnni_linear
+and a float32 residual stream (csrc/fused_layer.c, built into one library with csrc/vnni_linear.c).
 
 Why: at one decode row a layer was ~25 small torch ops and 4 kernel calls, each with its own dispatch,
 allocation and (for the kernels) OpenMP start, about half a decode step's time on this CPU. Two calls do the
@@ -9,12 +9,13 @@ apply_silu_mul below in both (torch's own sum of squares and exp would differ in
     apply_layer_front: x = norm(hidden); q, k, v = split(qkv(x)); q and k rotated
     apply_layer_back:  hidden += o(attn); x = norm(hidden); hidden += down(silu(gate(x)) * up(x))
 
-Weights are given as (form, packed) with form "q4" or "q8" and packed as kernels.vnni_linear packs them.
+Weights are given as (form, packed) with form "q4", "q8" or "b16" and packed as kernels.vnni_linear packs
+them.
 
 apply_decode_layers runs a step's whole layer stack in one call (csrc/decode_layers.c): per layer the front,
 the cache write, kernels.row_attention and the back, the same functions in the same order as the per-layer
 calls, without their Python dispatch (~3 ms of a ~10 ms one-row step). Named for decode steps, it takes any
-step whose rows the row kernel attends all: with int8/int4 weights there, prefill rows too.
+step whose rows the row kernel attends all: with bf16/int8/int4 weights there, prefill rows too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from kernels import row_attention, vnni_linear
 
-FORMS = {"q4": 4, "q8": 8}
+FORMS = {"q4": 4, "q8": 8, "b16": 16}
 
 
 @functools.lru_cache(maxsize=1)

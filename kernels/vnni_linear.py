@@ -37,17 +37,20 @@ from kernels.c_library import CSRC, cpu_flags, load
 
 # One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
 # decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.
-SOURCES = [CSRC / "vnni_linear.c", CSRC / "fused_layer.c", CSRC / "decode_layers.c"]
+SOURCES = [CSRC / "vnni_linear.c", CSRC / "bf16_linear.c", CSRC / "fused_layer.c", CSRC / "decode_layers.c"]
 GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
+B16_RECORD_BYTES = 1024
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "f16c", "fma")
 COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mfma"]
 # The AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows) is built where the compiler knows
-# the instructions (gcc 11 and later) and taken where the CPU has them.
+# the instructions (gcc 11 and later) and taken where the CPU has them; so is bf16_linear.c's AMX-BF16 path,
+# which then takes every row of a bf16 weight.
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
-AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-int8"]
+AMX_BF16_CPU_FLAGS = ("amx_tile", "amx_bf16")
+AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
 _FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
@@ -61,18 +64,21 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
     library, reason = load(SOURCES, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
     if library is None:
         return None, reason
-    for function in (library.q4_linear, library.q8_linear):
+    for function in (library.q4_linear, library.q8_linear, library.b16_linear):
         function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
     library.set_amx(_has_amx())
+    library.set_amx_bf16.argtypes = [ctypes.c_int]
+    library.set_amx_bf16.restype = ctypes.c_int
+    library.set_amx_bf16(_has_amx(AMX_BF16_CPU_FLAGS))
     return library, None
 
 
-def _has_amx() -> bool:
-    return all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)
+def _has_amx(flags: tuple[str, ...] = AMX_CPU_FLAGS) -> bool:
+    return all(flag in cpu_flags() for flag in flags)
 
 
 def unavailable_reason() -> str | None:
@@ -89,11 +95,21 @@ def use_amx(is_wanted: bool) -> bool:
     return bool(library.set_amx(is_wanted and _has_amx()))
 
 
+def use_amx_bf16(is_wanted: bool) -> bool:
+    """Turns b16_linear's AMX-BF16 path on or off; returns whether it is on. Unlike use_amx, this changes the
+    last bits of every bf16-weight row (the two paths round their sums differently): it is decided once when
+    the library loads, and only tests switch it, to reach the vector path."""
+    library, reason = _library()
+    if library is None:
+        raise RuntimeError(f"the VNNI kernels cannot run here: {reason}")
+    return bool(library.set_amx_bf16(is_wanted and _has_amx(AMX_BF16_CPU_FLAGS)))
+
+
 def unpackable_reason(out_features: int, in_features: int, *block_values: Tensor) -> str | None:
     """None when a weight of this shape and these per-block values (d, m) packs, else why not."""
     if out_features % TILE_OUTPUTS or in_features % GROUP_SIZE:
         return f"shape {out_features}x{in_features} is not in tiles of {TILE_OUTPUTS} outputs x {GROUP_SIZE} inputs"
-    largest = max(v.abs().max().item() for v in block_values)
+    largest = max((v.abs().max().item() for v in block_values), default=0.0)
     if not largest <= _FLOAT16_MAX:  # also catches nan
         return f"block values up to {largest} do not fit float16"
     return None
@@ -167,6 +183,23 @@ def unpack_q8(packed: Tensor) -> tuple[Tensor, Tensor]:
     return q, _values(packed[..., 512:])
 
 
+def pack_b16(weight: Tensor) -> Tensor:
+    """weight [n, k] (rounded to bf16) -> packed uint8 [n / 16, k / 32, 1024]: per tile of 16 outputs and block
+    of 32 inputs, bf16 [16 input pairs][16 outputs][2], the operand of vdpbf16ps and of an AMX tile."""
+    n, k = weight.shape
+    tiles, blocks = n // TILE_OUTPUTS, k // GROUP_SIZE
+    values = weight.to(torch.bfloat16).reshape(tiles, TILE_OUTPUTS, blocks, GROUP_SIZE // 2, 2)  # [tile, lane, block, s, j]
+    records = values.permute(0, 2, 3, 1, 4).reshape(tiles, blocks, GROUP_SIZE * TILE_OUTPUTS)
+    return records.contiguous().view(torch.uint8)
+
+
+def unpack_b16(packed: Tensor) -> Tensor:
+    """packed -> weight [n, k] bf16: what pack_b16 stored."""
+    tiles, blocks, _ = packed.shape
+    values = packed.contiguous().view(torch.bfloat16).reshape(tiles, blocks, GROUP_SIZE // 2, TILE_OUTPUTS, 2)
+    return values.permute(0, 3, 1, 2, 4).reshape(tiles * TILE_OUTPUTS, blocks * GROUP_SIZE)
+
+
 def _apply(name: str, x: Tensor, packed: Tensor, out_dtype: torch.dtype) -> Tensor:
     library, reason = _library()
     if library is None:
@@ -194,3 +227,8 @@ def apply_q4_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bf
 def apply_q8_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """x [rows, k] bfloat16, packed (pack_q8) -> [rows, n] in out_dtype (bfloat16 or float32)."""
     return _apply("q8_linear", x, packed, out_dtype)
+
+
+def apply_b16_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """x [rows, k] bfloat16, packed (pack_b16) -> [rows, n] in out_dtype (bfloat16 or float32)."""
+    return _apply("b16_linear", x, packed, out_dtype)

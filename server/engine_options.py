@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from engine.config import EngineConfig
+from engine.loading.quantization import QUANTIZATION_MODES
 from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
 
 if TYPE_CHECKING:
@@ -20,9 +21,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if available)")
     parser.add_argument("--dtype", default=None,
                         help="auto, bfloat16, float32 or float16 (default: the registry entry's, else auto = bfloat16)")
-    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default=None,
-                        help="linear weights: none, int8 or int4 (default: the registry entry's, else none); int4 "
-                             "loads a GGUF's 4-bit tensors as they are")
+    parser.add_argument("--quantization", choices=QUANTIZATION_MODES, default=None,
+                        help="linear weights: none (torch's kernels, exact against transformers), bf16 (the same "
+                             "values on hearth's kernels), int8 or int4 (default: the registry entry's, else none); "
+                             "int4 loads a GGUF's 4-bit tensors as they are")
     parser.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + completion tokens")
     parser.add_argument("--kv-cache-memory-gib", type=float, default=2.0, help="KV cache budget in GiB (default: 2)")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="most sequences decoded at once (default: 64)")

@@ -149,7 +149,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
     else:
         from engine.model.models.hf_module import HFModule
 
-        if quantization.is_quantized:
+        if quantization.needs_native_forward:
             raise ValueError(f"quantization={quantization.mode} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)

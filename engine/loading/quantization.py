@@ -1,4 +1,11 @@
-"""How a model's linear weights are stored: as loaded (none), int8 per channel, or int4 per group.
+"""How a model's linear weights are stored: as loaded on torch's kernels (none), bf16 on hearth's kernels
+(bf16), int8, or int4 per group.
+
+`none` keeps transformers' own numerics: its bf16 matmuls and attention are torch's (oneDNN, SDPA), exact
+against transformers. `bf16` keeps the same bf16 values but runs them on the kernels the quantized modes use
+(kernels.vnni_linear's bf16 records, the row attention kernel, a step's layers in one C call): rows within
+float32 rounding of a bf16 matmul, not bit-identical to oneDNN's, and in exchange a decode step's keys
+and values equal a prefill's, so prefix-cache hits end at any token (README, 'Weights').
 
 Chosen per model in models.yaml (`quantization:`) or with `--quantization`. Kernels and measurements:
 kernels/weight_only.py and the README's 'Quantization'.
@@ -8,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUANTIZATION_MODES = ("none", "int8", "int4")
+QUANTIZATION_MODES = ("none", "bf16", "int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 
 
@@ -25,5 +32,6 @@ class Quantization:
             raise ValueError(f"quantization group_size must be one of {INT4_GROUP_SIZES}, got {self.group_size}")
 
     @property
-    def is_quantized(self) -> bool:
+    def needs_native_forward(self) -> bool:
+        """Every mode but `none` runs on hearth's own layers (transformers' module cannot take them)."""
         return self.mode != "none"

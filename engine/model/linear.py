@@ -174,25 +174,29 @@ class Int4Linear(Linear):
 
 
 
+_BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_linear,
+                  "b16": vnni_linear.apply_b16_linear}
+
+
 class BlockQuantizedLinear(Linear):
-    """GGUF-style block-quantized weights on an x86 CPU with AVX512-VNNI (kernels.vnni_linear): Q4_1 (w = d q
-    + m per block of 32) or Q8_0 (w = d q). bf16 activations are quantized to 16 bits per block of 32 and
-    each block's dot product is an exact integer. output_dtype float32 hands the float32 accumulator on
-    unrounded (to the float32 residual stream, or as logits)."""
+    """Weights in kernels.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
+    GGUF-style Q4_1 (w = d q + m per block of 32) or Q8_0 (w = d q), whose blocks' dot products with bf16
+    activations quantized to 16 bits are exact integers; or bf16 ("b16", the `bf16` mode), float32 sums of
+    bf16 products. output_dtype float32 hands the float32 accumulator on unrounded (to the float32 residual
+    stream, or as logits)."""
 
     has_per_row_cpu_kernel = True
 
     def __init__(self, form: str, packed: Tensor, out_features: int, in_features: int, bias: Tensor | None,
                  output_dtype: torch.dtype = torch.bfloat16) -> None:
-        if form not in ("q4", "q8"):
-            raise ValueError(f"form must be 'q4' or 'q8', got {form!r}")
+        if form not in _BLOCK_KERNELS:
+            raise ValueError(f"form must be one of {tuple(_BLOCK_KERNELS)}, got {form!r}")
         self.form, self.out_features, self.in_features = form, out_features, in_features
         self.packed, self.bias, self.output_dtype = packed, bias, output_dtype
         self.device = packed.device
 
     def _kernel(self, x: Tensor) -> Tensor:
-        apply = vnni_linear.apply_q4_linear if self.form == "q4" else vnni_linear.apply_q8_linear
-        return apply(x, self.packed, self.output_dtype)
+        return _BLOCK_KERNELS[self.form](x, self.packed, self.output_dtype)
 
     @property
     def num_bytes(self) -> int:

@@ -60,6 +60,7 @@ def vnni_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | N
 class LinearFactory:
     """Builds each layer in the model's quantization mode; activations run in `dtype`.
 
+    bf16 layers and head run on kernels.vnni_linear's bf16 records (the mode is refused where it cannot run).
     int4 layers and the 8-bit vocabulary head run on kernels.vnni_linear where it can (a CPU with
     AVX512-VNNI, bf16 activations), otherwise on aten's int4 and int8 kernels (bf16 or float32 activations)."""
 
@@ -69,11 +70,14 @@ class LinearFactory:
         self.residual_dtype = residual_dtype(self.mode, dtype)
         self.vnni_reason = (vnni_unavailable_reason(device, dtype) if self.mode != "none"
                             else "weights are not quantized")
-        if self.mode != "none" and self.vnni_reason is not None:
+        if self.mode == "bf16" and self.vnni_reason is not None:
+            raise ValueError(f"quantization=bf16 cannot run here: its kernels (kernels.vnni_linear) need "
+                             f"{self.vnni_reason.removeprefix('it ')}; use quantization none")
+        if self.mode in ("int8", "int4") and self.vnni_reason is not None:
             logger.info("quantized layers run on aten's kernels: kernels.vnni_linear does not run here (%s)",
                         self.vnni_reason)
         # Refused before any weight is read: quantized modes also pack the head and odd layers as int8.
-        for mode in (("int8", "int4") if self.mode == "int4" else (self.mode,) if self.mode != "none" else ()):
+        for mode in (("int8", "int4") if self.mode == "int4" else (self.mode,) if self.mode == "int8" else ()):
             reason = unsupported_reason(mode, torch.device(device), dtype)
             if reason is not None:
                 raise ValueError(f"quantization={self.mode} cannot run here: {reason}; use quantization none")
@@ -83,6 +87,8 @@ class LinearFactory:
         weight = weight.to(self.device)
         if self.mode == "int4" and is_int4_packable(*weight.shape, self.group_size):
             return self._int4(*quantize_int4_values(weight, self.group_size), bias, adds_to_residual=adds_to_residual)
+        if self.mode == "bf16":
+            return self._bf16(weight, bias, self.residual_dtype if adds_to_residual else self.dtype)
         if self.mode != "none":  # int4 packs only whole 16-row tiles of whole groups: int8 for the rest
             return self._int8(weight, bias, adds_to_residual)
         return dense_linear(weight.to(self.dtype), bias, self.device)
@@ -96,6 +102,13 @@ class LinearFactory:
                 output_dtype = self.residual_dtype if adds_to_residual else self.dtype
                 return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *q.shape, bias, output_dtype)
         return int8_linear(weight, bias, self.dtype)
+
+    def _bf16(self, weight: Tensor, bias: Tensor | None, output_dtype: torch.dtype) -> Linear:
+        """bf16 weights in kernels.vnni_linear's records where the shape packs (tiles of 16 outputs x 32
+        inputs), else torch's dense bf16 matmul (the layer then runs on the torch path)."""
+        if vnni_linear.unpackable_reason(*weight.shape) is None:
+            return BlockQuantizedLinear("b16", vnni_linear.pack_b16(weight), *weight.shape, bias, output_dtype)
+        return dense_linear(weight.to(self.dtype), bias, self.device)
 
     def from_q4(self, parts: list[QuantizedValues], bias: Tensor | None, adds_to_residual: bool = False) -> Linear:
         """Fused rows of already-4-bit weights (q/k/v or gate/up), packed as they are. A layer whose output
@@ -127,6 +140,11 @@ class LinearFactory:
         else int8 per channel. A tied table serves both the lookup and the head, so it is stored once."""
         embed = embed.to(self.device)
         vocab_weight = embed if lm_head is None else lm_head.to(self.device)
+        if self.mode == "bf16":
+            # The head as bf16 records with float32 logits; the lookup keeps its own plain table.
+            table = embed.to(self.dtype).contiguous()
+            head = self._bf16(vocab_weight, None, torch.float32)
+            return Embedding(table, None, self.dtype, shares_head=False), head
         if self.mode != "none" and self.vnni_reason is None:
             q, d = vnni_linear.quantize_q8(vocab_weight)
             if vnni_linear.unpackable_reason(*q.shape, d) is None:

@@ -33,13 +33,13 @@ logger = logging.getLogger(__name__)
 
 def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
     """None when every row (decode and prefill) is attended by kernels.row_attention, else why SDPA attends
-    them: with int8/int4 weights, where the kernel takes the shape and CPU. Unquantized weights keep SDPA,
-    whose lone decode row and short prompt are exact against transformers."""
+    them: with bf16/int8/int4 weights, where the kernel takes the shape and CPU. `none` keeps SDPA, whose
+    lone decode row and short prompt are exact against transformers."""
     if not loaded.is_native:
         return "the transformers fallback attends with its own modules"
     model = loaded.model
     if model.quantization.mode == "none":
-        return "unquantized weights: decode rows stay exact against transformers (SDPA)"
+        return "quantization none: decode rows stay exact against transformers (SDPA)"
     return row_attention.unavailable_reason(model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype,
                                             loaded.device)
 

@@ -1,4 +1,4 @@
-/* A decode step's whole layer stack in one call, for block-quantized weights: per layer, fused_layer.c's
+/* A decode step's whole layer stack in one call, for block-quantized or bf16 weights: per layer, fused_layer.c's
  * front, the new keys and values written to their cache slots, each row's attention (row_attention.c, handed
  * in as a function pointer since it lives in its own library), and fused_layer.c's back.
  *
@@ -27,7 +27,7 @@ typedef void (*write_kv_fn)(uint16_t *kv, const uint16_t *k, const uint16_t *v, 
 
 /* Pointers of one layer, in this order, LAYER_POINTERS per layer. */
 enum { INPUT_NORM, QKV, O, POST_NORM, GATE_UP, DOWN, LAYER_POINTERS };
-/* Forms of one layer (4: Q4_1, 8: Q8_0 records), LAYER_FORMS per layer. */
+/* Forms of one layer (4: Q4_1, 8: Q8_0, 16: bf16 records), LAYER_FORMS per layer. */
 enum { QKV_FORM, O_FORM, MLP_FORM, LAYER_FORMS };
 
 /* hidden [rows, dim] float32, updated in place through every layer. kv is the cache, [num_layers,

@@ -1,6 +1,6 @@
-/* A Llama layer's per-row work around attention, for block-quantized weights (vnni_linear.c's kernels) and a
- * float32 residual stream, in two calls instead of ~25 torch ops and 4 kernel calls. Built into one library
- * with vnni_linear.c; loaded by kernels/fused_layer.py.
+/* A Llama layer's per-row work around attention, for block-quantized or bf16 weights (vnni_linear.c's and
+ * bf16_linear.c's kernels) and a float32 residual stream, in two calls instead of ~25 torch ops and 4 kernel
+ * calls. Built into one library with vnni_linear.c; loaded by kernels/fused_layer.py.
  *
  *   layer_front: x = norm(hidden); q, k, v = split(qkv(x)); q, k rotated
  *   layer_back:  hidden += o(attn); x = norm(hidden); hidden += down(silu(gate(x)) * up(x))
@@ -19,11 +19,14 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
               int num_threads);
 int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out, int out_is_float32,
               int num_threads);
+int b16_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
+               int out_is_float32, int num_threads);
 
-/* form: 4 (Q4_1 records) or 8 (Q8_0 records), as kernels.vnni_linear packs them. */
+/* form: 4 (Q4_1 records), 8 (Q8_0 records) or 16 (bf16 records), as kernels.vnni_linear packs them. */
 static int linear(int form, const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
                   int out_is_float32, int num_threads) {
-    return (form == 8 ? q8_linear : q4_linear)(x, rows, k, w, n, out, out_is_float32, num_threads);
+    return (form == 16 ? b16_linear : form == 8 ? q8_linear : q4_linear)(x, rows, k, w, n, out, out_is_float32,
+                                                                          num_threads);
 }
 
 static inline float bf16_to_f32(uint16_t b) {

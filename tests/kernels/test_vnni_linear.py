@@ -140,3 +140,48 @@ def test_the_amx_path_gives_the_vnni_paths_results_bit_for_bit(form):
             assert torch.equal(apply(x, packed, dtype), result)
     finally:
         vnni_linear.use_amx(True)
+
+
+@pytest.fixture(params=["amx", "vector"])
+def b16_path(request):
+    """Each of b16_linear's two paths (every row on one of them); the AMX one where this CPU has AMX-BF16."""
+    is_amx = request.param == "amx"
+    if vnni_linear.use_amx_bf16(is_amx) != is_amx:
+        vnni_linear.use_amx_bf16(True)
+        pytest.skip("this CPU or compiler has no AMX-BF16")
+    yield request.param
+    vnni_linear.use_amx_bf16(True)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_b16_packs_losslessly_and_matches_a_float64_matmul_of_its_bf16_values(shape, b16_path):
+    n, k = shape
+    weight = torch.randn(n, k, generator=_generator(9)) * 0.05
+    packed = vnni_linear.pack_b16(weight)
+    assert packed.shape == (n // 16, k // 32, 1024)
+    assert torch.equal(vnni_linear.unpack_b16(packed), weight.to(torch.bfloat16))
+    x = _input(21, k, seed=10)
+    reference = x.double() @ weight.to(torch.bfloat16).double().T
+    result = vnni_linear.apply_b16_linear(x, packed, torch.float32)
+    # float32 sums of exact products: within a few ulps of the largest partial sum per input.
+    bound = 4 * k * torch.finfo(torch.float32).eps * (x.double().abs() @ weight.to(torch.bfloat16).double().abs().T)
+    assert ((result.double() - reference).abs() <= bound).all()
+    assert torch.equal(vnni_linear.apply_b16_linear(x, packed), result.to(torch.bfloat16))
+
+
+def test_b16_rows_are_the_same_at_every_row_count_place_and_thread_count(b16_path):
+    """Decode rows (a few) and prefill rows (many, whole AMX groups and a remainder) of one sequence must agree
+    bit for bit, as must a row wherever its group puts it."""
+    n, k = 320, 576
+    packed = vnni_linear.pack_b16(torch.randn(n, k, generator=_generator(11)) * 0.05)
+    x = _input(40, k, seed=12)
+    whole = vnni_linear.apply_b16_linear(x, packed, torch.float32)
+    for rows in range(1, 40):
+        assert torch.equal(vnni_linear.apply_b16_linear(x[:rows], packed, torch.float32), whole[:rows]), rows
+    assert torch.equal(vnni_linear.apply_b16_linear(x[13:29], packed, torch.float32), whole[13:29])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(vnni_linear.apply_b16_linear(x, packed, torch.float32), whole)
+    finally:
+        torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ from engine.model.linear_factory import LinearFactory
 CHUNK = 128
 
 
-@pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32),
+@pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32), ("bf16", torch.bfloat16),
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
 def test_chunk_rows_equal_whole_chunk_rows_cut_anywhere(mode, dtype):
     factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))

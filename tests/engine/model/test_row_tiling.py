@@ -49,7 +49,7 @@ def test_calibration_finds_the_row_counts_that_agree():
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536), (49152, 576)]
 
 
-@pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32),
+@pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32), ("bf16", torch.bfloat16),
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
 def test_rows_are_identical_in_any_batch_size_for_every_mode(mode, dtype):
     factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))
@@ -87,7 +87,7 @@ def test_stores_sharing_a_file_keep_each_others_calibrations(tmp_path):
 
 
 def test_a_quantized_mode_without_kernels_on_the_device_is_refused_before_loading():
-    for mode in ("int8", "int4"):
+    for mode in ("bf16", "int8", "int4"):
         with pytest.raises(ValueError, match=f"quantization={mode} cannot run here"):
             LinearFactory(Quantization(mode), torch.bfloat16, torch.device("meta"))
     LinearFactory(Quantization("none"), torch.bfloat16, torch.device("meta"))

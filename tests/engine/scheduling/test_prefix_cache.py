@@ -228,14 +228,15 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:40 + 9 * i] for i in range(2)])
 
 
-@pytest.fixture(scope="module")
-def int4_engines(default_entry):
-    """int4 on the row attention kernel, caching on and off; 64-token chunks of 16-token blocks."""
+@pytest.fixture(scope="module", params=["int4", "bf16"])
+def row_kernel_engines(default_entry, request):
+    """int4 or bf16 weights on the row attention kernel, caching on and off; 64-token chunks of 16-token
+    blocks."""
     from kernels import row_attention
 
     if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
         pytest.skip("kernels.row_attention does not run here")
-    config = dict(model_path=str(default_entry.path), quantization="int4", prefill_chunk_size=64,
+    config = dict(model_path=str(default_entry.path), quantization=request.param, prefill_chunk_size=64,
                   max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
     on = LLMEngine(EngineConfig(**config), default_entry)
     off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
@@ -243,11 +244,11 @@ def int4_engines(default_entry):
     return on, off
 
 
-def test_int4_hits_anywhere_give_the_misses_tokens(int4_engines):
-    """int4 on the row attention kernel computes every row on its own: a prompt shorter than one chunk reuses
+def test_row_kernel_hits_anywhere_give_the_misses_tokens(row_kernel_engines):
+    """int4 or bf16 on the row attention kernel computes every row on its own: a prompt shorter than one chunk reuses
     cached blocks, and a hit ends at any token (the shared start of a cached block is copied). Hit and miss
     give the same tokens and logprobs, alone and batched."""
-    on, off = int4_engines
+    on, off = row_kernel_engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
     cases = {  # (primer, target, cached tokens expected), after a tag token
         "short-prompt": (text[:50], text[:40] + other[:8], 41),  # two blocks, and 9 tokens of the third
@@ -256,12 +257,12 @@ def test_int4_hits_anywhere_give_the_misses_tokens(int4_engines):
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:30 + 9 * i] for i in range(2)])
 
 
-def test_int4_a_chat_reuses_its_previous_answer_that_decode_steps_computed(int4_engines):
+def test_row_kernel_chat_reuses_its_previous_answer_that_decode_steps_computed(row_kernel_engines):
     """The next turn of a chat (prompt, answer, new message) hits the answer's blocks too: decode steps compute
     a token's keys and values as a prefill does there, and the answer's last, partly filled block is copied
     from the cache. Greedy and seeded, alone and batched, the next turn gets the tokens and logprobs of a
     miss."""
-    on, off = int4_engines
+    on, off = row_kernel_engines
     text, other = on.tokenizer.encode(TEXT * 2), on.tokenizer.encode(OTHER)
     answer_params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, logprobs=True)
     requests, expected = {}, {}

@@ -11,13 +11,13 @@ from kernels import row_attention
 from tests.conftest import chat_prompt, run_to_completion
 
 
-@pytest.mark.parametrize("dtype, quantization", [("float32", "none"), ("bfloat16", "none"),
+@pytest.mark.parametrize("dtype, quantization", [("float32", "none"), ("bfloat16", "none"), ("bfloat16", "bf16"),
                                                  ("bfloat16", "int8"), ("bfloat16", "int4")])
 def test_greedy_and_seeded_tokens_alone_equal_amid_others(default_entry, dtype, quantization):
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=12, prefill_chunk_size=32, max_num_batched_tokens=64,
                                     max_model_len=1024, kv_cache_memory_gib=0.25), default_entry)
-    # Quantized modes attend decode rows with kernels.row_attention where it runs, SDPA otherwise.
+    # Every mode but none attends its rows with kernels.row_attention where it runs, SDPA otherwise.
     model = engine.loaded.model
     assert engine.runner.attends_rows_alone == (quantization != "none" and row_attention.unavailable_reason(
         model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype, engine.loaded.device) is None)

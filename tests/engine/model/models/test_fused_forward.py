@@ -1,4 +1,4 @@
-"""The int4 forward's layers as kernels.fused_layer's calls give the tokens of the torch ops they replace, and
+"""The int4, int8 and bf16 forwards' layers as kernels.fused_layer's calls give the tokens of the torch ops they replace, and
 a decode step's stack in one call (apply_decode_layers) gives those of the per-layer calls."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
                                 reason=f"kernels.fused_layer: {fused_layer.unavailable_reason()}")
 
 
-@pytest.mark.parametrize("quantization", ["int4", "int8"])
+@pytest.mark.parametrize("quantization", ["int4", "int8", "bf16"])
 def test_fused_layers_give_the_torch_paths_greedy_tokens(default_entry, quantization):
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization=quantization, max_num_seqs=4,
                                     kv_cache_memory_gib=0.25), default_entry)

@@ -71,8 +71,8 @@ class LinearFactory:
         self.vnni_reason = (vnni_unavailable_reason(device, dtype) if self.mode != "none"
                             else "weights are not quantized")
         if self.mode == "bf16" and self.vnni_reason is not None:
-            raise ValueError(f"quantization=bf16 cannot run here: its kernels (kernels.vnni_linear) need "
-                             f"{self.vnni_reason.removeprefix('it ')}; use quantization none")
+            raise ValueError(f"quantization=bf16 cannot run here (kernels.vnni_linear: {self.vnni_reason}); "
+                             f"use quantization none")
         if self.mode in ("int8", "int4") and self.vnni_reason is not None:
             logger.info("quantized layers run on aten's kernels: kernels.vnni_linear does not run here (%s)",
                         self.vnni_reason)

@@ -9,9 +9,16 @@ from engine.llm_engine import LLMEngine
 from server.chat.completion import VERSION, chat_adapter
 
 
-@pytest.mark.parametrize(("quantization", "suffix"), [("none", ""), ("int8", "-int8")])
-def test_system_fingerprint_names_dtype_weights_and_device(tiny_entry, quantization, suffix):
-    """int8/int4 weights give other tokens than the dense ones: a client comparing runs must see which ran."""
-    engine = LLMEngine(EngineConfig(model_path=str(tiny_entry.path), dtype="float32", quantization=quantization,
+@pytest.mark.parametrize(("dtype", "quantization", "suffix"), [("float32", "none", "float32"),
+                                                            ("float32", "int8", "float32-int8"),
+                                                            ("bfloat16", "bf16", "bfloat16-bf16")])
+def test_system_fingerprint_names_dtype_weights_and_device(tiny_entry, dtype, quantization, suffix):
+    """int8/int4 weights, and bf16 ones on hearth's kernels, give other tokens than the dense ones on torch's:
+    a client comparing runs must see which ran."""
+    from kernels import vnni_linear
+
+    if quantization == "bf16" and vnni_linear.unavailable_reason() is not None:
+        pytest.skip(f"kernels.vnni_linear: {vnni_linear.unavailable_reason()}")
+    engine = LLMEngine(EngineConfig(model_path=str(tiny_entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=2, kv_cache_memory_gib=0.05), tiny_entry)
-    assert chat_adapter(engine, tiny_entry).system_fingerprint == f"hearth-{VERSION}-float32{suffix}-cpu"
+    assert chat_adapter(engine, tiny_entry).system_fingerprint == f"hearth-{VERSION}-{suffix}-cpu"

@@ -96,7 +96,7 @@ class LLMEngine:
                 prefill_chunk_size=config.prefill_chunk_size,
                 block_size=config.block_size,
                 num_watermark_blocks=max(1, num_blocks // 100),
-                has_batch_invariant_kv=self.runner.attends_rows_alone,
+                has_batch_invariant_kv=self.runner.attends_rows_alone and loaded.model.has_row_count_invariant_layers,
             ),
             self.allocator,
         )

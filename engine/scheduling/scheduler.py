@@ -15,7 +15,7 @@ included, so the next turn of a conversation reuses its whole previous prompt. D
 another way (one row, its exact context) and their blocks are not cached. The first chunk is the
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
 short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
-Where the model computes every row on its own (has_batch_invariant_kv: int8/int4 weights on the row
+Where the model computes every row on its own (has_batch_invariant_kv: bf16/int8/int4 weights on the row
 attention kernel, engine.model.model_runner), none of this applies: a token's keys and values are the
 same however its sequence was cut or batched, decode steps included, so every full block is cached, the
 previous answer's too, and any cached block is reused. A finished sequence's last, partly filled block is

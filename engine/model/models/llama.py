@@ -205,6 +205,14 @@ class LlamaModel:
     def linears(self) -> list[Linear]:
         return [layer[n] for layer in self.layers for n in ("qkv", "o", "gate_up", "down")] + [self.lm_head]
 
+    @property
+    def has_row_count_invariant_layers(self) -> bool:
+        """Every layer's projections compute each row on their own at any row count, so a token's keys and
+        values are the same bits in a decode step as in a prefill chunk of any size (where attention is too:
+        kernels.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
+        shape does not pack)."""
+        return all(linear.is_row_count_invariant for linear in self.linears()[:-1])
+
     def calibrate(self, store: RowTilingStore | None = None) -> None:
         """Each kernel configuration's batch-invariant row counts (engine.model.row_tiling), measured once
         per machine and kept in `store`."""

@@ -286,6 +286,29 @@ def test_row_kernel_chat_reuses_its_previous_answer_that_decode_steps_computed(r
     assert on.allocator.num_free == on.allocator.num_blocks
 
 
+def test_a_layer_on_a_row_tiling_gemm_keeps_hits_to_whole_chunks(row_kernel_engines):
+    """Where one projection runs on a GEMM that tiles rows (a bf16 weight whose shape does not pack falls back
+    to oneDNN's), a decode row's keys need not equal a prefill's: the engine must not cache decode blocks or
+    copy partial ones then."""
+    from engine.model.linear import dense_linear
+
+    on, _ = row_kernel_engines
+    model = on.loaded.model
+    layer = model.layers[0]
+    packed_o = layer["o"]
+    weight = torch.randn(packed_o.out_features, packed_o.in_features, generator=torch.Generator().manual_seed(0))
+    layer["o"] = dense_linear(weight.to(torch.bfloat16), None, torch.device("cpu"))
+    try:
+        assert not model.has_row_count_invariant_layers
+        engine = LLMEngine(EngineConfig(model_path=str(on.config.model_path), prefill_chunk_size=64,
+                                        max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024,
+                                        kv_cache_memory_gib=0.05), loaded=on.loaded)
+        assert engine.runner.attends_rows_alone and not engine.scheduler.config.has_batch_invariant_kv
+    finally:
+        layer["o"] = packed_o
+    assert model.has_row_count_invariant_layers
+
+
 def test_eviction_under_a_tiny_kv_budget_finishes_every_request_with_the_right_text(tiny_entry, engines):
     _, off = engines
     # 32 blocks of 16 tokens (the 512-token context): two requests (at most 12 blocks each) at a time fit,

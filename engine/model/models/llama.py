@@ -26,6 +26,7 @@ from engine.model.linear import BlockQuantizedLinear, Linear
 from engine.model.linear_factory import LinearFactory, residual_dtype
 from engine.model.row_tiling import RowTilingStore
 from kernels import fused_layer
+from kernels.huge_pages import HugePageArena
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -145,6 +146,8 @@ class LlamaModel:
         # Set by load_weights: None when layers run as kernels.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
         self.layer_stack: fused_layer.LayerStack | None = None
+        # Set by load_weights on CPU: the mapping that holds the packed weights (kernels.huge_pages).
+        self.weight_arena: HugePageArena | None = None
         # Steps of the fused path whose rows the row kernel attends all (every step with int8/int4 weights on
         # it) run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
         # per-layer calls.
@@ -186,6 +189,22 @@ class LlamaModel:
         self.embedding, self.lm_head = weights.embedding_and_head(part.vocab, shape.tie_word_embeddings)
         weights.check_all_used()
         self.fused_layer_reason = self._fused_layer_reason()
+        self._place_packed_weights_on_huge_pages()
+
+    def _place_packed_weights_on_huge_pages(self) -> None:
+        """Every step streams the packed weights (kernels.vnni_linear's records, the head's too) from memory:
+        copied once onto 2 MiB pages, a one-sequence bf16 step took ~5% less on this CPU
+        (kernels.huge_pages). A table that the embedding shares with the head moves with it."""
+        linears = [linear for linear in self.linears() if isinstance(linear, BlockQuantizedLinear)]
+        if self.device.type != "cpu" or not linears:
+            return
+        distinct = list({id(linear.packed): linear.packed for linear in linears}.values())
+        self.weight_arena = HugePageArena(HugePageArena.bytes_for(distinct))
+        placed = {id(packed): self.weight_arena.copy(packed) for packed in distinct}
+        for linear in linears:
+            linear.packed = placed[id(linear.packed)]
+        if id(getattr(self.embedding, "packed", None)) in placed:
+            self.embedding.packed = placed[id(self.embedding.packed)]
 
     def _fused_layer_reason(self) -> str | None:
         """None when each layer runs as kernels.fused_layer's two calls around attention, else why the torch

@@ -95,3 +95,19 @@ def test_bf16_on_hearths_kernels_is_closer_to_float32_than_the_transformers_exac
     # Measured on this project's CPU: mean 0.086 against 0.141, max 0.75 against 1.25.
     assert mean_error["bf16"] < 0.8 * mean_error["none"], mean_error
     assert max_error["bf16"] < max_error["none"], max_error
+
+
+def test_the_packed_weights_a_step_streams_live_in_the_models_arena(default_entry):
+    from engine.model.linear import BlockQuantizedLinear
+    from kernels import vnni_linear
+
+    if vnni_linear.unavailable_reason() is not None:
+        pytest.skip(f"kernels.vnni_linear: {vnni_linear.unavailable_reason()}")
+    engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", max_num_seqs=2,
+                                    max_model_len=1024, kv_cache_memory_gib=0.05), default_entry)
+    model = engine.loaded.model
+    start = model.weight_arena.data_ptr
+    packed = [linear.packed for linear in model.linears() if isinstance(linear, BlockQuantizedLinear)]
+    assert len(packed) == 4 * len(model.layers) + 1
+    assert all(start <= p.data_ptr() < start + model.weight_arena.num_bytes for p in packed)
+    assert model.embedding.packed.data_ptr() == model.lm_head.packed.data_ptr()  # the tied Q8_0 table, once

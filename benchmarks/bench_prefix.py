@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench_serving import ROOT, LevelResult, RequestResult, served_model
+from bench_serving import ROOT, served_model
 from server_process import free_port, launched, machine
+from streaming_load import LevelResult, RequestResult
 
 RULES = ["greet the customer by name", "confirm the order number before any change", "never promise a delivery date",
          "offer a refund only after checking the return window", "escalate safety complaints at once",

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from bench_serving import PROMPTS
 from server_process import free_port, launched
+from streaming_load import PROMPTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m-instruct"

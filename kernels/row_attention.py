@@ -73,8 +73,9 @@ def _has_amx() -> bool:
 
 
 def use_amx(is_wanted: bool) -> bool:
-    """Turns the AMX path on or off (on by default where it runs: is_tiled_layout); returns whether it is on. For tests and benchmarks: switching it changes the numerics, and the cache layout (is_tiled_layout),
-    so a cache written before reads wrong after."""
+    """Turns the AMX path on or off (on by default where it runs: is_tiled_layout); returns whether it is on.
+    For tests and benchmarks: switching it changes the numerics and the cache layout, so a cache written
+    before reads wrong after."""
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"kernels.row_attention cannot run here: {reason}")
@@ -105,7 +106,7 @@ def function_pointer(name: str = "row_attention") -> ctypes.c_void_p:
 def is_tiled_layout(head_dim: int, block_size: int) -> bool:
     """Whether apply_write_kv keeps a cache of this head_dim and block size in the kernel's tiled layout (where
     the AMX path reads it in place) rather than as [slot, 2, kv head, dim]."""
-    library, reason = _library()
+    library, _ = _library()
     return library is not None and bool(library.kv_is_tiled(head_dim, block_size))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_serving import PROMPTS  # noqa: E402
+from streaming_load import PROMPTS  # noqa: E402
 
 
 def timed_generate(model, inputs, config) -> float:

@@ -11,6 +11,14 @@ static inline __m512 load_bf16_ps(const uint16_t *src) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)src)), 16));
 }
 
+/* Sixteen float32 sums to out[offset..]: as they are when out_is_float32, else rounded to bf16. */
+static inline void store_f32_or_bf16(void *out, int64_t offset, __m512 y, int out_is_float32) {
+    if (out_is_float32)
+        _mm512_storeu_ps((float *)out + offset, y);
+    else
+        _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y));
+}
+
 /* e^x for x in [-87, 88] (clamped; Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n);
  * within 2 ulp. */
 static inline __m512 exp_ps(__m512 x) {

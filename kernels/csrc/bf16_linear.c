@@ -24,13 +24,6 @@
 /* Records fetched ahead of the one in use: the weights stream from memory once per call. */
 #define B16_PREFETCH_RECORDS 4
 
-static inline void store_row(void *out, int64_t offset, __m512 y, int out_is_float32) {
-    if (out_is_float32)
-        _mm512_storeu_ps((float *)out + offset, y);
-    else
-        _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y));
-}
-
 /* Past a tile's end this reads the next tile's records, which this thread computes next under a static
  * schedule (a prefetch never faults). */
 static inline void prefetch_record(const uint8_t *record) {
@@ -60,7 +53,7 @@ static void vector_tile(const uint16_t *x, int64_t rows, int64_t k, const uint8_
             }
         }
         for (int64_t i = 0; i < count; i++)
-            store_row(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+            store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
     }
 }
 
@@ -86,6 +79,10 @@ static void configure_bf16_tiles(void) {
         config.colsb[tile] = 64;
     }
     _tile_loadconfig(&config);
+}
+
+static void release_bf16_tiles(void) {
+    _tile_release();
 }
 
 /* Outputs 16 t .. 16 t + 15 of rows [0, rows), from xp [groups * 16][k] (the rows, then zero rows). Two row
@@ -114,18 +111,18 @@ static void amx_tile(const uint16_t *xp, int64_t rows, int64_t k, const uint8_t 
         _tile_stored(0, sums[0], 64);
         _tile_stored(1, sums[1], 64);
         for (int64_t r = g * 16; r < rows && r < (g + 2) * 16; r++)
-            store_row(out, r * n + t * 16, _mm512_load_ps(sums[(r - g * 16) / 16][r % 16]), out_is_float32);
+            store_f32_or_bf16(out, r * n + t * 16, _mm512_load_ps(sums[(r - g * 16) / 16][r % 16]), out_is_float32);
     }
 }
 #else
 int set_amx_bf16(int wanted) { (void)wanted; return 0; }
 static const int amx_bf16_is_enabled = 0;
 static void configure_bf16_tiles(void) {}
+static void release_bf16_tiles(void) {}
 static void amx_tile(const uint16_t *xp, int64_t rows, int64_t k, const uint8_t *wt, int64_t n, int64_t t,
                      void *out, int out_is_float32) {
     (void)xp; (void)rows; (void)k; (void)wt; (void)n; (void)t; (void)out; (void)out_is_float32;
 }
-#define _tile_release()
 #endif
 
 /* out [rows, n] = x W^T (bf16, or the float32 sums when out_is_float32) for x [rows, k] bf16 and W packed as
@@ -155,7 +152,7 @@ int b16_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int
             vector_tile(x, rows, k, wt, n, t, out, out_is_float32);
     }
     if (is_amx)
-        _tile_release();
+        release_bf16_tiles();
     }
     free(padded);
     return 0;

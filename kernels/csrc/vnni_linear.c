@@ -94,13 +94,6 @@ static inline __m512i block_dot(const __m512i quad[8], const struct activations 
     return _mm512_add_epi32(_mm512_slli_epi32(dot_hi, 8), dot_lo);
 }
 
-static inline void store(void *out, int64_t offset, __m512 y, int out_is_float32) {
-    if (out_is_float32)
-        _mm512_storeu_ps((float *)out + offset, y);
-    else
-        _mm256_storeu_si256((__m256i *)((uint16_t *)out + offset), (__m256i)_mm512_cvtneps_pbh(y));
-}
-
 /* A tile's records are one stream: fetch PREFETCH_BLOCKS ahead (past the tile's end it reads the next
  * tile's, which this thread computes next under a static schedule). */
 static inline void prefetch(const uint8_t *record, int record_bytes) {
@@ -219,7 +212,7 @@ static inline void amx_pass(const uint8_t *weights, int64_t weight_stride, const
         amx_accumulate(y, dots, records + (b + 1) * record_bytes, is_q8, a, r0, blocks, b + 1);
     }
     for (int i = 0; i < AMX_ROWS; i++)
-        store(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+        store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
 }
 #else
 #define AMX_ROWS 16
@@ -289,7 +282,7 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 }
             }
             for (int64_t i = 0; i < count; i++)
-                store(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+                store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
         }
     }
     if (amx_rows)
@@ -343,7 +336,7 @@ int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 }
             }
             for (int64_t i = 0; i < count; i++)
-                store(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+                store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
         }
     }
     if (amx_rows)

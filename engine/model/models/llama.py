@@ -230,7 +230,7 @@ class LlamaModel:
         values are the same bits in a decode step as in a prefill chunk of any size (where attention is too:
         kernels.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
         shape does not pack)."""
-        return all(linear.is_row_count_invariant for linear in self.linears()[:-1])
+        return all(layer[name].is_row_count_invariant for layer in self.layers for name in ("qkv", "o", "gate_up", "down"))
 
     def calibrate(self, store: RowTilingStore | None = None) -> None:
         """Each kernel configuration's batch-invariant row counts (engine.model.row_tiling), measured once

@@ -34,7 +34,7 @@ import torch
 
 from engine.runtime import configure_host_allocator
 from kernels import Sampler, SamplingMetadata
-from kernels.sampling import stream_key
+from kernels.logits.sampling import stream_key
 
 NUM_TOP_LOGPROBS = 20
 NUM_PROMPT_TOKENS = 200

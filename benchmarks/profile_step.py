@@ -70,7 +70,7 @@ def profile_mode(entry, mode: str, num_seqs: int, num_steps: int, num_top_ops: i
 
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from kernels import vnni_linear
+    from kernels.model import vnni_linear
 
     apply = vnni_linear._apply
 

@@ -124,7 +124,7 @@ class LLMEngine:
         return self._grammar
 
     def _new_sequence(self, state: RequestState, prompt: list[int], choice_index: int) -> Sequence:
-        from kernels.sampling import stream_key
+        from kernels.logits.sampling import stream_key
 
         params = state.params
         self._next_seq_id += 1

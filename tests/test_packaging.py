@@ -74,7 +74,7 @@ def test_health_says_whether_constrained_decoding_is_installed(app_client):
 
 
 def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
-    """kernels.vnni_linear compiles csrc/vnni_linear.c on first use, so `pip install .` must ship it."""
+    """kernels.model.vnni_linear compiles csrc/vnni_linear.c on first use, so `pip install .` must ship it."""
     import subprocess
     import zipfile
 
@@ -83,5 +83,5 @@ def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("hearth-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "kernels/csrc/vnni_linear.c" in names
-    assert "kernels/csrc/avx512_math.h" in names  # the sources include it
+    assert "kernels/model/csrc/vnni_linear.c" in names
+    assert "kernels/model/csrc/avx512_math.h" in names  # the sources include it

@@ -23,7 +23,7 @@ into blocks (32 rows for a 128-row chunk here) and computes each block the same 
 (calibrate_query_block measures the block at start-up). A chat's next turn, ~80 rows entering a chunk
 late, attends over one to three 32-row blocks instead of the chunk's 128 rows.
 With int8/int4 weights (not exact against transformers in any case), every row, decode or prefill, is
-attended instead by kernels.row_attention (AttentionMetadata.row_contexts): each row on its own, read from
+attended instead by kernels.model.row_attention (AttentionMetadata.row_contexts): each row on its own, read from
 the cache through its block table, with no gather, no SDPA call per context length or per prompt, and no
 geometry. A row's result depends on its position and keys alone, so a decode step computes a token's keys
 and values bit for bit as a prefill does: a chat's previous answer is served from the prefix cache
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.row_attention import apply_row_attention, apply_write_kv
+from kernels.model.row_attention import apply_row_attention, apply_write_kv
 
 
 def _slots(block_table: Tensor, positions: Tensor, block_size: int) -> Tensor:
@@ -172,7 +172,7 @@ def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv
 
 @dataclass(frozen=True)
 class RowContexts:
-    """Rows' contexts for kernels.row_attention: their block tables concatenated, and each row's table start
+    """Rows' contexts for kernels.model.row_attention: their block tables concatenated, and each row's table start
     and position (it attends to positions 0..position). They are the flat batch's first rows."""
 
     tables: Tensor  # int32 [sum of table lengths]
@@ -195,7 +195,7 @@ class AttentionMetadata:
     # Every decode group's kv_index flattened and concatenated, so that one gather per layer serves them
     # all (None for fewer than two groups).
     decode_index: Tensor | None = None
-    # The contexts of the rows kernels.row_attention attends: every row of the batch, decode rows first (then
+    # The contexts of the rows kernels.model.row_attention attends: every row of the batch, decode rows first (then
     # decode_groups and prefills are empty).
     row_contexts: RowContexts | None = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels import vnni_linear
+from kernels.model import vnni_linear
 
 
 class Q8Embedding:

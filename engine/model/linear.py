@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
-from kernels import vnni_linear
-from kernels.weight_only import (
+from kernels.model import vnni_linear
+from kernels.model.weight_only import (
     apply_int4_linear,
     apply_int8_linear,
     pack_int4,
@@ -179,7 +179,7 @@ _BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_
 
 
 class BlockQuantizedLinear(Linear):
-    """Weights in kernels.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
+    """Weights in kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
     GGUF-style Q4_1 (w = d q + m per block of 32) or Q8_0 (w = d q), whose blocks' dot products with bf16
     activations quantized to 16 bits are exact integers; or bf16 ("b16", the `bf16` mode), float32 sums of
     bf16 products. output_dtype float32 hands the float32 accumulator on unrounded (to the float32 residual

@@ -26,13 +26,13 @@ from engine.model.attention import (
 )
 from engine.model.kv_cache import KVCache
 from engine.scheduling.scheduler import ScheduledChunk
-from kernels import row_attention
+from kernels.model import row_attention
 
 logger = logging.getLogger(__name__)
 
 
 def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
-    """None when every row (decode and prefill) is attended by kernels.row_attention, else why SDPA attends
+    """None when every row (decode and prefill) is attended by kernels.model.row_attention, else why SDPA attends
     them: with bf16/int8/int4 weights, where the kernel takes the shape and CPU. `none` keeps SDPA, whose
     lone decode row and short prompt are exact against transformers."""
     if not loaded.is_native:
@@ -55,7 +55,7 @@ class ModelRunner:
         reason = row_attention_unavailable_reason(loaded)
         self.attends_rows_alone = reason is None
         if loaded.is_native:
-            logger.info("attention: %s", "kernels.row_attention, every row" if reason is None
+            logger.info("attention: %s", "kernels.model.row_attention, every row" if reason is None
                         else f"SDPA ({reason})")
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model

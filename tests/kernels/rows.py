@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels import SamplingMetadata
-from kernels.sampling import stream_key
+from kernels.logits.sampling import stream_key
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def test_a_chat_resent_with_its_history_reports_its_cached_prompt_tokens(client,
     import torch
 
     from engine.config import EngineConfig
-    from kernels import row_attention
+    from kernels.model import row_attention
 
     fields = EngineConfig.__dataclass_fields__  # the server runs the defaults
     chunk, block = fields["prefill_chunk_size"].default, fields["block_size"].default

@@ -25,8 +25,8 @@ from engine.model.kv_cache import KVCache
 from engine.model.linear import BlockQuantizedLinear, Linear
 from engine.model.linear_factory import LinearFactory, residual_dtype
 from engine.model.row_tiling import RowTilingStore
-from kernels import fused_layer
-from kernels.huge_pages import HugePageArena
+from kernels.model import fused_layer
+from kernels.model.huge_pages import HugePageArena
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -143,17 +143,17 @@ class LlamaModel:
         self.embedding = None
         self.final_norm: Tensor | None = None
         self.lm_head: Linear | None = None
-        # Set by load_weights: None when layers run as kernels.fused_layer's calls.
+        # Set by load_weights: None when layers run as kernels.model.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
         self.layer_stack: fused_layer.LayerStack | None = None
-        # Set by load_weights on CPU: the mapping that holds the packed weights (kernels.huge_pages).
+        # Set by load_weights on CPU: the mapping that holds the packed weights (kernels.model.huge_pages).
         self.weight_arena: HugePageArena | None = None
         # Steps of the fused path whose rows the row kernel attends all (every step with int8/int4 weights on
         # it) run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
         # per-layer calls.
         self.uses_decode_stack = True
         # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
-        # kernels.fused_layer computes them, so that it and the fused path agree bit for bit.
+        # kernels.model.fused_layer computes them, so that it and the fused path agree bit for bit.
         self.has_c_elementwise = (self.residual_dtype == torch.float32 and dtype == torch.bfloat16
                                   and device.type == "cpu" and fused_layer.unavailable_reason() is None)
 
@@ -192,9 +192,9 @@ class LlamaModel:
         self._place_packed_weights_on_huge_pages()
 
     def _place_packed_weights_on_huge_pages(self) -> None:
-        """Every step streams the packed weights (kernels.vnni_linear's records, the head's too) from memory:
+        """Every step streams the packed weights (kernels.model.vnni_linear's records, the head's too) from memory:
         copied once onto 2 MiB pages, a one-sequence bf16 step took ~5% less on this CPU
-        (kernels.huge_pages). A table that the embedding shares with the head moves with it."""
+        (kernels.model.huge_pages). A table that the embedding shares with the head moves with it."""
         linears = [linear for linear in self.linears() if isinstance(linear, BlockQuantizedLinear)]
         if self.device.type != "cpu" or not linears:
             return
@@ -207,8 +207,8 @@ class LlamaModel:
             self.embedding.packed = placed[id(self.embedding.packed)]
 
     def _fused_layer_reason(self) -> str | None:
-        """None when each layer runs as kernels.fused_layer's two calls around attention, else why the torch
-        ops run: it takes block-quantized weights without biases (kernels.vnni_linear), a float32 residual
+        """None when each layer runs as kernels.model.fused_layer's two calls around attention, else why the torch
+        ops run: it takes block-quantized weights without biases (kernels.model.vnni_linear), a float32 residual
         stream, bf16 activations and one rank (o and down add to the residual without an all-reduce)."""
         if self.group.world_size > 1:
             return "tensor parallelism adds o's and down's partial sums across ranks"
@@ -228,7 +228,7 @@ class LlamaModel:
     def has_row_count_invariant_layers(self) -> bool:
         """Every layer's projections compute each row on their own at any row count, so a token's keys and
         values are the same bits in a decode step as in a prefill chunk of any size (where attention is too:
-        kernels.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
+        kernels.model.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
         shape does not pack)."""
         return all(layer[name].is_row_count_invariant for layer in self.layers for name in ("qkv", "o", "gate_up", "down"))
 
@@ -306,7 +306,7 @@ class LlamaModel:
 
     def _fused_forward(self, hidden: Tensor, cos: Tensor, sin: Tensor, md: AttentionMetadata,
                        kv_cache: KVCache) -> Tensor:
-        """forward's layers as kernels.fused_layer's two calls around attention each (fused_layer_reason);
+        """forward's layers as kernels.model.fused_layer's two calls around attention each (fused_layer_reason);
         cos, sin [T, head_dim] the rows' rotary tables."""
         shape = self.shape
         num_tokens = hidden.shape[0]
@@ -314,7 +314,7 @@ class LlamaModel:
         rows = md.row_contexts
         if self.uses_decode_stack and not md.prefills and rows is not None:
             # Every row attended by the row kernel (int8/int4: decode and prefill rows): the same calls, made from C
-            # (kernels.fused_layer.apply_decode_layers).
+            # (kernels.model.fused_layer.apply_decode_layers).
             fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,
                                             shape.head_dim, self.layers[0]["down"].in_features, cos, sin,
                                             kv_cache.data, md.slot_mapping, rows.tables, rows.table_starts,
@@ -332,7 +332,7 @@ class LlamaModel:
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     def _layer_stack(self) -> fused_layer.LayerStack:
-        """The layers' weights as kernels.fused_layer.apply_decode_layers takes them, built on first use."""
+        """The layers' weights as kernels.model.fused_layer.apply_decode_layers takes them, built on first use."""
         if self.layer_stack is None:
             self.layer_stack = fused_layer.LayerStack([
                 {name: (layer[name].form, layer[name].packed) if name in ("qkv", "o", "gate_up", "down") else layer[name]

@@ -232,10 +232,10 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
 def row_kernel_engines(default_entry, request):
     """int4 or bf16 weights on the row attention kernel, caching on and off; 64-token chunks of 16-token
     blocks."""
-    from kernels import row_attention
+    from kernels.model import row_attention
 
     if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
-        pytest.skip("kernels.row_attention does not run here")
+        pytest.skip("kernels.model.row_attention does not run here")
     config = dict(model_path=str(default_entry.path), quantization=request.param, prefill_chunk_size=64,
                   max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
     on = LLMEngine(EngineConfig(**config), default_entry)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels import Sampler
-from kernels.blockwise import block_reduce
+from kernels.logits.blockwise import block_reduce
 from kernels.triton.processing import apply_processing
 from tests.kernels.batches import MIXED_ROWS, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata

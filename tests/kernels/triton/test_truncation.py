@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import truncation
-from kernels.blockwise import block_reduce, topk_blockwise
+from kernels.logits import truncation
+from kernels.logits.blockwise import block_reduce, topk_blockwise
 from kernels.triton.truncation import kept_prefix, select_candidates
 from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE

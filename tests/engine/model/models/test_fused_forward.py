@@ -1,4 +1,4 @@
-"""The int4, int8 and bf16 forwards' layers as kernels.fused_layer's calls give the tokens of the torch ops they replace, and
+"""The int4, int8 and bf16 forwards' layers as kernels.model.fused_layer's calls give the tokens of the torch ops they replace, and
 a decode step's stack in one call (apply_decode_layers) gives those of the per-layer calls."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import pytest
 from engine.config import EngineConfig
 from engine.llm_engine import LLMEngine
 from engine.sampling.sampling_params import SamplingParams
-from kernels import fused_layer
+from kernels.model import fused_layer
 from tests.conftest import chat_prompt
 
 pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
-                                reason=f"kernels.fused_layer: {fused_layer.unavailable_reason()}")
+                                reason=f"kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("quantization", ["int4", "int8", "bf16"])

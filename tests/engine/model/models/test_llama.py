@@ -99,10 +99,10 @@ def test_bf16_on_hearths_kernels_is_closer_to_float32_than_the_transformers_exac
 
 def test_the_packed_weights_a_step_streams_live_in_the_models_arena(default_entry):
     from engine.model.linear import BlockQuantizedLinear
-    from kernels import vnni_linear
+    from kernels.model import vnni_linear
 
     if vnni_linear.unavailable_reason() is not None:
-        pytest.skip(f"kernels.vnni_linear: {vnni_linear.unavailable_reason()}")
+        pytest.skip(f"kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", max_num_seqs=2,
                                     max_model_len=1024, kv_cache_memory_gib=0.05), default_entry)
     model = engine.loaded.model

@@ -1,0 +1,83 @@
+"""C kernels (kernels/model/csrc/) compiled on first use with the system C compiler and loaded with ctypes.
+
+Each source is built once per source text, compiler and flags into the hearth cache directory, and runs
+on torch's own OpenMP runtime (libgomp.so.1, already loaded by torch), with the thread count passed in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+
+
+def cache_dir() -> Path:
+    # The same directory as engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
+    return Path(os.environ.get("HEARTH_CACHE") or Path.home() / ".cache" / "hearth").expanduser()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
+def compile_source(sources: list[Path], flags: list[str]) -> Path:
+    """The shared library of `sources` (one library) built with `flags` (BASE_FLAGS added); RuntimeError when it
+    fails."""
+    cc = compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (gcc or $CC)")
+    flags = BASE_FLAGS + flags
+    # The sources and every header beside them (they include them).
+    headers = sorted(CSRC.glob("*.h"))
+    text = b"".join(path.read_bytes() for path in [*sources, *headers])
+    digest = hashlib.sha256(text + " ".join([cc, *flags]).encode()).hexdigest()[:16]
+    target = cache_dir() / "kernels" / f"{sources[0].stem}-{digest}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Compiled beside the target and renamed: processes starting together (tensor-parallel ranks) never load
+    # a half-written file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        try:
+            result = subprocess.run([cc, *flags, "-o", str(built), *map(str, sources)], capture_output=True,
+                                    text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeError(f"{cc} failed: {exc}") from exc
+        if result.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {result.stderr.strip()[-500:]}")
+        os.replace(built, target)
+    return target
+
+
+def load(sources: list[Path], flag_sets: list[list[str]]) -> tuple[ctypes.CDLL | None, str | None]:
+    """(the library of `sources` built with the first flag set that compiles, None), or (None, why none could
+    be built)."""
+    names = " + ".join(f"kernels/model/csrc/{source.name}" for source in sources)
+    if compiler() is None:
+        return None, f"no C compiler (gcc or $CC) to build {names}"
+    reason = "no flags given"
+    for flags in flag_sets:
+        try:
+            return ctypes.CDLL(str(compile_source(sources, flags))), None
+        except (OSError, RuntimeError) as exc:
+            reason = f"building {names} failed: {exc}"
+    return None, reason

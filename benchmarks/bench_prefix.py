@@ -16,7 +16,7 @@ Chunk sizes: --chunk-sizes 128 256 512 measures, in this process and without a s
 of a ~1,000-token prompt (random ordinary tokens, 1 output token, cache off) at each prefill_chunk_size:
 min and median of --reps runs, sizes interleaved.
 
-Every server is `python -m server` on a free port (127.0.0.1), warmed up with a ~1,000-token prompt that
+Every server is `python -m hearth.server` on a free port (127.0.0.1), warmed up with a ~1,000-token prompt that
 shares nothing with SYSTEM or LOAD_SYSTEM.
 
 Usage: python benchmarks/bench_prefix.py [--conversations 8] [--turns 10] [--max-tokens 48] [--clients 32]
@@ -140,7 +140,7 @@ def bench_server(name: str, flags: list[str], args) -> dict:
     then the shared-system-prompt load; returns the measurements and /health."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    with launched(f"hearth-{name}", [sys.executable, "-m", "server", "--port", str(port), *flags], port):
+    with launched(f"hearth-{name}", [sys.executable, "-m", "hearth.server", "--port", str(port), *flags], port):
         async def warm_up() -> None:
             async with httpx.AsyncClient(timeout=600, trust_env=False) as client:
                 for text in (WARMUP, WARMUP.replace("Note", "Item")):
@@ -196,12 +196,12 @@ def chunk_sizes(args) -> None:
     """Cold prefill of a ~1,000-token prompt at each prefill_chunk_size, in this process (see the docstring)."""
     import random
 
-    import engine  # noqa: F401  (forces HF offline)
-    from engine.config import EngineConfig
-    from engine.llm_engine import LLMEngine
-    from engine.loading.loader import load_model
-    from engine.loading.registry import ModelRegistry
-    from engine.sampling.sampling_params import SamplingParams
+    import hearth.engine  # noqa: F401  (forces HF offline)
+    from hearth.engine.config import EngineConfig
+    from hearth.engine.llm_engine import LLMEngine
+    from hearth.engine.loading.loader import load_model
+    from hearth.engine.loading.registry import ModelRegistry
+    from hearth.engine.sampling.sampling_params import SamplingParams
 
     entry = ModelRegistry.load(ROOT / "models.yaml").resolve(None)
     loaded = load_model(entry, EngineConfig(model_path=str(entry.path)))

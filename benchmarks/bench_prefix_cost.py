@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import engine  # noqa: E402,F401  (forces HF offline)
-from engine.chat import render_chat  # noqa: E402
-from engine.config import EngineConfig  # noqa: E402
-from engine.llm_engine import LLMEngine  # noqa: E402
-from engine.loading.loader import load_model  # noqa: E402
-from engine.loading.registry import ModelRegistry  # noqa: E402
-from engine.sampling.sampling_params import SamplingParams  # noqa: E402
+import hearth.engine  # noqa: E402,F401  (forces HF offline)
+from hearth.engine.chat import render_chat  # noqa: E402
+from hearth.engine.config import EngineConfig  # noqa: E402
+from hearth.engine.llm_engine import LLMEngine  # noqa: E402
+from hearth.engine.loading.loader import load_model  # noqa: E402
+from hearth.engine.loading.registry import ModelRegistry  # noqa: E402
+from hearth.engine.sampling.sampling_params import SamplingParams  # noqa: E402
 
 WORDS = ["sea", "wind", "lamp", "stone", "river", "bread", "winter", "garden", "letter", "train", "market", "bridge",
          "candle", "forest"]

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from engine.chat import render_chat
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelRegistry
-from engine.model.attention import AttentionMetadata, PrefillSegment, RowContexts
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.chat import render_chat
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelRegistry
+from hearth.engine.model.attention import AttentionMetadata, PrefillSegment, RowContexts
+from hearth.engine.sampling.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -62,7 +62,7 @@ def window_logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
     the engine attends it (the row kernel where the runner uses it: int8/int4 on this CPU; else SDPA)."""
     n = len(token_ids)
     if engine.runner.attends_rows_alone:
-        size = engine.config.block_size
+        size = hearth.engine.config.block_size
         rows = RowContexts(torch.arange(-(-n // size), dtype=torch.int32), torch.zeros(n, dtype=torch.int64),
                            torch.arange(n), size)
         md = AttentionMetadata(slot_mapping=torch.arange(n), row_contexts=rows)

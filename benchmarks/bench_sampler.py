@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 import torch
 
-from engine.runtime import configure_host_allocator
-from kernels import Sampler, SamplingMetadata
-from kernels.logits.sampling import stream_key
+from hearth.engine.runtime import configure_host_allocator
+from hearth.kernels import Sampler, SamplingMetadata
+from hearth.kernels.logits.sampling import stream_key
 
 NUM_TOP_LOGPROBS = 20
 NUM_PROMPT_TOKENS = 200

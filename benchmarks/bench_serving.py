@@ -17,7 +17,7 @@ Metrics (vLLM's definitions, timed from sending the request):
              p50 over the requests with 2+ output tokens
 Output tokens: the streamed usage where sent, else the content chunks; both are printed where they differ.
 
-Servers (run one after the other): --url [--model] (any running server), --start-hearth (`python -m server`,
+Servers (run one after the other): --url [--model] (any running server), --start-hearth (`python -m hearth.server`,
 once per --quantization mode given, default the registry's), --compare-transformers (`transformers serve
 --continuous-batching`), --compare-llama-server (llama.cpp's llama-server on the default model's Q4_1 GGUF,
 2 threads, 32 slots: benchmarks/peers/llama_server.sh, built once). Both launched ones serve
@@ -75,7 +75,7 @@ def default_dtype(server: str) -> str:
     """The dtype a launched server loads without --dtype: hearth's 'auto', transformers' checkpoint dtype."""
     with contextlib.suppress(Exception):
         if server == "hearth":
-            from engine.config import resolve_dtype  # imports torch
+            from hearth.engine.config import resolve_dtype  # imports torch
             return f"auto = {str(resolve_dtype('auto', None)).removeprefix('torch.')}"
         return f"auto = {json.loads((MODEL_DIR / 'config.json').read_text())['dtype']} (config.json)"
     return "auto"
@@ -155,12 +155,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--url", help="base URL of a running OpenAI-compatible server on 127.0.0.1, "
                    "e.g. http://127.0.0.1:8000/v1")
     p.add_argument("--model", help="model name for --url (default: the first of its /v1/models)")
-    p.add_argument("--start-hearth", action="store_true", help="launch `python -m server` on a free port")
+    p.add_argument("--start-hearth", action="store_true", help="launch `python -m hearth.server` on a free port")
     p.add_argument("--compare-transformers", action="store_true",
                    help="also launch `transformers serve --continuous-batching` on the same model")
     p.add_argument("--transformers-args", default="",
                    help="extra flags for transformers serve, e.g. '--cb-num-blocks 512'")
-    p.add_argument("--hearth-args", default="", help="extra flags for python -m server, e.g. '--no-prefix-caching'")
+    p.add_argument("--hearth-args", default="", help="extra flags for python -m hearth.server, e.g. '--no-prefix-caching'")
     p.add_argument("--compare-prefix-caching", action="store_true",
                    help="with --start-hearth: also run a hearth started with --no-prefix-caching, print the ratio")
     p.add_argument("--rounds", type=int, default=2,
@@ -209,7 +209,7 @@ def compare_prefix_caching(label: str, hearth_args: list[str], args) -> dict[str
     with contextlib.ExitStack() as stack:
         for name, extra in zip(names, ([], ["--no-prefix-caching"])):
             port = free_port()
-            cmd = [sys.executable, "-m", "server", "--port", str(port), *hearth_args, *extra]
+            cmd = [sys.executable, "-m", "hearth.server", "--port", str(port), *hearth_args, *extra]
             stack.enter_context(launched(name.replace(" ", "-"), cmd, port))
             urls[name] = f"http://127.0.0.1:{port}/v1"
         for c in args.concurrency:
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}/v1"
         name = HEARTH_LABELS[mode]
         hearth_args = hearth_flags(mode, args)
-        with launched(name.replace(" ", "-"), [sys.executable, "-m", "server", "--port", str(port), *hearth_args],
+        with launched(name.replace(" ", "-"), [sys.executable, "-m", "hearth.server", "--port", str(port), *hearth_args],
                       port):
             all_rows[name] = bench_server(name, url, served_model(url), args.dtype or default_dtype("hearth"), args)
             if args.compare_json_schema:

@@ -15,9 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelRegistry
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20

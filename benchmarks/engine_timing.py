@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from engine.chat import render_chat
-from engine.llm_engine import LLMEngine
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.chat import render_chat
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.sampling.sampling_params import SamplingParams
 
 
 def median_decode_step(engine: LLMEngine, num_seqs: int, num_steps: int, tag: str = "r") -> float:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from engine.chat import render_chat
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelRegistry
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.chat import render_chat
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelRegistry
+from hearth.engine.sampling.sampling_params import SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"bf16": ("bfloat16", "none"), "bf16-kernels": ("bfloat16", "bf16"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
@@ -70,7 +70,7 @@ def profile_mode(entry, mode: str, num_seqs: int, num_steps: int, num_top_ops: i
 
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from kernels.model import vnni_linear
+    from hearth.kernels.model import vnni_linear
 
     apply = vnni_linear._apply
 

@@ -7,7 +7,7 @@ a call) nor be downloaded there. So this builds one on the spot from a config.js
 What the folder holds: config.json (the source config; dtype bfloat16; bos/eos/pad set to the copied
 tokenizer's, so that the ids the engine stops on exist), model*.safetensors (bf16, N(0, initializer_range),
 norms 1; sharded with an index past --shard-gib), the default model's tokenizer and chat template (small), a
-generation_config.json and a models.yaml naming it (`python -m server --models DIR/models.yaml`, or
+generation_config.json and a models.yaml naming it (`python -m hearth.server --models DIR/models.yaml`, or
 `--model DIR`). A vocabulary larger than the tokenizer's (128256 against 49152) keeps the shape: ids past the
 tokenizer decode to no text, so count tokens by usage, and generate with EOS ignored (bench_serving.py
 --ignore-eos sends min_tokens = max_tokens).

@@ -188,7 +188,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (with --pid for its RSS)")
     parser.add_argument("--pid", type=int, help="the running server's process id")
-    parser.add_argument("--start-hearth", action="store_true", help="start `python -m server` for the run")
+    parser.add_argument("--start-hearth", action="store_true", help="start `python -m hearth.server` for the run")
     parser.add_argument("--server-args", default="", help="extra arguments for the started server")
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--clients", type=int, default=64)
@@ -201,7 +201,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.start_hearth:
         port = free_port()
-        cmd = [sys.executable, "-m", "server", "--port", str(port), "--log-level", "warning",
+        cmd = [sys.executable, "-m", "hearth.server", "--port", str(port), "--log-level", "warning",
                "--max-waiting-requests", str(max(256, 2 * args.clients)), *args.server_args.split()]
         with launched("hearth-soak", cmd, port) as proc:
             return asyncio.run(soak(f"http://127.0.0.1:{port}", proc.pid, args))

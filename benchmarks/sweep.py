@@ -8,7 +8,7 @@ mean raw logprob per token, JSON-valid rate (with --json-schema), tok/s (benchma
 Writes DIR/sweep.csv, DIR/seeds.csv, DIR/heatmaps.png (each metric over the two main axes, means over the
 rest) and DIR/seeds.png (per-seed lines over the first main axis). --check-reproducible reruns a sample of
 cells shuffled together, so batched with other neighbours, and reports every cell whose tokens changed.
-In-process engine by default (the options of `python -m server`), or --url of a running server.
+In-process engine by default (the options of `python -m hearth.server`), or --url of a running server.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from server.engine_options import add_engine_options
+    from hearth.server.engine_options import add_engine_options
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         client = HTTPClient(args.url, args.model, args.concurrency)
     else:
-        from engine.llm_engine import LLMEngine
-        from server.engine_options import engine_config, resolve_entry
+        from hearth.engine.llm_engine import LLMEngine
+        from hearth.server.engine_options import engine_config, resolve_entry
 
         entry = resolve_entry(args)
         client = InProcessClient(LLMEngine(engine_config(args, entry), entry), entry)

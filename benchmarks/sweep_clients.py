@@ -20,20 +20,20 @@ def _checked(index: int, status: int, body: dict[str, Any], request: dict[str, A
 
 
 class InProcessClient:
-    """The engine stepped in this thread by server.batch's runner: every request in flight at once, read
+    """The engine stepped in this thread by hearth.server.batch's runner: every request in flight at once, read
     ahead as the KV cache allows."""
 
     def __init__(self, engine, entry) -> None:
-        from server.batch.runner import BatchRunner
-        from server.chat.completion import chat_adapter
+        from hearth.server.batch.runner import BatchRunner
+        from hearth.server.chat.completion import chat_adapter
 
         self.model = entry.id
         self.runner = BatchRunner(engine, chat_adapter(engine, entry))
-        self.description = f"in-process engine ({entry.id}, max_num_seqs {engine.config.max_num_seqs})"
+        self.description = f"in-process engine ({entry.id}, max_num_seqs {hearth.engine.config.max_num_seqs})"
 
     def run(self, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
         """Response bodies in the order of `requests`, and the wall time of the whole set."""
-        from server.batch.requests_file import BatchLine
+        from hearth.server.batch.requests_file import BatchLine
 
         lines = [BatchLine(number=i + 1, custom_id=str(i), body=body) for i, body in enumerate(requests)]
         start = time.perf_counter()

@@ -16,9 +16,9 @@ if not torch.cuda.is_available():
     # triton.language is first imported (its own helpers are decorated then), so before anything imports it.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import engine  # noqa: F401  (forces HF offline)
-from engine.config import EngineConfig
-from engine.loading.registry import ModelEntry, ModelRegistry
+import hearth.engine  # noqa: F401  (forces HF offline)
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.registry import ModelEntry, ModelRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def default_entry(registry) -> ModelEntry:
 
 @pytest.fixture(scope="session")
 def default_engine(default_entry):
-    from engine.llm_engine import LLMEngine
+    from hearth.engine.llm_engine import LLMEngine
 
     return LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=32), default_entry)
 
@@ -55,14 +55,14 @@ def default_engine(default_entry):
 def app_client(default_engine, default_entry):
     from fastapi.testclient import TestClient
 
-    from server.http.app import build_app
+    from hearth.server.http.app import build_app
 
     with TestClient(build_app(default_engine, default_entry)) as client:
         yield client
 
 
 def chat_prompt(engine_, text: str) -> list[int]:
-    from engine.chat import render_chat
+    from hearth.engine.chat import render_chat
 
     return render_chat(engine_.tokenizer, [{"role": "user", "content": text}])
 
@@ -107,7 +107,7 @@ def free_port() -> int:
 
 
 def spawn_server(*args: str, env: dict[str, str] | None = None, log: Path | None = None):
-    """`python -m server` on a free loopback port, once healthy: (process, url). Its output goes to `log`
+    """`python -m hearth.server` on a free loopback port, once healthy: (process, url). Its output goes to `log`
     when given, else to a pipe. A free port can be taken before the server binds it (a tensor-parallel
     server's gloo connections use ephemeral ports too): then it starts again on another, up to 3 times."""
     for attempt in range(3):
@@ -126,7 +126,7 @@ def _spawn_server_once(args, env, log, is_last_attempt: bool):
     import httpx
 
     port = free_port()
-    command = [sys.executable, "-m", "server", "--models", str(REPO / "models.yaml"), "--port", str(port), *args]
+    command = [sys.executable, "-m", "hearth.server", "--models", str(REPO / "models.yaml"), "--port", str(port), *args]
     environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     if log is None:
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,

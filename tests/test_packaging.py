@@ -12,7 +12,7 @@ import pytest
 
 tomllib = pytest.importorskip("tomllib")
 REPO = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"engine", "kernels", "server"}
+FIRST_PARTY = {"hearth"}
 
 
 def project() -> dict:
@@ -74,7 +74,7 @@ def test_health_says_whether_constrained_decoding_is_installed(app_client):
 
 
 def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
-    """kernels.model.vnni_linear compiles csrc/vnni_linear.c on first use, so `pip install .` must ship it."""
+    """hearth.kernels.model.vnni_linear compiles csrc/vnni_linear.c on first use, so `pip install .` must ship it."""
     import subprocess
     import zipfile
 
@@ -83,5 +83,5 @@ def test_a_built_wheel_carries_the_vnni_kernels_c_source(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("hearth-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "kernels/model/csrc/vnni_linear.c" in names
-    assert "kernels/model/csrc/avx512_math.h" in names  # the sources include it
+    assert "hearth/kernels/model/csrc/vnni_linear.c" in names
+    assert "hearth/kernels/model/csrc/avx512_math.h" in names  # the sources include it

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.loading.quantization import Quantization
+from hearth.engine.loading.quantization import Quantization
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
 LOGPROBS_MODES = ("raw", "processed")
-# auto: gloo on CPU, nccl on CUDA (engine.distributed.group.choose_backend).
+# auto: gloo on CPU, nccl on CUDA (hearth.engine.distributed.group.choose_backend).
 DISTRIBUTED_BACKENDS = ("auto", "gloo", "nccl")
 # One host's ranks are processes; more than this is a typo, not a machine.
 MAX_TENSOR_PARALLEL_SIZE = 1024
@@ -48,17 +48,17 @@ class EngineConfig:
     block_size: int = 16
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 1024
-    # Prefill geometry unit (engine.model.attention): a short last chunk attends over the whole chunk's rows;
+    # Prefill geometry unit (hearth.engine.model.attention): a short last chunk attends over the whole chunk's rows;
     # 128 costs ~4% on a cold 1,000-token prefill against 512 (README).
     prefill_chunk_size: int = 128
     logprobs_mode: str = "raw"
     use_native_model: bool = True
     # Linear weights: none (as loaded, torch kernels), bf16 (hearth kernels), int8 or int4
-    # (engine.loading.quantization).
+    # (hearth.engine.loading.quantization).
     quantization: str = "none"
-    # Reuse the KV of prompt prefixes seen before (engine.scheduling.prefix_cache); native forward only.
+    # Reuse the KV of prompt prefixes seen before (hearth.engine.scheduling.prefix_cache); native forward only.
     enable_prefix_caching: bool = True
-    # Ranks the native forward is sharded over (engine.distributed); 1 = one process, no torch.distributed.
+    # Ranks the native forward is sharded over (hearth.engine.distributed); 1 = one process, no torch.distributed.
     tensor_parallel_size: int = 1
     distributed_backend: str = "auto"
 

@@ -15,22 +15,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.config import EngineConfig
-from engine.loading.loader import LoadedModel, load_model
-from engine.loading.registry import ModelEntry
-from engine.model.kv_cache import KVCache, num_cache_blocks
-from engine.model.model_runner import ModelRunner
-from engine.output.detokenizer import IncrementalDetokenizer
-from engine.output.outputs import ChoiceDelta, RequestOutput
-from engine.output.token_text import TokenText
-from engine.runtime import configure_host_allocator
-from engine.sampling.sampling_params import SamplingParams
-from engine.sampling.sampling_state import SamplingState
-from engine.scheduling.block_allocator import BlockAllocator
-from engine.scheduling.prefix_cache import PrefixCache
-from engine.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
-from engine.scheduling.sequence import FinishReason, Sequence, TokenLogprobs
-from kernels import Sampler, SamplerOutput
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.loader import LoadedModel, load_model
+from hearth.engine.loading.registry import ModelEntry
+from hearth.engine.model.kv_cache import KVCache, num_cache_blocks
+from hearth.engine.model.model_runner import ModelRunner
+from hearth.engine.output.detokenizer import IncrementalDetokenizer
+from hearth.engine.output.outputs import ChoiceDelta, RequestOutput
+from hearth.engine.output.token_text import TokenText
+from hearth.engine.runtime import configure_host_allocator
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.engine.sampling.sampling_state import SamplingState
+from hearth.engine.scheduling.block_allocator import BlockAllocator
+from hearth.engine.scheduling.prefix_cache import PrefixCache
+from hearth.engine.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
+from hearth.engine.scheduling.sequence import FinishReason, Sequence, TokenLogprobs
+from hearth.kernels import Sampler, SamplerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -116,15 +116,15 @@ class LLMEngine:
 
     @property
     def grammar(self):
-        """The constrained-decoding backend (engine.output.structured_output), built on first use."""
+        """The constrained-decoding backend (hearth.engine.output.structured_output), built on first use."""
         if self._grammar is None:
-            from engine.output.structured_output import GrammarBackend
+            from hearth.engine.output.structured_output import GrammarBackend
 
             self._grammar = GrammarBackend(self.tokenizer, self.vocab_size, self.loaded.eos_token_ids)
         return self._grammar
 
     def _new_sequence(self, state: RequestState, prompt: list[int], choice_index: int) -> Sequence:
-        from kernels.logits.sampling import stream_key
+        from hearth.kernels.logits.sampling import stream_key
 
         params = state.params
         self._next_seq_id += 1
@@ -301,8 +301,8 @@ class LLMEngine:
         """A json_object answer about to run out of max_tokens is closed instead of cut off: once the
         tokens left only just cover the shortest completion of its JSON (and the end token), those
         tokens are forced one by one."""
-        from engine.output.json_completion import json_completion
-        from engine.output.structured_output import JSON_OBJECT, allow_only, is_allowed
+        from hearth.engine.output.json_completion import json_completion
+        from hearth.engine.output.structured_output import JSON_OBJECT, allow_only, is_allowed
 
         for row, seq in enumerate(rows):
             constraint = seq.params.constraint

@@ -1,13 +1,13 @@
 """hearth's kernels, in three rooms:
 
-- kernels.logits: the sampling core, pure tensor ops over logits [num_seqs, vocab_size] and per-batch metadata;
-- kernels.triton: GPU versions of some of those steps;
-- kernels.model: the forward pass's CPU kernels (packed linear layers, row attention, the layer stack in C).
+- hearth.kernels.logits: the sampling core, pure tensor ops over logits [num_seqs, vocab_size] and per-batch metadata;
+- hearth.kernels.triton: GPU versions of some of those steps;
+- hearth.kernels.model: the forward pass's CPU kernels (packed linear layers, row attention, the layer stack in C).
 
 Imports torch (and triton where present) and nothing else of hearth's.
 """
 
-from kernels.logits.metadata import SamplerOutput, SamplingMetadata
-from kernels.logits.sampler import Sampler
+from hearth.kernels.logits.metadata import SamplerOutput, SamplingMetadata
+from hearth.kernels.logits.sampler import Sampler
 
 __all__ = ["Sampler", "SamplerOutput", "SamplingMetadata"]

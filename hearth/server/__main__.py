@@ -1,8 +1,8 @@
-"""python -m server: serve one model of the registry (or a local path) over HTTP.
+"""python -m hearth.server: serve one model of the registry (or a local path) over HTTP.
 
 Examples:
-  python -m server                                  # the registry's default model on 127.0.0.1:8000
-  python -m server --model /path/to/hf-llama-folder # any local HF Llama-family folder or .gguf file
+  python -m hearth.server                                  # the registry's default model on 127.0.0.1:8000
+  python -m hearth.server --model /path/to/hf-llama-folder # any local HF Llama-family folder or .gguf file
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import sys
 import threading
 import time
 
-import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, resolve_entry, start_engine
+import hearth.engine  # noqa: F401  (forces HF offline before anything else imports transformers)
+from hearth.server.engine_options import add_engine_options, resolve_entry, start_engine
 
 logger = logging.getLogger("hearth.server")
 # After a tensor-parallel rank fails: seconds /health keeps answering 503 before the port closes (so a probe
@@ -25,7 +25,7 @@ FAILURE_EXIT_S = 20.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m hearth.server", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_engine_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    from engine.loading.registry import ModelNotFoundError
-    from server.config import ServerConfig
-    from server.http.app import build_app
-    from server.http.auth import load_api_keys
+    from hearth.engine.loading.registry import ModelNotFoundError
+    from hearth.server.config import ServerConfig
+    from hearth.server.http.app import build_app
+    from hearth.server.http.auth import load_api_keys
 
     try:
         server_config = ServerConfig(
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("API keys required on /v1/*%s (%d keys)",
                                                 " and /metrics" if args.metrics_require_key else "",
                                                 len(server_config.api_keys))
-    # HTTP in a second thread, the engine loop in this one (see server.async_engine for why). Signals
-    # reach this thread: they start the drain (server.http.shutdown), HTTP keeps answering (503 to new
+    # HTTP in a second thread, the engine loop in this one (see hearth.server.async_engine for why). Signals
+    # reach this thread: they start the drain (hearth.server.http.shutdown), HTTP keeps answering (503 to new
     # requests) until the engine has finished or ended what was in flight.
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=5))

@@ -18,9 +18,9 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from engine.llm_engine import LLMEngine
-from engine.output.outputs import RequestOutput
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.output.outputs import RequestOutput
+from hearth.engine.sampling.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 

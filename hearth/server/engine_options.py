@@ -1,4 +1,4 @@
-"""The model and engine options shared by `python -m server` and `python -m server.batch`."""
+"""The model and engine options shared by `python -m hearth.server` and `python -m hearth.server.batch`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from engine.config import EngineConfig
-from engine.loading.quantization import QUANTIZATION_MODES
-from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.quantization import QUANTIZATION_MODES
+from hearth.engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
 
 if TYPE_CHECKING:
-    from engine.llm_engine import LLMEngine
+    from hearth.engine.llm_engine import LLMEngine
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def resolve_entry(args: argparse.Namespace) -> ModelEntry:
     entry = ModelRegistry.load(args.models).resolve(args.model)
     if not entry.exists():
         raise ModelNotFoundError(
-            f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m engine.loading.fetch`) first"
+            f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m hearth.engine.loading.fetch`) first"
         )
     return entry
 
@@ -74,8 +74,8 @@ def start_engine(args: argparse.Namespace, entry: ModelEntry) -> LLMEngine:
     """The engine the arguments describe. Under torchrun, ranks other than 0 do not get one: they run the
     forward of the steps rank 0 broadcasts, neither serving nor reading input, and exit with their status
     (SystemExit) once rank 0 stops them. Raises ValueError for arguments the engine refuses."""
-    from engine.distributed.launch import run_worker, torchrun_config
-    from engine.llm_engine import LLMEngine
+    from hearth.engine.distributed.launch import run_worker, torchrun_config
+    from hearth.engine.llm_engine import LLMEngine
 
     config = engine_config(args, entry)
     if config.tensor_parallel_size > 1:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import EngineConfig
-from engine.loading.registry import ModelRegistry
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -40,7 +40,7 @@ def test_llama_8b_config_is_the_published_shape():
 
 
 def test_a_two_layer_twin_of_the_default_model_loads_natively(tmp_path, default_entry):
-    from engine.loading.loader import load_model
+    from hearth.engine.loading.loader import load_model
 
     out = shape_twin.build(default_entry.path, tmp_path / "twin", tokenizer_from=default_entry.path, layers=2,
                            max_model_len=256)

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from kernels import Sampler
+from hearth.kernels import Sampler
 from tests.kernels.rows import RowParams, build_metadata
 
 VOCAB_SIZE = 1000

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels import SamplingMetadata
-from kernels.logits.sampling import stream_key
+from hearth.kernels import SamplingMetadata
+from hearth.kernels.logits.sampling import stream_key
 
 
 @dataclass(frozen=True)

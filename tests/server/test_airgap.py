@@ -24,7 +24,7 @@ INSIDE = textwrap.dedent('''
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     # A routing lookup only: no packet is sent.
     route = subprocess.run(["ip", "route", "get", "192.0.2.1"], capture_output=True, text=True)
-    server = subprocess.Popen([sys.executable, "-m", "server", "--models", sys.argv[1], "--port", "18123",
+    server = subprocess.Popen([sys.executable, "-m", "hearth.server", "--models", sys.argv[1], "--port", "18123",
                                "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = "http://127.0.0.1:18123"
     answer, status = None, None

@@ -23,7 +23,7 @@ def server_url(default_entry):
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--models", str(REPO / "models.yaml"), "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "hearth.server", "--models", str(REPO / "models.yaml"), "--port", str(port), "--log-level", "warning"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -123,8 +123,8 @@ def test_tool_call_round_trip_through_the_openai_client(client):
 def test_a_chat_resent_with_its_history_reports_its_cached_prompt_tokens(client, server_url, default_entry):
     import torch
 
-    from engine.config import EngineConfig
-    from kernels.model import row_attention
+    from hearth.engine.config import EngineConfig
+    from hearth.kernels.model import row_attention
 
     fields = EngineConfig.__dataclass_fields__  # the server runs the defaults
     chunk, block = fields["prefill_chunk_size"].default, fields["block_size"].default

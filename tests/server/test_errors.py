@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from engine.llm_engine import LLMEngine
+from hearth.engine.llm_engine import LLMEngine
 
 MODEL = "smollm2-135m-instruct"
 

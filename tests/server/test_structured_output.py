@@ -152,7 +152,7 @@ def test_streamed_tool_call_reassembles_to_the_non_streamed_one(app_client):
 
 
 def test_auto_tool_choice_parses_calls_from_the_text(app_client, default_engine, monkeypatch):
-    from server.chat.tool_calls import parse_tool_calls
+    from hearth.server.chat.tool_calls import parse_tool_calls
 
     text = 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "unit": "celsius"}}\n</tool_call>'
     content, calls = parse_tool_calls(text, "hermes", {"get_weather"})

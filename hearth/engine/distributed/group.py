@@ -76,7 +76,7 @@ class TensorParallelGroup:
         self.rank, self.world_size, self.device = rank, world_size, device
         self._control, self._compute = control, compute
         self.failure: str | None = None
-        # Set by engine.distributed.launch: ranks this process spawned, and the thread count to restore.
+        # Set by hearth.engine.distributed.launch: ranks this process spawned, and the thread count to restore.
         self.local_ranks = None
         self.previous_num_threads: int | None = None
 
@@ -157,7 +157,7 @@ class TensorParallelGroup:
         return [int(p.item()) for p in parts]
 
     def send_step(self, payload: Tensor) -> None:
-        """Rank 0: hand every rank this step's inputs (engine.distributed.step encodes them)."""
+        """Rank 0: hand every rank this step's inputs (hearth.engine.distributed.step encodes them)."""
         header = torch.tensor([_STEP, payload.numel()], dtype=torch.int64)
         self._run("broadcast", lambda: (dist.broadcast(header, 0, group=self._control),
                                         dist.broadcast(payload, 0, group=self._control)))

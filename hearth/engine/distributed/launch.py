@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.config import EngineConfig
-from engine.loading.registry import ModelEntry
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.registry import ModelEntry
 
 from .group import STARTUP_TIMEOUT_S, GroupConfig, TensorParallelGroup, choose_backend
 
@@ -211,9 +211,9 @@ def run_worker(config: EngineConfig, entry: ModelEntry, group_config: GroupConfi
     Ctrl-C is left to rank 0, which stops the group; so is torchrun's SIGTERM (sent to every rank at
     once), so that rank 0 can drain its requests with the other ranks still running. A rank spawned by
     rank 0 keeps the default SIGTERM: rank 0's exit terminates it."""
-    from engine.loading.loader import load_model
-    from engine.model.kv_cache import KVCache, num_cache_blocks
-    from engine.model.model_runner import ModelRunner
+    from hearth.engine.loading.loader import load_model
+    from hearth.engine.model.kv_cache import KVCache, num_cache_blocks
+    from hearth.engine.model.model_runner import ModelRunner
 
     group_config = group_config or torchrun_config(config)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

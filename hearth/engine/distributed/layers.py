@@ -1,8 +1,8 @@
 """A rank's layers: column- and row-parallel linears built from its slices, and the vocab-parallel embedding.
 
-The linears themselves are engine.model.linear's (dense, int8, int4), built by its LinearFactory from the
+The linears themselves are hearth.engine.model.linear's (dense, int8, int4), built by its LinearFactory from the
 rank's slice of each weight: a sharded layer is an ordinary layer of a smaller shape, calibrated for batch
-invariance like any other (engine.model.row_tiling). What makes it parallel is where its slice comes from
+invariance like any other (hearth.engine.model.row_tiling). What makes it parallel is where its slice comes from
 and what follows it:
 - column-parallel (q/k/v, gate/up): output rows of the rank's heads / features; nothing follows, the
   output stays split (attention and SiLU(gate) * up are per head / per feature);
@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.loading.gguf_weights import Q4Tensor
-from engine.model.embedding import Embedding
-from engine.model.linear import Linear
-from engine.model.linear_factory import LinearFactory
+from hearth.engine.loading.gguf_weights import Q4Tensor
+from hearth.engine.model.embedding import Embedding
+from hearth.engine.model.linear import Linear
+from hearth.engine.model.linear_factory import LinearFactory
 
 from .group import TensorParallelGroup
 from .sharding import CheckpointReader

@@ -3,7 +3,7 @@
 - q/k/v and gate/up are column-parallel: a rank holds the output rows of its heads and of its slice of the
   intermediate features, so attention and the MLP's activation run on local data.
 - o and down are row-parallel: a rank holds the input columns matching those rows and produces a partial
-  sum; the forward adds the partials with one all-reduce after each (engine.model.models.llama).
+  sum; the forward adds the partials with one all-reduce after each (hearth.engine.model.models.llama).
 - The embedding and lm_head hold a contiguous range of the vocabulary each.
 - KV heads are split in contiguous ranges, the query heads of a KV head going with it. With more ranks
   than KV heads each KV head is replicated on tensor_parallel_size / num_kv_heads ranks, which split its

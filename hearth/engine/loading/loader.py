@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from engine.config import EngineConfig
-from engine.loading.gguf_convert import MARKER, convert_gguf
-from engine.loading.gguf_weights import read_gguf_q4
-from engine.loading.quantization import Quantization
-from engine.loading.registry import ModelEntry, cache_dir
-from engine.model.models.llama import LlamaModel, LlamaShape, supports_native
+from hearth.engine.config import EngineConfig
+from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
+from hearth.engine.loading.gguf_weights import read_gguf_q4
+from hearth.engine.loading.quantization import Quantization
+from hearth.engine.loading.registry import ModelEntry, cache_dir
+from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class LoadedModel:
     folder: Path
     config: Any
     tokenizer: Any
-    # LlamaModel (native) or engine.model.models.hf_module.HFModule (transformers' module).
+    # LlamaModel (native) or hearth.engine.model.models.hf_module.HFModule (transformers' module).
     model: Any
     is_native: bool
     eos_token_ids: tuple[int, ...]
@@ -34,7 +34,7 @@ class LoadedModel:
     vocab_size: int
     dtype: torch.dtype
     device: torch.device
-    # engine.distributed.group.TensorParallelGroup this rank belongs to (a group of one without tensor
+    # hearth.engine.distributed.group.TensorParallelGroup this rank belongs to (a group of one without tensor
     # parallelism).
     group: Any = None
     # KV heads this rank's cache holds, and the most any rank holds (every rank sizes its cache by it).
@@ -48,7 +48,7 @@ def hf_folder(entry: ModelEntry) -> Path:
     """The entry's HF folder; a .gguf entry is converted once into the cache."""
     if not entry.exists():
         raise FileNotFoundError(
-            f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m engine.loading.fetch` "
+            f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m hearth.engine.loading.fetch` "
             "for registry models with a source)"
         )
     if not entry.is_gguf:
@@ -62,7 +62,7 @@ def hf_folder(entry: ModelEntry) -> Path:
 
 
 def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:
-    """The GGUF file the model's weights came from, if it is still on disk (engine.loading.fetch keeps it)."""
+    """The GGUF file the model's weights came from, if it is still on disk (hearth.engine.loading.fetch keeps it)."""
     if entry.is_gguf:
         return entry.path
     marker = folder / MARKER
@@ -92,11 +92,11 @@ def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
 
 def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
     """The entry's model; under tensor parallelism this rank's shard (rank 0 spawns or joins the other
-    ranks first, engine.distributed.launch)."""
+    ranks first, hearth.engine.distributed.launch)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from engine.distributed.launch import start_group
-    from engine.distributed.sharding import LlamaPartition
+    from hearth.engine.distributed.launch import start_group
+    from hearth.engine.distributed.sharding import LlamaPartition
 
     folder = hf_folder(entry)
     hf_config = AutoConfig.from_pretrained(folder)
@@ -123,7 +123,7 @@ def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
 
 def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, tokenizer, group, max_model_len: int,
           reason: str | None) -> LoadedModel:
-    from engine.distributed.sharding import LlamaPartition
+    from hearth.engine.distributed.sharding import LlamaPartition
 
     device, dtype = group.device, config.torch_dtype
     quantization = Quantization(config.quantization)
@@ -147,7 +147,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
                         [round(b / (1 << 20), 1) for b in rank_bytes])
         is_native = True
     else:
-        from engine.model.models.hf_module import HFModule
+        from hearth.engine.model.models.hf_module import HFModule
 
         if quantization.needs_native_forward:
             raise ValueError(f"quantization={quantization.mode} needs the native forward, which {entry.id!r} "

@@ -3,7 +3,7 @@
 
 `none` keeps transformers' own numerics: its bf16 matmuls and attention are torch's (oneDNN, SDPA), exact
 against transformers. `bf16` keeps the same bf16 values but runs them on the kernels the quantized modes use
-(kernels.model.vnni_linear's bf16 records, the row attention kernel, a step's layers in one C call): rows within
+(hearth.kernels.model.vnni_linear's bf16 records, the row attention kernel, a step's layers in one C call): rows within
 float32 rounding of a bf16 matmul, not bit-identical to oneDNN's, and in exchange a decode step's keys
 and values equal a prefill's, so prefix-cache hits end at any token (README, 'Weights').
 

@@ -2,7 +2,7 @@
 
 A model is a local Hugging Face folder (config.json + safetensors + tokenizer) or a GGUF file. Paths may
 use ${HEARTH_CACHE} (default ~/.cache/hearth) and ~. An entry may name a `source` it is fetched from at
-set-up time (`python -m engine.loading.fetch`); nothing is fetched at run time.
+set-up time (`python -m hearth.engine.loading.fetch`); nothing is fetched at run time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from engine.loading.quantization import QUANTIZATION_MODES
+from hearth.engine.loading.quantization import QUANTIZATION_MODES
 
 TOOL_CALL_FORMATS = ("hermes", "llama3_json")
 SAMPLING_DEFAULT_KEYS = (

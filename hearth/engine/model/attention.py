@@ -17,17 +17,17 @@ from a real slot and masked. SDPA's rows do not depend on each other's values (t
 and values are the same whether its prompt ended early in the chunk or a cache hit started the chunk
 late: the prefix cache can reuse any whole block that prefill computed. The first chunk (positions from 0)
 is the exception: computed from position 0 it attends over its own rows only, as transformers computes a
-short prompt, so it is whole-chunk geometry only when it is full (engine.scheduling.scheduler).
+short prompt, so it is whole-chunk geometry only when it is full (hearth.engine.scheduling.scheduler).
 Only the whole query blocks a chunk's rows touch are computed: SDPA's CPU kernel splits a chunk's queries
 into blocks (32 rows for a 128-row chunk here) and computes each block the same without the others
 (calibrate_query_block measures the block at start-up). A chat's next turn, ~80 rows entering a chunk
 late, attends over one to three 32-row blocks instead of the chunk's 128 rows.
 With int8/int4 weights (not exact against transformers in any case), every row, decode or prefill, is
-attended instead by kernels.model.row_attention (AttentionMetadata.row_contexts): each row on its own, read from
+attended instead by hearth.kernels.model.row_attention (AttentionMetadata.row_contexts): each row on its own, read from
 the cache through its block table, with no gather, no SDPA call per context length or per prompt, and no
 geometry. A row's result depends on its position and keys alone, so a decode step computes a token's keys
 and values bit for bit as a prefill does: a chat's previous answer is served from the prefix cache
-(engine.scheduling.scheduler). On AMX-BF16 the kernel is at least as fast as SDPA here: a cold
+(hearth.engine.scheduling.scheduler). On AMX-BF16 the kernel is at least as fast as SDPA here: a cold
 1,000-token prompt took 2.3 ms a layer against 3.0 for one causal SDPA call without any chunking (2,000
 tokens: 8.1 against 8.2), and 8 chats' next turns (8 x 85 rows over ~1,100 keys) 3.4 ms against ~8 for
 SDPA in chunk geometry. Its vector path (no AMX) took ~4x SDPA's time on those prompts.
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.model.row_attention import apply_row_attention, apply_write_kv
+from hearth.kernels.model.row_attention import apply_row_attention, apply_write_kv
 
 
 def _slots(block_table: Tensor, positions: Tensor, block_size: int) -> Tensor:
@@ -172,7 +172,7 @@ def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv
 
 @dataclass(frozen=True)
 class RowContexts:
-    """Rows' contexts for kernels.model.row_attention: their block tables concatenated, and each row's table start
+    """Rows' contexts for hearth.kernels.model.row_attention: their block tables concatenated, and each row's table start
     and position (it attends to positions 0..position). They are the flat batch's first rows."""
 
     tables: Tensor  # int32 [sum of table lengths]
@@ -195,7 +195,7 @@ class AttentionMetadata:
     # Every decode group's kv_index flattened and concatenated, so that one gather per layer serves them
     # all (None for fewer than two groups).
     decode_index: Tensor | None = None
-    # The contexts of the rows kernels.model.row_attention attends: every row of the batch, decode rows first (then
+    # The contexts of the rows hearth.kernels.model.row_attention attends: every row of the batch, decode rows first (then
     # decode_groups and prefills are empty).
     row_contexts: RowContexts | None = None
 

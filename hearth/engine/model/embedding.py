@@ -1,12 +1,12 @@
 """Token embeddings of the native forward: a dense table, an int8 table with per-row scales, or the rows of a
-packed Q8_0 weight; a tied vocabulary head reads the same table (engine.model.linear_factory)."""
+packed Q8_0 weight; a tied vocabulary head reads the same table (hearth.engine.model.linear_factory)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from kernels.model import vnni_linear
+from hearth.kernels.model import vnni_linear
 
 
 class Q8Embedding:

@@ -21,8 +21,8 @@ def num_cache_blocks(memory_gib: float, num_layers: int, block_size: int, num_kv
 class KVCache:
     """data [num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim]; a token's slot is
     block * block_size + offset, and its key and value sit side by side so one gather reads both. Where
-    kernels.model.row_attention attends (int8/int4), each block's bytes are instead laid out as that kernel keeps
-    them (kernels.model.row_attention.is_tiled_layout) and written only through it; blocks stay whole, so
+    hearth.kernels.model.row_attention attends (int8/int4), each block's bytes are instead laid out as that kernel keeps
+    them (hearth.kernels.model.row_attention.is_tiled_layout) and written only through it; blocks stay whole, so
     copy_blocks holds either way. Zero-initialised so that padded reads stay finite."""
 
     def __init__(

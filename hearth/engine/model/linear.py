@@ -1,12 +1,12 @@
 """Linear layers of the native forward: dense (bf16 prepacked for oneDNN, or plain), int8, int4, or GGUF blocks on
-AVX512-VNNI (BlockQuantizedLinear); engine.model.linear_factory builds them per quantization mode.
+AVX512-VNNI (BlockQuantizedLinear); hearth.engine.model.linear_factory builds them per quantization mode.
 
 Each layer is called in two ways:
 - `matmul_in_chunk(x, ...)`: one kernel call over a prefill chunk's rows, computed as they are within
-  their whole chunk (engine.model.attention): a kernel whose rows depend on the row count gets the
+  their whole chunk (hearth.engine.model.attention): a kernel whose rows depend on the row count gets the
   chunk's other rows as zeros, so a row's result does not depend on where its prompt was cut.
 - `rows_invariant(x)`: every row's result is the same whatever the row count, by calling the kernel only
-  with row counts its RowTiling (engine.model.row_tiling) measured to agree. Decode rows and the rows
+  with row counts its RowTiling (hearth.engine.model.row_tiling) measured to agree. Decode rows and the rows
   sampled from use it, so a sequence's tokens do not depend on what else is batched.
 """
 
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
-from kernels.model import vnni_linear
-from kernels.model.weight_only import (
+from hearth.engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
+from hearth.kernels.model import vnni_linear
+from hearth.kernels.model.weight_only import (
     apply_int4_linear,
     apply_int8_linear,
     pack_int4,
@@ -179,7 +179,7 @@ _BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_
 
 
 class BlockQuantizedLinear(Linear):
-    """Weights in kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
+    """Weights in hearth.kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
     GGUF-style Q4_1 (w = d q + m per block of 32) or Q8_0 (w = d q), whose blocks' dot products with bf16
     activations quantized to 16 bits are exact integers; or bf16 ("b16", the `bf16` mode), float32 sums of
     bf16 products. output_dtype float32 hands the float32 accumulator on unrounded (to the float32 residual

@@ -1,5 +1,5 @@
 """Builds the native forward's linear layers and vocabulary table in the model's quantization mode
-(engine.model.linear holds the layer kinds)."""
+(hearth.engine.model.linear holds the layer kinds)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from engine.model.embedding import Embedding, Q8Embedding
-from engine.model.linear import (
+from hearth.engine.model.embedding import Embedding, Q8Embedding
+from hearth.engine.model.linear import (
     BlockQuantizedLinear,
     Int8Linear,
     Linear,
@@ -18,8 +18,8 @@ from engine.model.linear import (
     int4_from_values,
     int8_linear,
 )
-from kernels.model import vnni_linear
-from kernels.model.weight_only import quantize_int4_values, quantize_int8, unsupported_reason
+from hearth.kernels.model import vnni_linear
+from hearth.kernels.model.weight_only import quantize_int4_values, quantize_int8, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def residual_dtype(mode: str, dtype: torch.dtype) -> torch.dtype:
 
 
 def vnni_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
-    """None when quantized layers run on kernels.model.vnni_linear here, else why they run on aten's kernels."""
+    """None when quantized layers run on hearth.kernels.model.vnni_linear here, else why they run on aten's kernels."""
     if torch.device(device).type != "cpu":
         return f"it runs on CPUs, not {torch.device(device).type}"
     if dtype != torch.bfloat16:
@@ -60,8 +60,8 @@ def vnni_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | N
 class LinearFactory:
     """Builds each layer in the model's quantization mode; activations run in `dtype`.
 
-    bf16 layers and head run on kernels.model.vnni_linear's bf16 records (the mode is refused where it cannot run).
-    int4 layers and the 8-bit vocabulary head run on kernels.model.vnni_linear where it can (a CPU with
+    bf16 layers and head run on hearth.kernels.model.vnni_linear's bf16 records (the mode is refused where it cannot run).
+    int4 layers and the 8-bit vocabulary head run on hearth.kernels.model.vnni_linear where it can (a CPU with
     AVX512-VNNI, bf16 activations), otherwise on aten's int4 and int8 kernels (bf16 or float32 activations)."""
 
     def __init__(self, quantization, dtype: torch.dtype, device: torch.device) -> None:
@@ -71,10 +71,10 @@ class LinearFactory:
         self.vnni_reason = (vnni_unavailable_reason(device, dtype) if self.mode != "none"
                             else "weights are not quantized")
         if self.mode == "bf16" and self.vnni_reason is not None:
-            raise ValueError(f"quantization=bf16 cannot run here (kernels.model.vnni_linear: {self.vnni_reason}); "
+            raise ValueError(f"quantization=bf16 cannot run here (hearth.kernels.model.vnni_linear: {self.vnni_reason}); "
                              f"use quantization none")
         if self.mode in ("int8", "int4") and self.vnni_reason is not None:
-            logger.info("quantized layers run on aten's kernels: kernels.model.vnni_linear does not run here (%s)",
+            logger.info("quantized layers run on aten's kernels: hearth.kernels.model.vnni_linear does not run here (%s)",
                         self.vnni_reason)
         # Refused before any weight is read: quantized modes also pack the head and odd layers as int8.
         for mode in (("int8", "int4") if self.mode == "int4" else (self.mode,) if self.mode == "int8" else ()):
@@ -94,7 +94,7 @@ class LinearFactory:
         return dense_linear(weight.to(self.dtype), bias, self.device)
 
     def _int8(self, weight: Tensor, bias: Tensor | None, adds_to_residual: bool) -> Linear:
-        """8-bit weights: Q8_0 blocks of 32 on kernels.model.vnni_linear when it runs here and they pack, else int8
+        """8-bit weights: Q8_0 blocks of 32 on hearth.kernels.model.vnni_linear when it runs here and they pack, else int8
         per output channel on aten's kernel."""
         if self.vnni_reason is None:
             q, d = vnni_linear.quantize_q8(weight)
@@ -104,7 +104,7 @@ class LinearFactory:
         return int8_linear(weight, bias, self.dtype)
 
     def _bf16(self, weight: Tensor, bias: Tensor | None, output_dtype: torch.dtype) -> Linear:
-        """bf16 weights in kernels.model.vnni_linear's records where the shape packs (tiles of 16 outputs x 32
+        """bf16 weights in hearth.kernels.model.vnni_linear's records where the shape packs (tiles of 16 outputs x 32
         inputs), else torch's dense bf16 matmul (the layer then runs on the torch path)."""
         if vnni_linear.unpackable_reason(*weight.shape) is None:
             return BlockQuantizedLinear("b16", vnni_linear.pack_b16(weight), *weight.shape, bias, output_dtype)
@@ -120,7 +120,7 @@ class LinearFactory:
 
     def _int4(self, q: Tensor, scale: Tensor, zero: Tensor, bias: Tensor | None, group_size: int | None = None,
               adds_to_residual: bool = False) -> Linear:
-        """w = (q - 8) * scale + zero: on kernels.model.vnni_linear when it runs here and the values fit its float16
+        """w = (q - 8) * scale + zero: on hearth.kernels.model.vnni_linear when it runs here and the values fit its float16
         block values (w = scale q + minimum), else on aten's int4 kernel."""
         group_size = group_size or self.group_size
         if self.vnni_reason is None and group_size == vnni_linear.GROUP_SIZE:
@@ -135,7 +135,7 @@ class LinearFactory:
         """The embedding and the lm_head (the embedding itself when lm_head is None: tied).
 
         Quantized modes keep the vocabulary projection in 8 bits, as GGUF files commonly keep
-        token_embd/output in Q8_0 (the default model's does): Q8_0 blocks on kernels.model.vnni_linear where it runs
+        token_embd/output in Q8_0 (the default model's does): Q8_0 blocks on hearth.kernels.model.vnni_linear where it runs
         (a Q8_0 table's own values, given back exactly from its float32 dequantization; float32 logits),
         else int8 per channel. A tied table serves both the lookup and the head, so it is stored once."""
         embed = embed.to(self.device)

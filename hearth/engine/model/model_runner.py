@@ -1,6 +1,6 @@
 """Turns a scheduled step into model inputs, runs the forward and returns logits of the sampled rows.
 
-Under tensor parallelism (engine.distributed) rank 0's runner broadcasts each step's inputs before running
+Under tensor parallelism (hearth.engine.distributed) rank 0's runner broadcasts each step's inputs before running
 the forward, and the other ranks' runners follow(): they receive those inputs and run the same forward, so
 one scheduler (rank 0's) drives every rank. A failure after the broadcast is fatal to the group: the
 ranks may be at different points of the step.
@@ -13,9 +13,9 @@ import logging
 import torch
 from torch import Tensor
 
-from engine.distributed.step import ChunkInput, decode_step, encode_step
-from engine.loading.loader import LoadedModel
-from engine.model.attention import (
+from hearth.engine.distributed.step import ChunkInput, decode_step, encode_step
+from hearth.engine.loading.loader import LoadedModel
+from hearth.engine.model.attention import (
     AttentionMetadata,
     PrefillSegment,
     RowContexts,
@@ -24,15 +24,15 @@ from engine.model.attention import (
     decode_groups,
     prefill_segment,
 )
-from engine.model.kv_cache import KVCache
-from engine.scheduling.scheduler import ScheduledChunk
-from kernels.model import row_attention
+from hearth.engine.model.kv_cache import KVCache
+from hearth.engine.scheduling.scheduler import ScheduledChunk
+from hearth.kernels.model import row_attention
 
 logger = logging.getLogger(__name__)
 
 
 def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
-    """None when every row (decode and prefill) is attended by kernels.model.row_attention, else why SDPA attends
+    """None when every row (decode and prefill) is attended by hearth.kernels.model.row_attention, else why SDPA attends
     them: with bf16/int8/int4 weights, where the kernel takes the shape and CPU. `none` keeps SDPA, whose
     lone decode row and short prompt are exact against transformers."""
     if not loaded.is_native:
@@ -55,7 +55,7 @@ class ModelRunner:
         reason = row_attention_unavailable_reason(loaded)
         self.attends_rows_alone = reason is None
         if loaded.is_native:
-            logger.info("attention: %s", "kernels.model.row_attention, every row" if reason is None
+            logger.info("attention: %s", "hearth.kernels.model.row_attention, every row" if reason is None
                         else f"SDPA ({reason})")
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model

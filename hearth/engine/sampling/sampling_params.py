@@ -50,7 +50,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
-    # A compiled grammar constraint (engine.output.structured_output); None when output is unconstrained.
+    # A compiled grammar constraint (hearth.engine.output.structured_output); None when output is unconstrained.
     constraint: Any = None
 
     def __post_init__(self) -> None:

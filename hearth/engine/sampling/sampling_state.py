@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.sampling.sampling_params import SamplingParams
-from engine.scheduling.sequence import Sequence
-from kernels import SamplingMetadata
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.engine.scheduling.sequence import Sequence
+from hearth.kernels import SamplingMetadata
 
 
 def _pad_rows(rows: list[list[int]], pad_rows: list[int]) -> list[list[int]]:

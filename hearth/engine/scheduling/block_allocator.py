@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine.scheduling.prefix_cache import PrefixCache
+from hearth.engine.scheduling.prefix_cache import PrefixCache
 
 
 class OutOfBlocksError(RuntimeError):

@@ -6,7 +6,7 @@ keys and values. Cached blocks that no sequence holds stay out of the allocator'
 when they were last released, and are evicted least recently used first only when a block is needed.
 
 Partial blocks: where a token's keys and values do not depend on how its sequence was cut or batched
-(engine.scheduling.scheduler, has_batch_invariant_kv), a finished sequence's last, partly filled block is
+(hearth.engine.scheduling.scheduler, has_batch_invariant_kv), a finished sequence's last, partly filled block is
 kept too, under its parent's hash and its tokens. A later sequence that shares the blocks before it and
 some of its first tokens, but not a whole block, copies it (or a full cached block after the same parent
 that shares those tokens) instead of computing them again: a chat's next turn then computes only what is
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.scheduling.sequence import Sequence as Seq
+    from hearth.engine.scheduling.sequence import Sequence as Seq
 
 # 128-bit digests: an accidental collision (which would serve another prefix's KV) is out of reach.
 DIGEST_SIZE = 16

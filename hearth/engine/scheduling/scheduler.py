@@ -3,7 +3,7 @@
 Each step first continues the running sequences in admission order (one token for a decode, the next
 prefill chunk otherwise), then admits waiting ones while the token budget, sequence slots and KV blocks
 allow. Prefill chunks never cross a multiple of prefill_chunk_size, and each is computed in the geometry
-of the whole chunk it lies in (engine.model.attention), so a token's keys and values do not depend on
+of the whole chunk it lies in (hearth.engine.model.attention), so a token's keys and values do not depend on
 where its prompt was cut. When a running sequence needs a block and none is free, the most recently
 admitted sequence not yet scheduled this step is preempted: its blocks are freed and it waits at the head
 of the queue to be recomputed (prompt and output so far). Nothing is dropped.
@@ -16,7 +16,7 @@ another way (one row, its exact context) and their blocks are not cached. The fi
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
 short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
 Where the model computes every row on its own (has_batch_invariant_kv: bf16/int8/int4 weights on the row
-attention kernel, engine.model.model_runner), none of this applies: a token's keys and values are the
+attention kernel, hearth.engine.model.model_runner), none of this applies: a token's keys and values are the
 same however its sequence was cut or batched, decode steps included, so every full block is cached, the
 previous answer's too, and any cached block is reused. A finished sequence's last, partly filled block is
 cached as well (PrefixCache partial blocks), and a sequence that shares some of its first tokens starts
@@ -31,9 +31,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.scheduling.block_allocator import BlockAllocator
-from engine.scheduling.prefix_cache import ROOT_HASH, extend_hashes
-from engine.scheduling.sequence import Sequence, SequenceStatus
+from hearth.engine.scheduling.block_allocator import BlockAllocator
+from hearth.engine.scheduling.prefix_cache import ROOT_HASH, extend_hashes
+from hearth.engine.scheduling.sequence import Sequence, SequenceStatus
 
 
 @dataclass(frozen=True)

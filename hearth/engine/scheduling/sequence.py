@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from engine.output.detokenizer import IncrementalDetokenizer
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.output.detokenizer import IncrementalDetokenizer
+from hearth.engine.sampling.sampling_params import SamplingParams
 
 
 class SequenceStatus(enum.Enum):
@@ -47,21 +47,21 @@ class Sequence:
     # Tokens whose keys and values are in the KV cache.
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
-    # Hash chain of the sequence's first full blocks (engine.scheduling.prefix_cache), grown on demand.
+    # Hash chain of the sequence's first full blocks (hearth.engine.scheduling.prefix_cache), grown on demand.
     block_hashes: list[bytes] = field(default_factory=list)
     # Tokens [0, n) computed by full prefill chunks (or reused from the prefix cache): their full blocks
     # hold exactly the KV a later request computes for the same tokens, so they may be cached.
     num_cacheable_tokens: int = 0
     # Prompt tokens reused from the prefix cache at the first admission; None until admitted.
     num_cached_tokens: int | None = None
-    # Row of the sampler's per-sequence device state (engine.sampling.sampling_state); None while unassigned.
+    # Row of the sampler's per-sequence device state (hearth.engine.sampling.sampling_state); None while unassigned.
     slot: int | None = None
     # Choices still to fork from this sequence when its prompt finishes prefill (n > 1).
     num_pending_forks: int = 0
     finish_reason: FinishReason | None = None
     error: str | None = None
     logprobs: list[TokenLogprobs] = field(default_factory=list)
-    # Grammar matcher state when the request is constrained (engine.output.structured_output).
+    # Grammar matcher state when the request is constrained (hearth.engine.output.structured_output).
     matcher: object | None = None
     # A json_object answer whose closing tokens were forced to fit max_tokens.
     is_ending_forced: bool = False

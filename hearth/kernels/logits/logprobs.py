@@ -54,7 +54,7 @@ class CandidateLogprobs:
 
 
 def candidate_logprob_stats(candidates, temperature: Tensor, num_top: int) -> CandidateLogprobs:
-    """Logprobs of kernels.logits.truncation.Candidates: (logit - max) / T - log(kept weight), the exponent of
+    """Logprobs of hearth.kernels.logits.truncation.Candidates: (logit - max) / T - log(kept weight), the exponent of
     the same weights the draw used, so the chosen token's value equals its entry among the alternatives."""
     shifted = (candidates.logits - candidates.logits[:, :1]) / temperature.unsqueeze(1)
     logprobs = shifted - candidates.kept_weight.log().to(shifted.dtype).unsqueeze(1)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.logits.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, refresh_block_max, topk_blockwise
-from kernels.logits.logit_bias import apply_logit_bias
-from kernels.logits.logprobs import MIN_TOP_COMPUTED, LogprobStats, candidate_logprob_stats, logprob_stats
-from kernels.logits.metadata import SamplerOutput, SamplingMetadata
-from kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
-from kernels.logits.sampling import block_cumulative_mass, draw_from_candidates, draw_from_probs, stream_uniforms
-from kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask
-from kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated, select_candidates
+from hearth.kernels.logits.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, refresh_block_max, topk_blockwise
+from hearth.kernels.logits.logit_bias import apply_logit_bias
+from hearth.kernels.logits.logprobs import MIN_TOP_COMPUTED, LogprobStats, candidate_logprob_stats, logprob_stats
+from hearth.kernels.logits.metadata import SamplerOutput, SamplingMetadata
+from hearth.kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
+from hearth.kernels.logits.sampling import block_cumulative_mass, draw_from_candidates, draw_from_probs, stream_uniforms
+from hearth.kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask
+from hearth.kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated, select_candidates
 
 
 class Sampler:
@@ -32,7 +32,7 @@ class Sampler:
       9. logprobs: of the chosen token and the top alternatives, raw (stage 1) or processed
          (the distribution of stages 2-7; for greedy rows, stages 2-4)
 
-    On CUDA (backend "auto") the whole-vocabulary passes run as Triton kernels (kernels.triton), with the
+    On CUDA (backend "auto") the whole-vocabulary passes run as Triton kernels (hearth.kernels.triton), with the
     same stages and the same splitmix64 stream.
 
     Memory: the whole-vocabulary passes run in two [num_seqs, vocab] float32 buffers kept across calls
@@ -42,7 +42,7 @@ class Sampler:
     """
 
     def __init__(self, initial_candidates: int = INITIAL_CANDIDATES, backend: str = "auto") -> None:
-        """backend: "torch" (these ops), "triton" (kernels.triton.pipeline: its whole-vocabulary passes in
+        """backend: "torch" (these ops), "triton" (hearth.kernels.triton.pipeline: its whole-vocabulary passes in
         Triton) or "auto": triton for CUDA logits when it is importable (and HEARTH_TRITON is not 0)."""
         if backend not in ("auto", "torch", "triton"):
             raise ValueError(f"backend must be auto, torch or triton; got {backend!r}")
@@ -55,7 +55,7 @@ class Sampler:
             return self.backend == "triton"
         if not logits.is_cuda:
             return False
-        from kernels import triton as triton_kernels
+        from hearth.kernels import triton as triton_kernels
 
         return triton_kernels.is_available()
 
@@ -69,7 +69,7 @@ class Sampler:
 
     def __call__(self, logits: Tensor, md: SamplingMetadata, *, is_logits_owned: bool = False) -> SamplerOutput:
         if self._is_triton(logits):
-            from kernels.triton.pipeline import sample
+            from hearth.kernels.triton.pipeline import sample
 
             return sample(logits, md, self.initial_candidates, self._processed_output)
         wants_raw = md.has_logprobs and not md.is_logprobs_processed

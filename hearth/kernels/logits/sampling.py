@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.logits.blockwise import BLOCK_SIZE, block_reduce, gather_blocks
+from hearth.kernels.logits.blockwise import BLOCK_SIZE, block_reduce, gather_blocks
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -2,7 +2,7 @@
 
 Every cut keeps a prefix of the row sorted by probability, so the kept set is the shortest of the three
 prefixes. It is found without sorting the vocabulary: the row's top K candidates come from one blockwise
-pass over the processed logits (kernels.logits.blockwise; temperature keeps their order), and only the K
+pass over the processed logits (hearth.kernels.logits.blockwise; temperature keeps their order), and only the K
 candidates are tempered into weights exp((logit - row max) / T). A cut is settled when it falls inside
 them:
   - top_k settles when k <= K;
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kernels.logits.blockwise import topk_blockwise
+from hearth.kernels.logits.blockwise import topk_blockwise
 
 INITIAL_CANDIDATES = 64
 GROWTH = 8
@@ -119,7 +119,7 @@ def select_candidates(
 ) -> Candidates:
     """The kept prefix of every truncated row of the processed logits [num_seqs, vocab] (pre-temperature).
 
-    probs = softmax(logits / T) and its block_cum (kernels.logits.sampling.block_cumulative_mass), when computed,
+    probs = softmax(logits / T) and its block_cum (hearth.kernels.logits.sampling.block_cumulative_mass), when computed,
     give each row's total weight; rows with top_p and no top_k need it (without it they grow to the whole
     vocabulary). block_max: the logits' block maxima, when already known. Other rows keep K candidates.
     """

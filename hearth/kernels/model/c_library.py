@@ -19,7 +19,7 @@ BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 
 
 def cache_dir() -> Path:
-    # The same directory as engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
+    # The same directory as hearth.engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
     return Path(os.environ.get("HEARTH_CACHE") or Path.home() / ".cache" / "hearth").expanduser()
 
 

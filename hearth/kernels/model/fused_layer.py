@@ -1,4 +1,4 @@
-"""A Llama layer's per-row work around attention, for block-quantized or bf16 weights on kernels.model.vnni_linear
+"""A Llama layer's per-row work around attention, for block-quantized or bf16 weights on hearth.kernels.model.vnni_linear
 and a float32 residual stream (csrc/fused_layer.c, built into one library with csrc/vnni_linear.c).
 
 Why: at one decode row a layer was ~25 small torch ops and 4 kernel calls, each with its own dispatch,
@@ -9,11 +9,11 @@ apply_silu_mul below in both (torch's own sum of squares and exp would differ in
     apply_layer_front: x = norm(hidden); q, k, v = split(qkv(x)); q and k rotated
     apply_layer_back:  hidden += o(attn); x = norm(hidden); hidden += down(silu(gate(x)) * up(x))
 
-Weights are given as (form, packed) with form "q4", "q8" or "b16" and packed as kernels.model.vnni_linear packs
+Weights are given as (form, packed) with form "q4", "q8" or "b16" and packed as hearth.kernels.model.vnni_linear packs
 them.
 
 apply_decode_layers runs a step's whole layer stack in one call (csrc/decode_layers.c): per layer the front,
-the cache write, kernels.model.row_attention and the back, the same functions in the same order as the per-layer
+the cache write, hearth.kernels.model.row_attention and the back, the same functions in the same order as the per-layer
 calls, without their Python dispatch (~3 ms of a ~10 ms one-row step). Named for decode steps, it takes any
 step whose rows the row kernel attends all: with bf16/int8/int4 weights there, prefill rows too.
 """
@@ -26,7 +26,7 @@ import functools
 import torch
 from torch import Tensor
 
-from kernels.model import row_attention, vnni_linear
+from hearth.kernels.model import row_attention, vnni_linear
 
 FORMS = {"q4": 4, "q8": 8, "b16": 16}
 
@@ -35,7 +35,7 @@ FORMS = {"q4": 4, "q8": 8, "b16": 16}
 def _library() -> ctypes.CDLL:
     library, reason = vnni_linear._library()
     if library is None:
-        raise RuntimeError(f"kernels.model.fused_layer cannot run here: {reason}")
+        raise RuntimeError(f"hearth.kernels.model.fused_layer cannot run here: {reason}")
     pointer, integer, number = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     library.layer_front.argtypes = [pointer, integer, integer, pointer, number, ctypes.c_int, pointer, integer, integer,
                                     integer, pointer, pointer, pointer, pointer, pointer, ctypes.c_int]
@@ -157,7 +157,7 @@ def apply_decode_layers(hidden: Tensor, stack: LayerStack, eps: float, num_heads
                         tables: Tensor, table_starts: Tensor, positions: Tensor, block_size: int, scale: float) -> None:
     """hidden [rows, dim] float32, updated in place through every layer; kv [num_layers, slots, 2, num_kv_heads,
     head_dim] bf16, each row's key and value written at slot_mapping [rows] int64 of every layer; row r
-    attends to positions 0..positions[r] through tables[table_starts[r]:] (kernels.model.row_attention)."""
+    attends to positions 0..positions[r] through tables[table_starts[r]:] (hearth.kernels.model.row_attention)."""
     rows, dim = hidden.shape
     num_layers, num_slots, _, num_kv_heads, _ = kv.shape
     _check("hidden", hidden, torch.float32, (rows, dim))

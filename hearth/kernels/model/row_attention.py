@@ -34,7 +34,7 @@ import functools
 import torch
 from torch import Tensor
 
-from kernels.model.c_library import CSRC, cpu_flags, load
+from hearth.kernels.model.c_library import CSRC, cpu_flags, load
 
 SOURCE = CSRC / "row_attention.c"
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
@@ -78,7 +78,7 @@ def use_amx(is_wanted: bool) -> bool:
     before reads wrong after."""
     library, reason = _library()
     if library is None:
-        raise RuntimeError(f"kernels.model.row_attention cannot run here: {reason}")
+        raise RuntimeError(f"hearth.kernels.model.row_attention cannot run here: {reason}")
     return bool(library.set_amx(is_wanted and _has_amx()))
 
 
@@ -99,7 +99,7 @@ def function_pointer(name: str = "row_attention") -> ctypes.c_void_p:
     """The C function row_attention or write_kv, for C callers in other libraries (csrc/decode_layers.c)."""
     library, reason = _library()
     if library is None:
-        raise RuntimeError(f"kernels.model.row_attention cannot run here: {reason}")
+        raise RuntimeError(f"hearth.kernels.model.row_attention cannot run here: {reason}")
     return ctypes.cast(getattr(library, name), ctypes.c_void_p)
 
 
@@ -116,7 +116,7 @@ def apply_write_kv(kv_layer: Tensor, k: Tensor, v: Tensor, slot_mapping: Tensor,
     the kernel attends writes through here."""
     library, reason = _library()
     if library is None:
-        raise RuntimeError(f"kernels.model.row_attention cannot run here: {reason}")
+        raise RuntimeError(f"hearth.kernels.model.row_attention cannot run here: {reason}")
     if not kv_layer.is_contiguous() or slot_mapping.dtype != torch.int64:
         raise ValueError("kv_layer must be contiguous and slot_mapping int64")
     k, v, slot_mapping = k.contiguous(), v.contiguous(), slot_mapping.contiguous()
@@ -132,7 +132,7 @@ def apply_row_attention(q: Tensor, kv_layer: Tensor, tables: Tensor, table_start
     head_dim] bf16."""
     library, reason = _library()
     if library is None:
-        raise RuntimeError(f"kernels.model.row_attention cannot run here: {reason}")
+        raise RuntimeError(f"hearth.kernels.model.row_attention cannot run here: {reason}")
     rows, num_heads, head_dim = q.shape
     num_kv_heads = kv_layer.shape[2]
     if not kv_layer.is_contiguous() or tables.dtype != torch.int32 or positions.dtype != torch.int64 \

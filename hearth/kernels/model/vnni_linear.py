@@ -21,7 +21,7 @@ Packed layouts, one record per 16 outputs (a tile) and 32 inputs (a block), uint
   same at input + 16), then d [16] and m [16] float16.
 - Q8 (544 bytes): q + 128 [s, lane, j] (q[16 t + lane, 32 b + 4 s + j], s in 0..7), then d [16] float16.
 
-The shared library is compiled on first use (kernels.model.c_library) and runs on torch's OpenMP runtime with
+The shared library is compiled on first use (hearth.kernels.model.c_library) and runs on torch's OpenMP runtime with
 torch's thread count.
 """
 
@@ -33,7 +33,7 @@ import functools
 import torch
 from torch import Tensor
 
-from kernels.model.c_library import CSRC, cpu_flags, load
+from hearth.kernels.model.c_library import CSRC, cpu_flags, load
 
 # One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
 # decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.

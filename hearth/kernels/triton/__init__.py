@@ -1,9 +1,9 @@
-"""Triton twins of the sampler's whole-vocabulary passes, used by kernels.logits.sampler when logits are on CUDA.
+"""Triton twins of the sampler's whole-vocabulary passes, used by hearth.kernels.logits.sampler when logits are on CUDA.
 
 - processing.py: stages 2-4 (logit_bias, bans, bitmask, repetition, frequency/presence) in two launches
 - softmax.py: block maxima, row max and sum of exp of the tempered row; the tempered softmax and block sums
 - truncation.py: candidate weights and the kept prefix of top_k / top_p / min_p over the top candidates
-- draw.py: the seeded draw, the same splitmix64 stream as kernels.logits.sampling, over probs or candidates
+- draw.py: the seeded draw, the same splitmix64 stream as hearth.kernels.logits.sampling, over probs or candidates
 - pipeline.py: the sampler's pipeline on these kernels (the small [num_seqs, K] steps stay in torch)
 
 Each module imports triton at import time; `is_available()` says whether that can work. With

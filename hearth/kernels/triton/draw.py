@@ -1,7 +1,7 @@
-"""The seeded draw: kernels.logits.sampling's inverse CDF at splitmix64's uniform, computed inside the kernels.
+"""The seeded draw: hearth.kernels.logits.sampling's inverse CDF at splitmix64's uniform, computed inside the kernels.
 
 The uniform of a row is output `position` of a splitmix64 generator seeded with its stream key, bit for bit
-kernels.logits.sampling.stream_uniforms: the same request draws the same uniform on the CPU and on the GPU, so
+hearth.kernels.logits.sampling.stream_uniforms: the same request draws the same uniform on the CPU and on the GPU, so
 the same probabilities give the same token. Cumulative masses are float64 over float32 values, as there.
 """
 
@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.logits.blockwise import BLOCK_SIZE
+from hearth.kernels.logits.blockwise import BLOCK_SIZE
 
 BLOCKS = 128
 CANDIDATE_BLOCK = 256
@@ -20,7 +20,7 @@ CANDIDATE_BLOCK = 256
 
 @triton.jit
 def _uniform(key, position):
-    """int64 stream key, int64 position -> float64 in [0, 1) (kernels.logits.sampling.stream_uniforms)."""
+    """int64 stream key, int64 position -> float64 in [0, 1) (hearth.kernels.logits.sampling.stream_uniforms)."""
     state = key.to(tl.uint64, bitcast=True) + (position + 1).to(tl.uint64, bitcast=True) * 0x9E3779B97F4A7C15
     z = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9
     z = (z ^ (z >> 27)) * 0x94D049BB133111EB
@@ -115,7 +115,7 @@ def _draw_candidates_kernel(w_ptr, ids_ptr, keep_ptr, keys_ptr, pos_ptr, out_ptr
 
 
 def stream_uniforms(stream_keys: Tensor, positions: Tensor) -> Tensor:
-    """[num_seqs] float64: kernels.logits.sampling.stream_uniforms, computed by the kernels' own helper."""
+    """[num_seqs] float64: hearth.kernels.logits.sampling.stream_uniforms, computed by the kernels' own helper."""
     n = stream_keys.shape[0]
     out = torch.empty(n, dtype=torch.float64, device=stream_keys.device)
     _uniforms_kernel[(triton.cdiv(max(n, 1), 128),)](stream_keys.contiguous(), positions.contiguous(), out, n,
@@ -139,7 +139,7 @@ def draw_from_probs(probs: Tensor, block_sums: Tensor, stream_keys: Tensor, posi
 def draw_from_candidates(weights: Tensor, token_ids: Tensor, keep_len: Tensor, stream_keys: Tensor,
                          positions: Tensor) -> Tensor:
     """Inverse CDF over the first keep_len candidates (weights [num_seqs, K] sorted descending, their ids):
-    [num_seqs] int64 token ids (kernels.logits.sampling.draw_from_candidates). No host sync."""
+    [num_seqs] int64 token ids (hearth.kernels.logits.sampling.draw_from_candidates). No host sync."""
     num_seqs, num_candidates = weights.shape
     out = torch.empty(num_seqs, dtype=torch.int64, device=weights.device)
     block = min(CANDIDATE_BLOCK, triton.next_power_of_2(num_candidates))

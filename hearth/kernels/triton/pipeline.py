@@ -1,4 +1,4 @@
-"""The sampler's pipeline (kernels.logits.sampler.Sampler) with its whole-vocabulary passes in Triton.
+"""The sampler's pipeline (hearth.kernels.logits.sampler.Sampler) with its whole-vocabulary passes in Triton.
 
 Whole-row passes, per call: raw statistics (when raw logprobs are asked for), processing (stages 2-4, when
 some row uses them), block maxima with the tempered row's max and sum of exp, the tempered softmax (only
@@ -13,14 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.logits.blockwise import argmax_blockwise, topk_blockwise
-from kernels.logits.logprobs import MIN_TOP_COMPUTED
-from kernels.logits.metadata import SamplerOutput, SamplingMetadata
-from kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated
-from kernels.triton.draw import draw_from_candidates, draw_from_probs
-from kernels.triton.processing import apply_processing
-from kernels.triton.softmax import row_stats, tempered_softmax
-from kernels.triton.truncation import select_candidates
+from hearth.kernels.logits.blockwise import argmax_blockwise, topk_blockwise
+from hearth.kernels.logits.logprobs import MIN_TOP_COMPUTED
+from hearth.kernels.logits.metadata import SamplerOutput, SamplingMetadata
+from hearth.kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated
+from hearth.kernels.triton.draw import draw_from_candidates, draw_from_probs
+from hearth.kernels.triton.processing import apply_processing
+from hearth.kernels.triton.softmax import row_stats, tempered_softmax
+from hearth.kernels.triton.truncation import select_candidates
 
 
 def _has_processing(md: SamplingMetadata) -> bool:
@@ -30,7 +30,7 @@ def _has_processing(md: SamplingMetadata) -> bool:
 
 def sample(logits: Tensor, md: SamplingMetadata, initial_candidates: int = INITIAL_CANDIDATES,
            processed_output=None) -> SamplerOutput:
-    """logits [num_seqs, vocab] (any float dtype) -> SamplerOutput, as kernels.logits.sampler.Sampler.
+    """logits [num_seqs, vocab] (any float dtype) -> SamplerOutput, as hearth.kernels.logits.sampler.Sampler.
 
     processed_output: Sampler._processed_output (the processed-logprobs assembly, shared with the torch
     path)."""

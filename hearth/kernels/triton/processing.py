@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.logits.metadata import SamplingMetadata
+from hearth.kernels.logits.metadata import SamplingMetadata
 
 DENSE_BLOCK = 1024
 SPARSE_BLOCK = 32

@@ -1,9 +1,9 @@
 """Whole-row statistics and the tempered softmax, each in one pass per row (one program per row).
 
-row_stats: block maxima of x (BLOCK_SIZE = kernels.logits.blockwise.BLOCK_SIZE tokens a block, for the blockwise
+row_stats: block maxima of x (BLOCK_SIZE = hearth.kernels.logits.blockwise.BLOCK_SIZE tokens a block, for the blockwise
 top-k and argmax), and the row max and sum of exp of y = x / T, online: log-sum-exp = max + log(sum).
 tempered_softmax: probs = exp(y - max) / sum from those statistics, and float32 block sums of probs (what
-kernels.logits.sampling.block_cumulative_mass sums up).
+hearth.kernels.logits.sampling.block_cumulative_mass sums up).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.logits.blockwise import BLOCK_SIZE
+from hearth.kernels.logits.blockwise import BLOCK_SIZE
 
 # Blocks of BLOCK_SIZE tokens per loop step: a [BLOCKS, BLOCK_SIZE] tile, 2048 tokens.
 BLOCKS = 32

@@ -1,10 +1,10 @@
-"""Candidate search for top_k, top_p and min_p: kernels.logits.truncation's first round in one kernel.
+"""Candidate search for top_k, top_p and min_p: hearth.kernels.logits.truncation's first round in one kernel.
 
 The row's top K candidates come from the blockwise top-k over the block maxima row_stats already computed
 (a [num_seqs, K * 64] gather, not a whole-vocabulary pass); one program per row then tempers them into
-weights, finds the kept prefix of each cut and says whether the row settled, as kernels.logits.truncation's
+weights, finds the kept prefix of each cut and says whether the row settled, as hearth.kernels.logits.truncation's
 candidate_weights and _kept_prefix do. Unsettled rows (very flat distributions) grow on the torch path
-(kernels.logits.truncation.grow_unsettled), after its one host read.
+(hearth.kernels.logits.truncation.grow_unsettled), after its one host read.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from kernels.logits.blockwise import topk_blockwise
-from kernels.logits.truncation import INITIAL_CANDIDATES, Candidates, grow_unsettled
+from hearth.kernels.logits.blockwise import topk_blockwise
+from hearth.kernels.logits.truncation import INITIAL_CANDIDATES, Candidates, grow_unsettled
 
 
 @triton.jit
@@ -80,7 +80,7 @@ def kept_prefix(cand_logits: Tensor, temperature: Tensor, total_weight: Tensor |
                 top_k: Tensor | None, top_p: Tensor | None, min_p: Tensor | None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """cand_logits [num_seqs, K] sorted descending -> (weights [num_seqs, K] f32, keep_len [num_seqs] int64,
-    kept_weight [num_seqs] f64, is_settled [num_seqs] bool): kernels.logits.truncation.candidate_weights and
+    kept_weight [num_seqs] f64, is_settled [num_seqs] bool): hearth.kernels.logits.truncation.candidate_weights and
     _kept_prefix. total_weight [num_seqs] f64: the row's total weight, when known. No host sync."""
     num_seqs, num_candidates = cand_logits.shape
     device = cand_logits.device
@@ -104,7 +104,7 @@ def kept_prefix(cand_logits: Tensor, temperature: Tensor, total_weight: Tensor |
 def select_candidates(logits: Tensor, temperature: Tensor, total: Tensor | None, probs: Tensor | None,
                       is_row_truncated: Tensor, top_k: Tensor | None, top_p: Tensor | None, min_p: Tensor | None,
                       block_max: Tensor, initial_candidates: int = INITIAL_CANDIDATES) -> Candidates:
-    """kernels.logits.truncation.select_candidates over processed logits [num_seqs, vocab] with their block maxima;
+    """hearth.kernels.logits.truncation.select_candidates over processed logits [num_seqs, vocab] with their block maxima;
     total [num_seqs] f64: the sum of probs = softmax(logits / T), when computed. One host read (whether any
     row is unsettled), as the torch path."""
     vocab_size = logits.shape[1]

@@ -1,4 +1,4 @@
-"""python -m server.batch: answer a file of OpenAI Batch API requests offline, through the server's adapter
+"""python -m hearth.server.batch: answer a file of OpenAI Batch API requests offline, through the server's adapter
 and engine with no HTTP.
 
 Each input line is {"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}; each
@@ -8,7 +8,7 @@ line has a record (whatever its status), 1 when some have none, 2 when the files
 interrupted.
 
 Example:
-  python -m server.batch -i requests.jsonl -o results.jsonl
+  python -m hearth.server.batch -i requests.jsonl -o results.jsonl
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import argparse
 import logging
 import sys
 
-import engine  # noqa: F401  (forces HF offline before anything else imports transformers)
-from server.engine_options import add_engine_options, resolve_entry, start_engine
+import hearth.engine  # noqa: F401  (forces HF offline before anything else imports transformers)
+from hearth.server.engine_options import add_engine_options, resolve_entry, start_engine
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m server.batch", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m hearth.server.batch", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("-i", "--input", required=True, help="OpenAI Batch API input file (JSONL)")
     parser.add_argument("-o", "--output", required=True, help="output file (JSONL), appended to and resumed")
@@ -34,10 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from engine.loading.registry import ModelNotFoundError
-    from server.batch.job import BatchJob
-    from server.batch.runner import BatchRunner
-    from server.chat.completion import chat_adapter
+    from hearth.engine.loading.registry import ModelNotFoundError
+    from hearth.server.batch.job import BatchJob
+    from hearth.server.batch.runner import BatchRunner
+    from hearth.server.chat.completion import chat_adapter
 
     try:
         job = BatchJob(args.input, args.output)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from server.batch.requests_file import RequestsFile
-from server.batch.results_file import ResultsFile
-from server.batch.runner import BatchResult, BatchRunner
+from hearth.server.batch.requests_file import RequestsFile
+from hearth.server.batch.results_file import ResultsFile
+from hearth.server.batch.runner import BatchResult, BatchRunner
 
 # Seconds between refreshes of the progress bar's tokens/s.
 _POSTFIX_INTERVAL = 0.5

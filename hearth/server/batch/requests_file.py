@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.errors import APIError
+from hearth.server.errors import APIError
 
 URL = "/v1/chat/completions"
 LINE_FIELDS = ("custom_id", "method", "url", "body")

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from server.errors import APIError
+from hearth.server.errors import APIError
 
 
 class ResultsFileError(ValueError):

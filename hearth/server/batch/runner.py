@@ -12,12 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.llm_engine import LLMEngine
-from server.batch.requests_file import BatchLine
-from server.batch.results_file import error_record, record
-from server.chat.adapter import ChatAdapter
-from server.chat.completion import Completion, compile_constraint, parse_request, request_error
-from server.errors import APIError
+from hearth.engine.llm_engine import LLMEngine
+from hearth.server.batch.requests_file import BatchLine
+from hearth.server.batch.results_file import error_record, record
+from hearth.server.chat.adapter import ChatAdapter
+from hearth.server.chat.completion import Completion, compile_constraint, parse_request, request_error
+from hearth.server.errors import APIError
 
 logger = logging.getLogger(__name__)
 

@@ -9,16 +9,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.chat import ChatTemplateError, render_chat
-from engine.output.outputs import RequestOutput
-from engine.output.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
-from engine.output.token_text import TokenText
-from engine.sampling.sampling_params import ParamError, SamplingParams
-from engine.scheduling.sequence import TokenLogprobs
-from server.chat.protocol import ChatCompletionRequest, TextPart
-from server.chat.tool_calls import parse_tool_calls, render_call, tools_system_prompt
-from server.chat.tool_plan import ToolPlan, tool_message, tool_plan
-from server.errors import APIError
+from hearth.engine.chat import ChatTemplateError, render_chat
+from hearth.engine.output.outputs import RequestOutput
+from hearth.engine.output.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
+from hearth.engine.output.token_text import TokenText
+from hearth.engine.sampling.sampling_params import ParamError, SamplingParams
+from hearth.engine.scheduling.sequence import TokenLogprobs
+from hearth.server.chat.protocol import ChatCompletionRequest, TextPart
+from hearth.server.chat.tool_calls import parse_tool_calls, render_call, tools_system_prompt
+from hearth.server.chat.tool_plan import ToolPlan, tool_message, tool_plan
+from hearth.server.errors import APIError
 
 # OpenAI reports tokens of (practically) zero probability with this logprob; JSON has no -inf.
 MIN_LOGPROB = -9999.0

@@ -10,13 +10,13 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from engine.llm_engine import ContextLengthError, LLMEngine
-from engine.loading.registry import ModelEntry
-from engine.output.outputs import RequestOutput
-from engine.output.structured_output import ConstraintError
-from server.chat.adapter import ChatAdapter, ChatPlan, ChoiceState
-from server.chat.protocol import ChatCompletionRequest
-from server.errors import APIError, validation_message
+from hearth.engine.llm_engine import ContextLengthError, LLMEngine
+from hearth.engine.loading.registry import ModelEntry
+from hearth.engine.output.outputs import RequestOutput
+from hearth.engine.output.structured_output import ConstraintError
+from hearth.server.chat.adapter import ChatAdapter, ChatPlan, ChoiceState
+from hearth.server.chat.protocol import ChatCompletionRequest
+from hearth.server.errors import APIError, validation_message
 
 VERSION = "0.1.0"
 
@@ -25,8 +25,8 @@ def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
     loaded = engine.loaded
     # Seeded tokens change with the weight format and with the rank count (partial sums are added in
     # another order): the fingerprint names both.
-    ranks = engine.config.tensor_parallel_size
-    weights = engine.config.quantization
+    ranks = hearth.engine.config.tensor_parallel_size
+    weights = hearth.engine.config.quantization
     return ChatAdapter(
         model_id=entry.id,
         model_names=entry.names,

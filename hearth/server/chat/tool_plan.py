@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from server.chat.protocol import ChatCompletionRequest
-from server.chat.tool_calls import ToolCall
-from server.errors import APIError
+from hearth.server.chat.protocol import ChatCompletionRequest
+from hearth.server.chat.tool_calls import ToolCall
+from hearth.server.errors import APIError
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from server.errors import APIError
+from hearth.server.errors import APIError
 
 # Seconds a refused client is asked to wait: about the time a few decode steps free a slot in.
 RETRY_AFTER_S = 1

@@ -13,28 +13,28 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.llm_engine import ContextLengthError, LLMEngine
-from engine.loading.registry import ModelEntry
-from server.async_engine import AsyncEngine, EngineDeadError
-from server.chat.adapter import ChatPlan
-from server.chat.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
-from server.chat.protocol import ChatCompletionRequest
-from server.chat.responses import ModelCard, ModelList
-from server.config import ServerConfig
-from server.errors import (
+from hearth.engine.llm_engine import ContextLengthError, LLMEngine
+from hearth.engine.loading.registry import ModelEntry
+from hearth.server.async_engine import AsyncEngine, EngineDeadError
+from hearth.server.chat.adapter import ChatPlan
+from hearth.server.chat.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
+from hearth.server.chat.protocol import ChatCompletionRequest
+from hearth.server.chat.responses import ModelCard, ModelList
+from hearth.server.config import ServerConfig
+from hearth.server.errors import (
     APIError,
     handle_api_error,
     handle_http_error,
     handle_unexpected_error,
     handle_validation_error,
 )
-from server.http.admission import Admission
-from server.http.auth import AuthMiddleware, KeyChecker
-from server.http.body_limit import BodyLimitMiddleware
-from server.http.disconnect import ClientDisconnected, unless_disconnected
-from server.http.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
-from server.http.openapi import chat_responses, error_responses, install_docs, install_openapi
-from server.http.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
+from hearth.server.http.admission import Admission
+from hearth.server.http.auth import AuthMiddleware, KeyChecker
+from hearth.server.http.body_limit import BodyLimitMiddleware
+from hearth.server.http.disconnect import ClientDisconnected, unless_disconnected
+from hearth.server.http.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
+from hearth.server.http.openapi import chat_responses, error_responses, install_docs, install_openapi
+from hearth.server.http.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
 
 logger = logging.getLogger("hearth.server")
 
@@ -42,7 +42,7 @@ logger = logging.getLogger("hearth.server")
 def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = False,
               config: ServerConfig | None = None) -> FastAPI:
     """The app over `engine`. Its lifespan runs the engine loop in a thread, unless is_engine_external:
-    then the caller runs app.state.async_engine.run_forever() itself (python -m server does, in the
+    then the caller runs app.state.async_engine.run_forever() itself (python -m hearth.server does, in the
     main thread)."""
     config = config or ServerConfig()
     async_engine = AsyncEngine(engine)
@@ -132,7 +132,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         outputs = metrics.track(async_engine.generate(plan.request_id, plan.prompt_token_ids, plan.params),
                                 arrival, plan.params.n)
         if plan.is_stream:
-            from server.http.streaming import stream_chat
+            from hearth.server.http.streaming import stream_chat
 
             return StreamingResponse(stream_chat(adapter, plan, outputs), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

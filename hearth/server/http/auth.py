@@ -8,7 +8,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import APIError
+from hearth.server.errors import APIError
 
 ENV_VAR = "HEARTH_API_KEY"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import APIError
+from hearth.server.errors import APIError
 
 
 def _too_large(limit: int) -> APIError:

@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
 
 DOCS_STATIC = "/docs/static"
 _DESCRIPTIONS = {

@@ -10,8 +10,8 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.async_engine import AsyncEngine, EngineDeadError
-from server.errors import APIError
+from hearth.server.async_engine import AsyncEngine, EngineDeadError
+from hearth.server.errors import APIError
 
 logger = logging.getLogger("hearth.server")
 

@@ -6,11 +6,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.output.outputs import RequestOutput
-from server.async_engine import EngineDeadError
-from server.chat.adapter import ChatAdapter, ChatPlan
-from server.chat.tool_calls import StreamingToolParser, ToolCall
-from server.errors import APIError
+from hearth.engine.output.outputs import RequestOutput
+from hearth.server.async_engine import EngineDeadError
+from hearth.server.chat.adapter import ChatAdapter, ChatPlan
+from hearth.server.chat.tool_calls import StreamingToolParser, ToolCall
+from hearth.server.errors import APIError
 
 
 def _call_deltas(plan: ChatPlan, calls: list[ToolCall], first_index: int) -> dict[str, Any]:

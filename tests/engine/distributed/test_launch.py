@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.distributed.group import GroupConfig
-from engine.distributed.launch import LocalRanks, _WorkerSpec
+from hearth.engine.config import EngineConfig
+from hearth.engine.distributed.group import GroupConfig
+from hearth.engine.distributed.launch import LocalRanks, _WorkerSpec
 
 
 def test_a_rank_that_exits_before_joining_fails_the_start_at_once(tiny_entry):

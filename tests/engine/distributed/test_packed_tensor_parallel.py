@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.sampling.sampling_params import SamplingParams
 from tests.conftest import chat_prompt, run_to_completion
 
 
@@ -17,10 +17,10 @@ def test_packed_weight_modes_on_three_ranks_give_one_ranks_greedy_tokens(default
     """int4 and bf16 on hearth's kernels, sharded over 3 CPU ranks (the default model's 3 KV heads, one per
     rank): each layer runs the torch path, o and down add float32 partial sums across ranks, and the greedy
     answers equal one rank's, alone and batched."""
-    from kernels.model import vnni_linear
+    from hearth.kernels.model import vnni_linear
 
     if vnni_linear.unavailable_reason() is not None:
-        pytest.skip(f"kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
+        pytest.skip(f"hearth.kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
     answers = {}
     for ranks in (1, 3):
         engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization=quantization, max_num_seqs=4,

@@ -22,7 +22,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def tp3_server(default_entry, tmp_path_factory):
-    """(process, url, log file) of `python -m server --tensor-parallel-size 3`, once healthy."""
+    """(process, url, log file) of `python -m hearth.server --tensor-parallel-size 3`, once healthy."""
     log = tmp_path_factory.mktemp("tp3") / "server.log"
     process, url = spawn_server("--tensor-parallel-size", "3", "--max-model-len", "2048", "--kv-cache-memory-gib", "0.25",
                                 log=log)

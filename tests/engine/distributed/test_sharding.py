@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import EngineConfig
-from engine.distributed.sharding import CheckpointReader, LlamaPartition, head_ranges, resident_bytes, split_range
-from engine.distributed.step import ChunkInput, decode_step, encode_step
-from engine.model.models.llama import LlamaShape
+from hearth.engine.config import EngineConfig
+from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition, head_ranges, resident_bytes, split_range
+from hearth.engine.distributed.step import ChunkInput, decode_step, encode_step
+from hearth.engine.model.models.llama import LlamaShape
 
 SMOLLM2 = LlamaShape(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_layers=30, num_heads=9,
                      num_kv_heads=3, head_dim=64, rms_norm_eps=1e-5, tie_word_embeddings=True, has_qkv_bias=False)

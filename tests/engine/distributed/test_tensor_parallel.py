@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelEntry
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelEntry
+from hearth.engine.sampling.sampling_params import SamplingParams
 from tests.conftest import run_to_completion, save_tiny_llama
 
 # Max |logit difference| over every sampled row of a request's 64 steps (float32; logits here are ~0.1-1).

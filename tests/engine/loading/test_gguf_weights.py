@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.chat import render_chat
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.gguf_weights import decode_q4, reverse_permute_rows
-from engine.loading.loader import source_gguf
-from engine.model.attention import AttentionMetadata, PrefillSegment
+from hearth.engine.chat import render_chat
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.gguf_weights import decode_q4, reverse_permute_rows
+from hearth.engine.loading.loader import source_gguf
+from hearth.engine.model.attention import AttentionMetadata, PrefillSegment
 
 
 def _q4_1_block(d: float, m: float, q: list[int]) -> bytes:

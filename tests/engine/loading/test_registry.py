@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry, expand_path
+from hearth.engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry, expand_path
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model.attention import (
+from hearth.engine.model.attention import (
     AttentionMetadata,
     calibrate_query_block,
     concat_decode_index,

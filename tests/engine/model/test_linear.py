@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.loading.quantization import Quantization
-from engine.model.linear_factory import LinearFactory
+from hearth.engine.loading.quantization import Quantization
+from hearth.engine.model.linear_factory import LinearFactory
 
 CHUNK = 128
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.loading.quantization import Quantization
-from engine.model.linear_factory import LinearFactory
-from engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
+from hearth.engine.loading.quantization import Quantization
+from hearth.engine.model.linear_factory import LinearFactory
+from hearth.engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
 
 
 def test_tiles_cover_the_rows_in_calls_within_the_interval():

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.output.detokenizer import IncrementalDetokenizer
+from hearth.engine.output.detokenizer import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from engine.output.json_completion import json_completion
+from hearth.engine.output.json_completion import json_completion
 
 DOCUMENTS = [
     '{"name": "Mia", "age": 25, "tags": ["a", "b\\u00e9"], "x": {"y": [1, 2.5e-3, true, null]}, "z": false}',

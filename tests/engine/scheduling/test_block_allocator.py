@@ -1,6 +1,6 @@
 import pytest
 
-from engine.scheduling.block_allocator import BlockAllocator, OutOfBlocksError
+from hearth.engine.scheduling.block_allocator import BlockAllocator, OutOfBlocksError
 
 
 def test_allocate_share_free_roundtrip():

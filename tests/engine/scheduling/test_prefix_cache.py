@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.sampling.sampling_params import SamplingParams
-from engine.scheduling.block_allocator import BlockAllocator
-from engine.scheduling.prefix_cache import PrefixCache, extend_hashes
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.engine.scheduling.block_allocator import BlockAllocator
+from hearth.engine.scheduling.prefix_cache import PrefixCache, extend_hashes
 from tests.engine.scheduling.test_scheduler import BLOCK, make_scheduler, make_seq, run_step
 
 
@@ -232,10 +232,10 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
 def row_kernel_engines(default_entry, request):
     """int4 or bf16 weights on the row attention kernel, caching on and off; 64-token chunks of 16-token
     blocks."""
-    from kernels.model import row_attention
+    from hearth.kernels.model import row_attention
 
     if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
-        pytest.skip("kernels.model.row_attention does not run here")
+        pytest.skip("hearth.kernels.model.row_attention does not run here")
     config = dict(model_path=str(default_entry.path), quantization=request.param, prefill_chunk_size=64,
                   max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
     on = LLMEngine(EngineConfig(**config), default_entry)
@@ -290,7 +290,7 @@ def test_a_layer_on_a_row_tiling_gemm_keeps_hits_to_whole_chunks(row_kernel_engi
     """Where one projection runs on a GEMM that tiles rows (a bf16 weight whose shape does not pack falls back
     to oneDNN's), a decode row's keys need not equal a prefill's: the engine must not cache decode blocks or
     copy partial ones then."""
-    from engine.model.linear import dense_linear
+    from hearth.engine.model.linear import dense_linear
 
     on, _ = row_kernel_engines
     model = on.loaded.model

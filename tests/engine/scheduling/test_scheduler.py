@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from engine.sampling.sampling_params import SamplingParams
-from engine.scheduling.block_allocator import BlockAllocator
-from engine.scheduling.prefix_cache import PrefixCache
-from engine.scheduling.scheduler import Scheduler, SchedulerConfig
-from engine.scheduling.sequence import Sequence, SequenceStatus
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.engine.scheduling.block_allocator import BlockAllocator
+from hearth.engine.scheduling.prefix_cache import PrefixCache
+from hearth.engine.scheduling.scheduler import Scheduler, SchedulerConfig
+from hearth.engine.scheduling.sequence import Sequence, SequenceStatus
 
 BLOCK = 4
 
@@ -140,7 +140,7 @@ class FakeKV:
     Checks, for every scheduled chunk, that it is a decode or stays within one chunk, that the whole
     context holds the sequence's own tokens (a hit never reads a stale, evicted or foreign block), and that
     what another family wrote, which the sequence reuses through the prefix cache, was computed by prefill
-    in whole-chunk geometry (engine.model.attention): not by a decode, nor by a first chunk shorter than a
+    in whole-chunk geometry (hearth.engine.model.attention): not by a decode, nor by a first chunk shorter than a
     chunk, unless every row computes alone (is_batch_invariant: any writer's keys and values are the same)."""
 
     def __init__(self, chunk_size, is_batch_invariant=False):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kernels.logits.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, topk_blockwise
+from hearth.kernels.logits.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, topk_blockwise
 from tests.kernels import reference
 
 VOCAB_SIZES = [1, 7, 63, 64, 65, 1000, 32001, 50257]
@@ -97,7 +97,7 @@ def test_topk_is_exact_wherever_the_largest_values_sit(vocab_size, placement):
 
 
 def test_refresh_block_max_equals_a_fresh_pass_after_sparse_changes():
-    from kernels.logits.blockwise import block_reduce, refresh_block_max
+    from hearth.kernels.logits.blockwise import block_reduce, refresh_block_max
 
     generator = torch.Generator().manual_seed(8)
     for vocab_size in (1000, 32001):

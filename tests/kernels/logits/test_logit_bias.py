@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from kernels import Sampler
-from kernels.logits.logit_bias import apply_logit_bias
+from hearth.kernels import Sampler
+from hearth.kernels.logits.logit_bias import apply_logit_bias
 from tests.kernels import reference
 from tests.kernels.rows import RowParams, build_metadata
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from kernels.logits.logprobs import candidate_logprob_stats, logprob_stats
-from kernels.logits.truncation import select_candidates
+from hearth.kernels.logits.logprobs import candidate_logprob_stats, logprob_stats
+from hearth.kernels.logits.truncation import select_candidates
 from tests.kernels import reference
 
 

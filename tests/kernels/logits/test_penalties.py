@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
+from hearth.kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
 from tests.kernels import reference
 from tests.kernels.rows import RowParams, build_metadata
 

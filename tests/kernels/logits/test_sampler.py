@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from kernels import Sampler
+from hearth.kernels import Sampler
 from tests.kernels import reference
 from tests.kernels.batches import MIXED_ROWS, VOCAB_SIZE, at_position, draws, sample, tied_logits, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata, to_device
@@ -67,9 +67,9 @@ def test_processed_alternatives_are_exactly_the_kept_tokens_even_among_ties():
 def test_processing_equals_the_stages_run_one_by_one():
     """Stages 2-4 give every logit the exact float32 value of the documented order: bias, bans, bitmask,
     repetition, frequency/presence."""
-    from kernels.logits.logit_bias import apply_logit_bias
-    from kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
-    from kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask, unpack_bitmask
+    from hearth.kernels.logits.logit_bias import apply_logit_bias
+    from hearth.kernels.logits.penalties import apply_frequency_presence_penalties, apply_repetition_penalty
+    from hearth.kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask, unpack_bitmask
 
     logits = zipf_logits(len(MIXED_ROWS), VOCAB_SIZE, seed=12)
     for every in (False, True):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kernels.logits.sampling import (
+from hearth.kernels.logits.sampling import (
     apply_temperature,
     block_cumulative_mass,
     draw_from_candidates,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask, unpack_bitmask
+from hearth.kernels.logits.token_mask import apply_banned_tokens, apply_token_bitmask, unpack_bitmask
 from tests.kernels.rows import RowParams, build_metadata
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from kernels.logits.sampling import block_cumulative_mass
-from kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated, select_candidates
+from hearth.kernels.logits.sampling import block_cumulative_mass
+from hearth.kernels.logits.truncation import INITIAL_CANDIDATES, is_truncated, select_candidates
 from tests.kernels import reference
 
 # (top_k, top_p, min_p); None = off.

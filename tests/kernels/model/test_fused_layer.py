@@ -1,5 +1,5 @@
-"""kernels.model.fused_layer against the torch ops it replaces (engine/model/models/llama.py's), and each row's
-result whatever the other rows (skipped, with the reason, where kernels.model.vnni_linear cannot run)."""
+"""hearth.kernels.model.fused_layer against the torch ops it replaces (engine/model/models/llama.py's), and each row's
+result whatever the other rows (skipped, with the reason, where hearth.kernels.model.vnni_linear cannot run)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.model import fused_layer, vnni_linear
+from hearth.kernels.model import fused_layer, vnni_linear
 
 pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
-                                reason=f"kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
+                                reason=f"hearth.kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
 
 DIM, HEADS, KV_HEADS, HEAD_DIM, INTER, EPS = 128, 4, 2, 32, 256, 1e-5
 
@@ -117,7 +117,7 @@ def test_the_norm_and_silu_on_their_own_are_torchs_within_a_bf16_rounding():
 
 def test_the_decode_stack_in_one_call_equals_the_per_layer_calls_bit_for_bit():
     """Two layers, three sequences decoding at positions 5, 17 and 40 of a random paged cache (block 16)."""
-    from kernels.model.row_attention import apply_row_attention
+    from hearth.kernels.model.row_attention import apply_row_attention
 
     generator = torch.Generator().manual_seed(13)
     layers = [{"input_norm": (1 + 0.1 * torch.randn(DIM, generator=generator)).to(torch.bfloat16),

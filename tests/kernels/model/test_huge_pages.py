@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.model.huge_pages import ALIGNMENT, HUGE_PAGE_BYTES, HugePageArena, transparent_huge_pages_mode
+from hearth.kernels.model.huge_pages import ALIGNMENT, HUGE_PAGE_BYTES, HugePageArena, transparent_huge_pages_mode
 
 
 def _anon_huge_kib(address: int) -> int:

@@ -1,4 +1,4 @@
-"""kernels.model.row_attention against a float64 reference over gathered keys, and each row's result whatever else
+"""hearth.kernels.model.row_attention against a float64 reference over gathered keys, and each row's result whatever else
 is in the call (skipped, with the reason, where it cannot run), on the vector path and, where the CPU has
 AMX-BF16, on the tile path (rows of one sequence share a tile there)."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.model import row_attention
+from hearth.kernels.model import row_attention
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
 REASON = row_attention.unavailable_reason(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, torch.bfloat16, torch.device("cpu"))
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"kernels.model.row_attention: {REASON}")
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"hearth.kernels.model.row_attention: {REASON}")
 PATHS = ["vector", pytest.param("amx", marks=pytest.mark.skipif(
     REASON is not None or not row_attention._has_amx(), reason="this CPU lacks AMX-BF16"))]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.model import vnni_linear
+from hearth.kernels.model import vnni_linear
 
 pytestmark = pytest.mark.skipif(vnni_linear.unavailable_reason() is not None,
-                                reason=f"kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
+                                reason=f"hearth.kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
 
 SHAPES = [(16, 32), (96, 64), (576, 576), (320, 1536)]
 

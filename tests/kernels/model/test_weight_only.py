@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.model.weight_only import (
+from hearth.kernels.model.weight_only import (
     apply_int4_linear,
     apply_int8_linear,
     dequantize_int4,
@@ -93,7 +93,7 @@ def test_int4_values_of_a_q4_1_block_are_exact():
 
 
 def test_both_modes_run_on_this_cpu_and_a_device_without_kernels_is_named():
-    from kernels.model.weight_only import unsupported_reason
+    from hearth.kernels.model.weight_only import unsupported_reason
 
     for mode in ("int8", "int4"):
         assert unsupported_reason(mode, torch.device("cpu"), torch.bfloat16) is None

@@ -1,7 +1,7 @@
 """Triton kernel tests: compiled on CUDA where there is a GPU, else run by Triton's interpreter on CPU tensors.
 
 TRITON_INTERPRET must be set before triton.language is first imported (it decorates its own helpers then)
-and before a kernel is decorated (when kernels.triton's modules are imported): tests/conftest.py sets it.
+and before a kernel is decorated (when hearth.kernels.triton's modules are imported): tests/conftest.py sets it.
 """
 
 from __future__ import annotations

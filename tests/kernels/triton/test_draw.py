@@ -1,20 +1,20 @@
-"""The Triton draw uses kernels.logits.sampling's splitmix64 stream bit for bit, and picks the torch path's token
+"""The Triton draw uses hearth.kernels.logits.sampling's splitmix64 stream bit for bit, and picks the torch path's token
 from the same probabilities."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels.logits.blockwise import block_reduce
-from kernels.logits.sampling import (
+from hearth.kernels.logits.blockwise import block_reduce
+from hearth.kernels.logits.sampling import (
     block_cumulative_mass,
     draw_from_candidates,
     draw_from_probs,
     stream_key,
     stream_uniforms,
 )
-from kernels.logits.truncation import candidate_weights
-from kernels.triton import draw
+from hearth.kernels.logits.truncation import candidate_weights
+from hearth.kernels.triton import draw
 from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from kernels import Sampler
+from hearth.kernels import Sampler
 from tests.kernels.batches import MIXED_ROWS, at_position, tied_logits, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata, to_device
 from tests.kernels.triton.conftest import DEVICE

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import Sampler
-from kernels.logits.blockwise import block_reduce
-from kernels.triton.processing import apply_processing
+from hearth.kernels import Sampler
+from hearth.kernels.logits.blockwise import block_reduce
+from hearth.kernels.triton.processing import apply_processing
 from tests.kernels.batches import MIXED_ROWS, zipf_logits
 from tests.kernels.rows import RowParams, build_metadata
 from tests.kernels.triton.conftest import DEVICE, IS_INTERPRETED
@@ -20,7 +20,7 @@ VOCAB_SIZE = 1000
 def test_the_interpreter_runs_the_kernels_on_cpu_tensors():
     from triton.runtime.interpreter import InterpretedFunction
 
-    from kernels.triton import draw, processing, softmax, truncation
+    from hearth.kernels.triton import draw, processing, softmax, truncation
 
     kernels = [processing._dense_kernel, processing._sparse_kernel, softmax._row_stats_kernel,
                softmax._softmax_kernel, truncation._kept_prefix_kernel, draw._draw_probs_kernel,

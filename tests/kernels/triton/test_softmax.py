@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from kernels.logits.blockwise import block_reduce
-from kernels.triton.softmax import row_stats, tempered_softmax
+from hearth.kernels.logits.blockwise import block_reduce
+from hearth.kernels.triton.softmax import row_stats, tempered_softmax
 from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.logits import truncation
-from kernels.logits.blockwise import block_reduce, topk_blockwise
-from kernels.triton.truncation import kept_prefix, select_candidates
+from hearth.kernels.logits import truncation
+from hearth.kernels.logits.blockwise import block_reduce, topk_blockwise
+from hearth.kernels.triton.truncation import kept_prefix, select_candidates
 from tests.kernels.batches import zipf_logits
 from tests.kernels.triton.conftest import DEVICE
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import EngineConfig
+from hearth.engine.config import EngineConfig
 
 MODEL = "smollm2-135m-instruct"
 URL = "/v1/chat/completions"
@@ -15,7 +15,7 @@ URL = "/v1/chat/completions"
 
 @pytest.fixture(scope="session")
 def batch_engine(default_entry):
-    from engine.llm_engine import LLMEngine
+    from hearth.engine.llm_engine import LLMEngine
 
     return LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=16, kv_cache_memory_gib=0.25),
                      default_entry)
@@ -23,8 +23,8 @@ def batch_engine(default_entry):
 
 @pytest.fixture(scope="session")
 def batch_runner(batch_engine, default_entry):
-    from server.batch.runner import BatchRunner
-    from server.chat.completion import chat_adapter
+    from hearth.server.batch.runner import BatchRunner
+    from hearth.server.chat.completion import chat_adapter
 
     return BatchRunner(batch_engine, chat_adapter(batch_engine, default_entry))
 
@@ -33,9 +33,9 @@ def batch_runner(batch_engine, default_entry):
 def lone_runner(default_entry):
     """A runner whose engine takes one sequence at a time: every request runs alone, as the test client's
     requests do on the server; test_runner.py also checks the batched runner against them."""
-    from engine.llm_engine import LLMEngine
-    from server.batch.runner import BatchRunner
-    from server.chat.completion import chat_adapter
+    from hearth.engine.llm_engine import LLMEngine
+    from hearth.server.batch.runner import BatchRunner
+    from hearth.server.chat.completion import chat_adapter
 
     engine_ = LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=1, kv_cache_memory_gib=0.25),
                         default_entry)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from server.batch.job import BatchJob
-from server.batch.requests_file import DuplicateIdError
-from server.batch.results_file import ResultsFile
+from hearth.server.batch.job import BatchJob
+from hearth.server.batch.requests_file import DuplicateIdError
+from hearth.server.batch.results_file import ResultsFile
 from tests.server.batch.conftest import chat, comparable, line, read_records, write_lines
 
 LINES = [line(f"q{i}", chat(f"Give me a word that starts with {letter}.", max_completion_tokens=4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.batch.job import BatchJob
+from hearth.server.batch.job import BatchJob
 from tests.server.batch.conftest import URL, chat, comparable, line, read_records, write_lines
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}

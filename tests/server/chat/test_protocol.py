@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from server.chat.protocol import ChatCompletionRequest
+from hearth.server.chat.protocol import ChatCompletionRequest
 
 SEED_FIELDS = {
     "frequency_penalty", "function_call", "functions", "logit_bias", "max_completion_tokens", "max_tokens",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.chat.tool_calls import StreamingToolParser, parse_tool_calls
+from hearth.server.chat.tool_calls import StreamingToolParser, parse_tool_calls
 
 NAMES = {"get_weather"}
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'

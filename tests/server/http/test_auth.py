@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from server.config import ServerConfig
-from server.http.app import build_app
-from server.http.auth import KeyChecker, load_api_keys
+from hearth.server.config import ServerConfig
+from hearth.server.http.app import build_app
+from hearth.server.http.auth import KeyChecker, load_api_keys
 
 MODEL = "smollm2-135m-instruct"
 

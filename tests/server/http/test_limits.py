@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from server.config import ServerConfig
-from server.errors import APIError
-from server.http.admission import Admission
-from server.http.app import build_app
+from hearth.server.config import ServerConfig
+from hearth.server.errors import APIError
+from hearth.server.http.admission import Admission
+from hearth.server.http.app import build_app
 
 CHAT = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 1}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.http.metrics import Metrics
+from hearth.server.http.metrics import Metrics
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

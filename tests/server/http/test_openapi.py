@@ -32,7 +32,7 @@ def test_chat_completions_documents_its_responses(app_client):
 
 
 def test_documented_schemas_match_real_responses(app_client):
-    from server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
+    from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
 
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
             "logprobs": True, "top_logprobs": 2}

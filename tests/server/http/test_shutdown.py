@@ -1,9 +1,9 @@
-"""Graceful shutdown of a real `python -m server`: on a signal new requests get 503, requests in flight
+"""Graceful shutdown of a real `python -m hearth.server`: on a signal new requests get 503, requests in flight
 finish, those still running when the wait ends end with a clean error, and the process exits 0 without a
 traceback. Auth is on, so the keyed path is exercised end to end too.
 
 The wait is ended by a second signal rather than by --shutdown-timeout running out (the same path in
-server.http.shutdown), so no assertion depends on how fast this machine generates."""
+hearth.server.http.shutdown), so no assertion depends on how fast this machine generates."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_signal_drains_in_flight_requests_then_exits_cleanly():
 
 
 def test_the_wait_ends_at_the_timeout_or_a_second_signal(monkeypatch):
-    from server.http.shutdown import Shutdown
+    from hearth.server.http.shutdown import Shutdown
 
     clock = {"now": 100.0}
     monkeypatch.setattr(time, "monotonic", lambda: clock["now"])

@@ -14,19 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.distributed.group import TensorParallelGroup
-from engine.distributed.layers import ShardedLayers
-from engine.distributed.sharding import CheckpointReader, LlamaPartition, resident_bytes
-from engine.loading.gguf_weights import Q4Tensor
-from engine.loading.quantization import Quantization
-from engine.loading.registry import cache_dir
-from engine.model.attention import AttentionMetadata, paged_attention
-from engine.model.kv_cache import KVCache
-from engine.model.linear import BlockQuantizedLinear, Linear
-from engine.model.linear_factory import LinearFactory, residual_dtype
-from engine.model.row_tiling import RowTilingStore
-from kernels.model import fused_layer
-from kernels.model.huge_pages import HugePageArena
+from hearth.engine.distributed.group import TensorParallelGroup
+from hearth.engine.distributed.layers import ShardedLayers
+from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition, resident_bytes
+from hearth.engine.loading.gguf_weights import Q4Tensor
+from hearth.engine.loading.quantization import Quantization
+from hearth.engine.loading.registry import cache_dir
+from hearth.engine.model.attention import AttentionMetadata, paged_attention
+from hearth.engine.model.kv_cache import KVCache
+from hearth.engine.model.linear import BlockQuantizedLinear, Linear
+from hearth.engine.model.linear_factory import LinearFactory, residual_dtype
+from hearth.engine.model.row_tiling import RowTilingStore
+from hearth.kernels.model import fused_layer
+from hearth.kernels.model.huge_pages import HugePageArena
 
 NATIVE_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 
@@ -111,13 +111,13 @@ def _rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
 
 
 class LlamaModel:
-    """Weights as engine.model.linear layers; forward over a flat batch of tokens [T].
+    """Weights as hearth.engine.model.linear layers; forward over a flat batch of tokens [T].
 
     Decode rows and the rows sampled from go through each layer's rows_invariant path, prefill chunks
-    through one call per chunk in the geometry of their whole chunk (engine.model.attention), so that a
+    through one call per chunk in the geometry of their whole chunk (hearth.engine.model.attention), so that a
     sequence's tokens never depend on what else is batched, nor on where a cache hit cut its prompt.
 
-    Under tensor parallelism (engine.distributed) the model holds one rank's shard (`partition`): its
+    Under tensor parallelism (hearth.engine.distributed) the model holds one rank's shard (`partition`): its
     query and KV heads, its slice of the MLP features and of the vocabulary. The forward is the same on
     every rank; `group` adds the partial sums of o and down (one all-reduce each) and gathers the logits
     to rank 0. With one rank the partition is the whole model and the group's collectives are identities."""
@@ -143,17 +143,17 @@ class LlamaModel:
         self.embedding = None
         self.final_norm: Tensor | None = None
         self.lm_head: Linear | None = None
-        # Set by load_weights: None when layers run as kernels.model.fused_layer's calls.
+        # Set by load_weights: None when layers run as hearth.kernels.model.fused_layer's calls.
         self.fused_layer_reason: str | None = "no weights loaded"
         self.layer_stack: fused_layer.LayerStack | None = None
-        # Set by load_weights on CPU: the mapping that holds the packed weights (kernels.model.huge_pages).
+        # Set by load_weights on CPU: the mapping that holds the packed weights (hearth.kernels.model.huge_pages).
         self.weight_arena: HugePageArena | None = None
         # Steps of the fused path whose rows the row kernel attends all (every step with int8/int4 weights on
         # it) run the whole stack in one call (apply_decode_layers); tests turn it off to compare it with the
         # per-layer calls.
         self.uses_decode_stack = True
         # With a float32 residual stream (quantized weights), the torch path's norm and silu * up run as
-        # kernels.model.fused_layer computes them, so that it and the fused path agree bit for bit.
+        # hearth.kernels.model.fused_layer computes them, so that it and the fused path agree bit for bit.
         self.has_c_elementwise = (self.residual_dtype == torch.float32 and dtype == torch.bfloat16
                                   and device.type == "cpu" and fused_layer.unavailable_reason() is None)
 
@@ -192,9 +192,9 @@ class LlamaModel:
         self._place_packed_weights_on_huge_pages()
 
     def _place_packed_weights_on_huge_pages(self) -> None:
-        """Every step streams the packed weights (kernels.model.vnni_linear's records, the head's too) from memory:
+        """Every step streams the packed weights (hearth.kernels.model.vnni_linear's records, the head's too) from memory:
         copied once onto 2 MiB pages, a one-sequence bf16 step took ~5% less on this CPU
-        (kernels.model.huge_pages). A table that the embedding shares with the head moves with it."""
+        (hearth.kernels.model.huge_pages). A table that the embedding shares with the head moves with it."""
         linears = [linear for linear in self.linears() if isinstance(linear, BlockQuantizedLinear)]
         if self.device.type != "cpu" or not linears:
             return
@@ -207,8 +207,8 @@ class LlamaModel:
             self.embedding.packed = placed[id(self.embedding.packed)]
 
     def _fused_layer_reason(self) -> str | None:
-        """None when each layer runs as kernels.model.fused_layer's two calls around attention, else why the torch
-        ops run: it takes block-quantized weights without biases (kernels.model.vnni_linear), a float32 residual
+        """None when each layer runs as hearth.kernels.model.fused_layer's two calls around attention, else why the torch
+        ops run: it takes block-quantized weights without biases (hearth.kernels.model.vnni_linear), a float32 residual
         stream, bf16 activations and one rank (o and down add to the residual without an all-reduce)."""
         if self.group.world_size > 1:
             return "tensor parallelism adds o's and down's partial sums across ranks"
@@ -228,19 +228,19 @@ class LlamaModel:
     def has_row_count_invariant_layers(self) -> bool:
         """Every layer's projections compute each row on their own at any row count, so a token's keys and
         values are the same bits in a decode step as in a prefill chunk of any size (where attention is too:
-        kernels.model.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
+        hearth.kernels.model.row_attention). False where a layer fell back to a GEMM that tiles rows (a bf16 weight whose
         shape does not pack)."""
         return all(layer[name].is_row_count_invariant for layer in self.layers for name in ("qkv", "o", "gate_up", "down"))
 
     def calibrate(self, store: RowTilingStore | None = None) -> None:
-        """Each kernel configuration's batch-invariant row counts (engine.model.row_tiling), measured once
+        """Each kernel configuration's batch-invariant row counts (hearth.engine.model.row_tiling), measured once
         per machine and kept in `store`."""
         store = store or RowTilingStore(None)
         for linear in self.linears():
             linear.calibrate(self.dtype, store)
 
     def resident_weight_bytes(self) -> int:
-        """Bytes of the distinct tensor storages this rank's weights hold (engine.distributed.sharding)."""
+        """Bytes of the distinct tensor storages this rank's weights hold (hearth.engine.distributed.sharding)."""
         return resident_bytes(self.layers, self.embedding, self.lm_head, self.final_norm)
 
     @property
@@ -306,7 +306,7 @@ class LlamaModel:
 
     def _fused_forward(self, hidden: Tensor, cos: Tensor, sin: Tensor, md: AttentionMetadata,
                        kv_cache: KVCache) -> Tensor:
-        """forward's layers as kernels.model.fused_layer's two calls around attention each (fused_layer_reason);
+        """forward's layers as hearth.kernels.model.fused_layer's two calls around attention each (fused_layer_reason);
         cos, sin [T, head_dim] the rows' rotary tables."""
         shape = self.shape
         num_tokens = hidden.shape[0]
@@ -314,7 +314,7 @@ class LlamaModel:
         rows = md.row_contexts
         if self.uses_decode_stack and not md.prefills and rows is not None:
             # Every row attended by the row kernel (int8/int4: decode and prefill rows): the same calls, made from C
-            # (kernels.model.fused_layer.apply_decode_layers).
+            # (hearth.kernels.model.fused_layer.apply_decode_layers).
             fused_layer.apply_decode_layers(hidden, self._layer_stack(), shape.rms_norm_eps, self.num_heads,
                                             shape.head_dim, self.layers[0]["down"].in_features, cos, sin,
                                             kv_cache.data, md.slot_mapping, rows.tables, rows.table_starts,
@@ -332,7 +332,7 @@ class LlamaModel:
         return _rms_norm(hidden, self.final_norm, shape.rms_norm_eps)
 
     def _layer_stack(self) -> fused_layer.LayerStack:
-        """The layers' weights as kernels.model.fused_layer.apply_decode_layers takes them, built on first use."""
+        """The layers' weights as hearth.kernels.model.fused_layer.apply_decode_layers takes them, built on first use."""
         if self.layer_stack is None:
             self.layer_stack = fused_layer.LayerStack([
                 {name: (layer[name].form, layer[name].packed) if name in ("qkv", "o", "gate_up", "down") else layer[name]

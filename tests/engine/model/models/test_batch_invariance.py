@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.sampling.sampling_params import SamplingParams
-from kernels.model import row_attention
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.kernels.model import row_attention
 from tests.conftest import chat_prompt, run_to_completion
 
 
@@ -17,7 +17,7 @@ def test_greedy_and_seeded_tokens_alone_equal_amid_others(default_entry, dtype, 
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=12, prefill_chunk_size=32, max_num_batched_tokens=64,
                                     max_model_len=1024, kv_cache_memory_gib=0.25), default_entry)
-    # Every mode but none attends its rows with kernels.model.row_attention where it runs, SDPA otherwise.
+    # Every mode but none attends its rows with hearth.kernels.model.row_attention where it runs, SDPA otherwise.
     model = engine.loaded.model
     assert engine.runner.attends_rows_alone == (quantization != "none" and row_attention.unavailable_reason(
         model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype, engine.loaded.device) is None)

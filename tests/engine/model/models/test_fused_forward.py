@@ -1,18 +1,18 @@
-"""The int4, int8 and bf16 forwards' layers as kernels.model.fused_layer's calls give the tokens of the torch ops they replace, and
+"""The int4, int8 and bf16 forwards' layers as hearth.kernels.model.fused_layer's calls give the tokens of the torch ops they replace, and
 a decode step's stack in one call (apply_decode_layers) gives those of the per-layer calls."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.sampling.sampling_params import SamplingParams
-from kernels.model import fused_layer
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.kernels.model import fused_layer
 from tests.conftest import chat_prompt
 
 pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
-                                reason=f"kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
+                                reason=f"hearth.kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("quantization", ["int4", "int8", "bf16"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import EngineConfig
-from engine.llm_engine import LLMEngine
-from engine.loading.registry import ModelEntry
-from engine.model.attention import AttentionMetadata, PrefillSegment
-from engine.sampling.sampling_params import SamplingParams
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.registry import ModelEntry
+from hearth.engine.model.attention import AttentionMetadata, PrefillSegment
+from hearth.engine.sampling.sampling_params import SamplingParams
 from tests.conftest import chat_prompt, run_to_completion
 
 # Stated tolerances on logits over a whole sequence (prompt + 64 generated tokens). Both forwards run the
@@ -98,11 +98,11 @@ def test_bf16_on_hearths_kernels_is_closer_to_float32_than_the_transformers_exac
 
 
 def test_the_packed_weights_a_step_streams_live_in_the_models_arena(default_entry):
-    from engine.model.linear import BlockQuantizedLinear
-    from kernels.model import vnni_linear
+    from hearth.engine.model.linear import BlockQuantizedLinear
+    from hearth.kernels.model import vnni_linear
 
     if vnni_linear.unavailable_reason() is not None:
-        pytest.skip(f"kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
+        pytest.skip(f"hearth.kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", max_num_seqs=2,
                                     max_model_len=1024, kv_cache_memory_gib=0.05), default_entry)
     model = engine.loaded.model

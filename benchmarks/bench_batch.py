@@ -1,7 +1,7 @@
 """Offline batch against the server: the same N chat requests answered by `python -m hearth.server.batch` and by
 `python -m hearth.server` with C concurrent (non-streaming) clients; wall time and output tok/s of each.
 
-Request i: DEFAULT_PROMPTS[i % 20] of benchmarks/sweep.py, temperature 0.7, seed i, max_completion_tokens
+Request i: DEFAULT_PROMPTS[i % 20] of hearth.server.sweep, temperature 0.7, seed i, max_completion_tokens
 --max-tokens. Times exclude loading the model: the batch's is the run time its summary prints, the server's
 runs from the first request sent to the last answer (after one unmeasured warm-up request).
 
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.server_process import free_port, launched, machine  # noqa: E402
-from benchmarks.sweep import DEFAULT_PROMPTS  # noqa: E402
-from benchmarks.sweep_clients import HTTPClient  # noqa: E402
+from hearth.server.sweep.__main__ import DEFAULT_PROMPTS  # noqa: E402
+from hearth.server.sweep.clients import HTTPClient  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 

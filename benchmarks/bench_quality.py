@@ -62,7 +62,7 @@ def window_logits(engine: LLMEngine, token_ids: list[int]) -> torch.Tensor:
     the engine attends it (the row kernel where the runner uses it: int8/int4 on this CPU; else SDPA)."""
     n = len(token_ids)
     if engine.runner.attends_rows_alone:
-        size = hearth.engine.config.block_size
+        size = engine.config.block_size
         rows = RowContexts(torch.arange(-(-n // size), dtype=torch.int32), torch.zeros(n, dtype=torch.int64),
                            torch.arange(n), size)
         md = AttentionMetadata(slot_mapping=torch.arange(n), row_contexts=rows)

@@ -61,7 +61,7 @@ def test_sixteen_concurrent_requests_get_exactly_their_solo_tokens(engine):
     # Reversed arrival order: different batch rows and chunk interleaving, same tokens.
     assert generate(engine, list(reversed(requests))) == alone
     assert engine.allocator.num_free == engine.allocator.num_blocks
-    assert engine.scheduler.num_free_slots == hearth.engine.config.max_num_seqs
+    assert engine.scheduler.num_free_slots == engine.config.max_num_seqs
 
 
 def test_n_choices_with_a_seed_repeat_and_differ(engine):
@@ -106,7 +106,7 @@ def test_abort_frees_memory_at_once(engine):
     engine.abort_request("x")
     assert not engine.has_unfinished_requests()
     assert engine.allocator.num_free == engine.allocator.num_blocks
-    assert engine.scheduler.num_free_slots == hearth.engine.config.max_num_seqs
+    assert engine.scheduler.num_free_slots == engine.config.max_num_seqs
     assert int(engine.sampling_state.output_counts.sum()) == 0
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.sweep_metrics import (
+from hearth.server.sweep.metrics import (
     Answer,
     cell_metrics,
     distinct_n,

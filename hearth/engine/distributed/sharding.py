@@ -167,6 +167,6 @@ def resident_bytes(*objects) -> int:
                 stack.extend(obj.values())
             elif isinstance(obj, (list, tuple)):
                 stack.extend(obj)
-            elif type(obj).__module__.startswith("engine.") and hasattr(obj, "__dict__"):  # hearth's own layers
+            elif type(obj).__module__.startswith("hearth.engine.") and hasattr(obj, "__dict__"):  # hearth's own layers
                 stack.extend(vars(obj).values())
     return total

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hearth.kernels.logits.blockwise import BLOCK_SIZE, argmax_blockwise, block_reduce, refresh_block_max, topk_blockwise
+from hearth.kernels.logits.blockwise import (
+    BLOCK_SIZE,
+    argmax_blockwise,
+    block_reduce,
+    refresh_block_max,
+    topk_blockwise,
+)
 from hearth.kernels.logits.logit_bias import apply_logit_bias
 from hearth.kernels.logits.logprobs import MIN_TOP_COMPUTED, LogprobStats, candidate_logprob_stats, logprob_stats
 from hearth.kernels.logits.metadata import SamplerOutput, SamplingMetadata

@@ -25,8 +25,8 @@ def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
     loaded = engine.loaded
     # Seeded tokens change with the weight format and with the rank count (partial sums are added in
     # another order): the fingerprint names both.
-    ranks = hearth.engine.config.tensor_parallel_size
-    weights = hearth.engine.config.quantization
+    ranks = engine.config.tensor_parallel_size
+    weights = engine.config.quantization
     return ChatAdapter(
         model_id=entry.id,
         model_names=entry.names,

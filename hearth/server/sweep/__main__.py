@@ -1,10 +1,10 @@
 """Sampling-parameter sweep: a grid of settings over a prompt set; each cell's answers measured, tabled and drawn.
 
 Axes come from flags or a YAML file (--grid; flags win), e.g.
-  python benchmarks/sweep.py --temperature 0.5 1.0 --top-p 0.9 1.0 --seeds 1 2 --max-tokens 8 --out DIR
+  hearth sweep --temperature 0.5 1.0 --top-p 0.9 1.0 --seeds 1 2 --max-tokens 8 --out DIR
 A cell is one setting of every axis; it runs every prompt once per seed, all at once. Per cell:
 distinct-1/2 across seeds, repeated 3-gram rate within an answer, mean length, rate of hitting max_tokens,
-mean raw logprob per token, JSON-valid rate (with --json-schema), tok/s (benchmarks/sweep_metrics.py).
+mean raw logprob per token, JSON-valid rate (with --json-schema), tok/s (hearth.server.sweep.metrics).
 Writes DIR/sweep.csv, DIR/seeds.csv, DIR/heatmaps.png (each metric over the two main axes, means over the
 rest) and DIR/seeds.png (per-seed lines over the first main axis). --check-reproducible reruns a sample of
 cells shuffled together, so batched with other neighbours, and reports every cell whose tokens changed.
@@ -25,10 +25,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.sweep_metrics import Answer, answer_metrics, cell_metrics  # noqa: E402
+from hearth.server.sweep.metrics import Answer, answer_metrics, cell_metrics
 
 AXES = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
 METRICS = ("distinct_1", "distinct_2", "repeated_ngram_rate", "mean_tokens", "max_tokens_rate", "mean_logprob",
@@ -152,7 +149,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from hearth.server.engine_options import add_engine_options
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+    p = argparse.ArgumentParser(prog="hearth sweep", description=__doc__.splitlines()[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", help="YAML file: axis names (as below, with underscores) -> lists, seeds, max_tokens, "
                    "prompts, json_schema, constrain")
@@ -182,8 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from benchmarks.sweep_clients import HTTPClient, InProcessClient, SweepRequestError
-    from benchmarks.sweep_plots import heatmaps, seed_lines
+    from hearth.server.sweep.clients import HTTPClient, InProcessClient, SweepRequestError
+    from hearth.server.sweep.plots import heatmaps, seed_lines
 
     axes = tuple((a, tuple(v if isinstance(v, list) else [v])) for a in AXES if (v := getattr(args, a)) is not None)
     grid = SweepGrid(axes or (("temperature", (1.0,)),), tuple(args.seeds or (1, 2)), args.max_tokens or 32)

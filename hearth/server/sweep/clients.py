@@ -29,7 +29,7 @@ class InProcessClient:
 
         self.model = entry.id
         self.runner = BatchRunner(engine, chat_adapter(engine, entry))
-        self.description = f"in-process engine ({entry.id}, max_num_seqs {hearth.engine.config.max_num_seqs})"
+        self.description = f"in-process engine ({entry.id}, max_num_seqs {engine.config.max_num_seqs})"
 
     def run(self, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
         """Response bodies in the order of `requests`, and the wall time of the whole set."""

@@ -1,4 +1,4 @@
-"""What a sampling setting does to its answers, cell by cell of a sweep (benchmarks/sweep.py).
+"""What a sampling setting does to its answers, cell by cell of a sweep (hearth sweep).
 
 Texts are compared as whitespace-separated words, so that models with different tokenizers (peers swept
 with --url) are measured alike; lengths are completion tokens as the server counts them.

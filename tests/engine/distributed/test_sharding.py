@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from hearth.engine.config import EngineConfig
-from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition, head_ranges, resident_bytes, split_range
+from hearth.engine.distributed.sharding import (
+    CheckpointReader,
+    LlamaPartition,
+    head_ranges,
+    resident_bytes,
+    split_range,
+)
 from hearth.engine.distributed.step import ChunkInput, decode_step, encode_step
 from hearth.engine.model.models.llama import LlamaShape
 

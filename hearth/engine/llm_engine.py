@@ -18,7 +18,6 @@ import torch
 from hearth.engine.config import EngineConfig
 from hearth.engine.loading.loader import LoadedModel, load_model
 from hearth.engine.loading.registry import ModelEntry
-from hearth.engine.model.kv_cache import KVCache, num_cache_blocks
 from hearth.engine.model.model_runner import ModelRunner
 from hearth.engine.output.detokenizer import IncrementalDetokenizer
 from hearth.engine.output.outputs import ChoiceDelta, RequestOutput
@@ -30,6 +29,7 @@ from hearth.engine.scheduling.block_allocator import BlockAllocator
 from hearth.engine.scheduling.prefix_cache import PrefixCache
 from hearth.engine.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerConfig
 from hearth.engine.scheduling.sequence import FinishReason, Sequence, TokenLogprobs
+from hearth.engine.worker import open_group, sized_kv_cache
 from hearth.kernels import Sampler, SamplerOutput
 
 logger = logging.getLogger(__name__)
@@ -64,27 +64,19 @@ class LLMEngine:
         if loaded is None:
             if entry is None:
                 raise ValueError("LLMEngine needs a model entry or a loaded model")
-            loaded = load_model(entry, config)
+            loaded = load_model(entry, config, open_group(config, entry))
         self.config = config
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.max_model_len = loaded.max_model_len
         self.vocab_size = loaded.vocab_size
-        hf = loaded.config
-        head_dim = getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads
         # Per process: under tensor parallelism each rank's cache holds its own KV heads (loaded.num_kv_heads).
-        num_blocks = num_cache_blocks(config.kv_cache_memory_gib, hf.num_hidden_layers, config.block_size,
-                                      loaded.max_rank_kv_heads, head_dim, loaded.dtype)
+        num_blocks, self.kv_cache = sized_kv_cache(config, loaded)
         if num_blocks * config.block_size < self.max_model_len:
             raise ValueError(
                 f"kv_cache_memory_gib={config.kv_cache_memory_gib} holds {num_blocks * config.block_size} tokens, "
                 f"fewer than max_model_len={self.max_model_len}; raise the KV budget or lower max_model_len"
             )
-        self.kv_cache = (
-            KVCache(hf.num_hidden_layers, num_blocks, config.block_size, loaded.num_kv_heads, head_dim, loaded.dtype,
-                    loaded.device)
-            if loaded.is_native else None
-        )
         # The transformers fallback keeps its own per-sequence cache: nothing there to share.
         self.prefix_cache = PrefixCache() if config.enable_prefix_caching and loaded.is_native else None
         self.allocator = BlockAllocator(num_blocks, self.prefix_cache)

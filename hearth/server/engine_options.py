@@ -74,8 +74,9 @@ def start_engine(args: argparse.Namespace, entry: ModelEntry) -> LLMEngine:
     """The engine the arguments describe. Under torchrun, ranks other than 0 do not get one: they run the
     forward of the steps rank 0 broadcasts, neither serving nor reading input, and exit with their status
     (SystemExit) once rank 0 stops them. Raises ValueError for arguments the engine refuses."""
-    from hearth.engine.distributed.launch import run_worker, torchrun_config
+    from hearth.engine.distributed.launch import torchrun_config
     from hearth.engine.llm_engine import LLMEngine
+    from hearth.engine.worker import run_worker
 
     config = engine_config(args, entry)
     if config.tensor_parallel_size > 1:

@@ -5,7 +5,9 @@
   Spawned ranks exit when rank 0 stops them, when their broadcast from rank 0 fails (rank 0 gone), or
   when their parent process changes (a second watch, in case rank 0 was killed mid-step).
 - torchrun: every rank reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the
-  environment; rank 0 serves and the others call run_worker(). torchrun's agent ends a host's ranks
+  environment; rank 0 serves and the others run the worker entry (hearth.engine.worker.run_worker).
+The worker entry is passed in (`worker`): it loads a model and a KV cache, which this module, below
+loading and model, does not import. torchrun's agent ends a host's ranks
   when one of them fails.
 On CPU the host's cores are divided among its ranks (unless OMP_NUM_THREADS says otherwise): N ranks
 of all cores each would oversubscribe them.
@@ -19,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,10 +70,14 @@ def _join(group_config: GroupConfig, config: EngineConfig) -> TensorParallelGrou
     return _current
 
 
-def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
+Worker = Callable[[EngineConfig, ModelEntry, GroupConfig], int]
+
+
+def start_group(config: EngineConfig, entry: ModelEntry, worker: Worker | None = None) -> TensorParallelGroup:
     """The group this process loads its shard for. With tensor_parallel_size 1, a group of one (no
-    torch.distributed). In a rank that joined already (run_worker), that group. Under torchrun, joins
-    it as rank 0. Otherwise this process becomes rank 0 and spawns the others on this host."""
+    torch.distributed). In a rank that joined already (join_group), that group. Under torchrun, joins
+    it as rank 0. Otherwise this process becomes rank 0 and spawns the others on this host, each running
+    `worker` (a module-level function: the spawned process imports it)."""
     global _current
     if config.tensor_parallel_size == 1:
         return TensorParallelGroup.single(config.torch_device)
@@ -80,6 +87,8 @@ def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
     if torchrun is not None:
         return _join(torchrun, config)
     world_size = config.tensor_parallel_size
+    if worker is None:
+        raise ValueError(f"tensor_parallel_size={world_size} needs a worker entry for the spawned ranks")
     device = rank_device(config.torch_device, 0)
     if device.type == "cuda" and torch.cuda.device_count() < world_size:
         # Checked here, before any rank starts: a clearer error than the ranks' own.
@@ -91,7 +100,7 @@ def start_group(config: EngineConfig, entry: ModelEntry) -> TensorParallelGroup:
     if config.torch_device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         num_threads = max(1, torch.get_num_threads() // world_size)
     ranks = LocalRanks([_WorkerSpec(config, entry, GroupConfig(r, world_size, backend, init_method, local_rank=r),
-                                    num_threads) for r in range(1, world_size)])
+                                    num_threads, worker) for r in range(1, world_size)])
     try:
         ranks.wait_until_joining()
         group = _join(GroupConfig(0, world_size, backend, init_method), config)
@@ -118,6 +127,7 @@ class _WorkerSpec:
     entry: ModelEntry
     group: GroupConfig
     num_threads: int | None
+    worker: Worker
 
 
 class LocalRanks:
@@ -190,7 +200,7 @@ class LocalRanks:
 
 def _spawned_main(spec: _WorkerSpec, parent_pid: int, joining) -> None:
     """A spawned rank: ends itself if rank 0's process goes away, says on `joining` that it is about to join
-    the group, then runs run_worker()."""
+    the group, then runs the spec's worker entry."""
     def watch_parent() -> None:
         while os.getppid() == parent_pid:
             time.sleep(1.0)
@@ -202,34 +212,16 @@ def _spawned_main(spec: _WorkerSpec, parent_pid: int, joining) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {spec.group.rank} %(levelname)s %(name)s: %(message)s")
     joining.send(True)
     joining.close()
-    raise SystemExit(run_worker(spec.config, spec.entry, spec.group))
+    raise SystemExit(spec.worker(spec.config, spec.entry, spec.group))
 
 
-def run_worker(config: EngineConfig, entry: ModelEntry, group_config: GroupConfig | None = None) -> int:
-    """A rank other than 0: join the group, load this rank's shard and KV cache, then run the forward of
-    every step rank 0 broadcasts until it stops the group. Returns the exit status (0: stopped by rank 0).
+def join_group(config: EngineConfig, group_config: GroupConfig | None = None) -> TensorParallelGroup:
+    """A rank other than 0 joins its group (spawned: `group_config`; torchrun: from the environment).
     Ctrl-C is left to rank 0, which stops the group; so is torchrun's SIGTERM (sent to every rank at
     once), so that rank 0 can drain its requests with the other ranks still running. A rank spawned by
     rank 0 keeps the default SIGTERM: rank 0's exit terminates it."""
-    from hearth.engine.loading.loader import load_model
-    from hearth.engine.model.kv_cache import KVCache, num_cache_blocks
-    from hearth.engine.model.model_runner import ModelRunner
-
     group_config = group_config or torchrun_config(config)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if group_config.init_method == "env://":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    group = _join(group_config, config)
-    try:
-        loaded = load_model(entry, config)
-        shape = loaded.model.shape
-        num_blocks = num_cache_blocks(config.kv_cache_memory_gib, shape.num_layers, config.block_size,
-                                      loaded.max_rank_kv_heads, shape.head_dim, loaded.dtype)
-        kv_cache = KVCache(shape.num_layers, num_blocks, config.block_size, loaded.num_kv_heads, shape.head_dim,
-                           loaded.dtype, loaded.device)
-        ModelRunner(loaded, kv_cache, config.block_size, config.prefill_chunk_size).follow()
-    except Exception:
-        logger.exception("rank %d failed", group.rank)
-        return 1
-    group.close()
-    return 0
+    return _join(group_config, config)

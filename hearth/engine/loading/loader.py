@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from hearth.engine.config import EngineConfig
+from hearth.engine.distributed.group import TensorParallelGroup
+from hearth.engine.distributed.sharding import LlamaPartition
 from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
 from hearth.engine.loading.gguf_weights import read_gguf_q4
 from hearth.engine.loading.quantization import Quantization
@@ -90,28 +92,39 @@ def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
     return tuple(sorted(ids))
 
 
-def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
-    """The entry's model; under tensor parallelism this rank's shard (rank 0 spawns or joins the other
-    ranks first, hearth.engine.distributed.launch)."""
-    from transformers import AutoConfig, AutoTokenizer
+def check_tensor_parallel(entry: ModelEntry, config: EngineConfig, hf_config=None) -> str | None:
+    """Raises ValueError when the entry cannot be sharded over config.tensor_parallel_size ranks (checked before
+    any rank starts); returns why the native forward cannot run it (None when it can)."""
+    if hf_config is None:
+        from transformers import AutoConfig
 
-    from hearth.engine.distributed.launch import start_group
-    from hearth.engine.distributed.sharding import LlamaPartition
+        hf_config = AutoConfig.from_pretrained(hf_folder(entry))
+    reason = supports_native(hf_config) if config.use_native_model else "native forward disabled"
+    world_size = config.tensor_parallel_size
+    if world_size > 1:
+        if reason is not None:
+            raise ValueError(f"tensor_parallel_size={world_size} needs the native forward, which {entry.id!r} "
+                             f"cannot use: {reason}")
+        group_size = Quantization(config.quantization).group_size
+        LlamaPartition.build(LlamaShape.from_config(hf_config), 0, world_size, group_size)
+    return reason
+
+
+def load_model(entry: ModelEntry, config: EngineConfig, group: TensorParallelGroup | None = None) -> LoadedModel:
+    """The entry's model; under tensor parallelism the shard of `group`'s rank (the caller starts or joins
+    the group first: hearth.engine.worker). Without a group, one process holds the whole model."""
+    from transformers import AutoConfig, AutoTokenizer
 
     folder = hf_folder(entry)
     hf_config = AutoConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     limit = getattr(hf_config, "max_position_embeddings", None) or 4096
     max_model_len = min(x for x in (config.max_model_len, entry.max_model_len, limit) if x)
-    reason = supports_native(hf_config) if config.use_native_model else "native forward disabled"
-    quantization = Quantization(config.quantization)
-    world_size = config.tensor_parallel_size
-    if world_size > 1:
-        if reason is not None:
-            raise ValueError(f"tensor_parallel_size={world_size} needs the native forward, which {entry.id!r} "
-                             f"cannot use: {reason}")
-        LlamaPartition.build(LlamaShape.from_config(hf_config), 0, world_size, quantization.group_size)  # refuse early
-    group = start_group(config, entry)
+    reason = check_tensor_parallel(entry, config, hf_config)
+    if group is None:
+        if config.tensor_parallel_size > 1:
+            raise ValueError(f"tensor_parallel_size={config.tensor_parallel_size}: load_model needs the rank's group")
+        group = TensorParallelGroup.single(config.torch_device)
     try:
         return _load(entry, config, folder, hf_config, tokenizer, group, max_model_len, reason)
     except BaseException:
@@ -123,8 +136,6 @@ def load_model(entry: ModelEntry, config: EngineConfig) -> LoadedModel:
 
 def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, tokenizer, group, max_model_len: int,
           reason: str | None) -> LoadedModel:
-    from hearth.engine.distributed.sharding import LlamaPartition
-
     device, dtype = group.device, config.torch_dtype
     quantization = Quantization(config.quantization)
     num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads

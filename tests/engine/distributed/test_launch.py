@@ -9,12 +9,14 @@ import pytest
 from hearth.engine.config import EngineConfig
 from hearth.engine.distributed.group import GroupConfig
 from hearth.engine.distributed.launch import LocalRanks, _WorkerSpec
+from hearth.engine.worker import run_worker
 
 
 def test_a_rank_that_exits_before_joining_fails_the_start_at_once(tiny_entry):
     config = EngineConfig(model_path=str(tiny_entry.path), dtype="float32", tensor_parallel_size=2)
     # num_threads 0: torch.set_num_threads refuses it in the new process, before the rank joins.
-    spec = _WorkerSpec(config, tiny_entry, GroupConfig(1, 2, "gloo", "tcp://127.0.0.1:9", local_rank=1), 0)
+    spec = _WorkerSpec(config, tiny_entry, GroupConfig(1, 2, "gloo", "tcp://127.0.0.1:9", local_rank=1), 0,
+                       run_worker)
     ranks = LocalRanks([spec])
     start = time.monotonic()
     try:

@@ -31,3 +31,16 @@ def configure_host_allocator() -> bool:
         return False
     _configured = applied
     return applied
+
+
+def kernel_report() -> dict:
+    """The CPU level and each kernel family's level here (hearth.kernels.report), for /health and the start log."""
+    from hearth.kernels.report import report
+
+    return report()
+
+
+def kernel_report_lines() -> list[str]:
+    from hearth.kernels.report import report_lines
+
+    return report_lines()

@@ -25,7 +25,7 @@ FAILURE_EXIT_S = 20.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hearth.server", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="hearth serve", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_engine_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelNotFoundError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from hearth.engine.runtime import kernel_report_lines
+
+    for line in kernel_report_lines():
+        logger.info("kernels: %s", line)
     try:
         engine_ = start_engine(args, entry)
     except ValueError as exc:

@@ -70,7 +70,7 @@ def ensure_model(entry: ModelEntry) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hearth fetch", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="models.yaml", help="model registry file (default: models.yaml)")
     parser.add_argument("--model", default=None, help="only this id or alias (default: every entry with a source)")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""C kernels (kernels/model/csrc/) compiled on first use with the system C compiler and loaded with ctypes.
+"""C kernels (hearth/kernels/model/csrc/) built at set-up (`hearth kernels --build`) or on first use, with the system C compiler and loaded with ctypes.
 
 Each source is built once per source text, compiler and flags into the hearth cache directory, and runs
 on torch's own OpenMP runtime (libgomp.so.1, already loaded by torch), with the thread count passed in.
@@ -16,22 +16,13 @@ from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+NO_COMPILER_HINT = ("install gcc (Debian/Ubuntu: `apt-get install gcc`, Fedora: `dnf install gcc`, "
+                    "Alpine: `apk add build-base`) or set $CC")
 
 
 def cache_dir() -> Path:
     # The same directory as hearth.engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
     return Path(os.environ.get("HEARTH_CACHE") or Path.home() / ".cache" / "hearth").expanduser()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def compiler() -> str | None:
@@ -43,7 +34,7 @@ def compile_source(sources: list[Path], flags: list[str]) -> Path:
     fails."""
     cc = compiler()
     if cc is None:
-        raise RuntimeError("no C compiler (gcc or $CC)")
+        raise RuntimeError(f"no C compiler: {NO_COMPILER_HINT}")
     flags = BASE_FLAGS + flags
     # The sources and every header beside them (they include them).
     headers = sorted(CSRC.glob("*.h"))
@@ -71,9 +62,9 @@ def compile_source(sources: list[Path], flags: list[str]) -> Path:
 def load(sources: list[Path], flag_sets: list[list[str]]) -> tuple[ctypes.CDLL | None, str | None]:
     """(the library of `sources` built with the first flag set that compiles, None), or (None, why none could
     be built)."""
-    names = " + ".join(f"kernels/model/csrc/{source.name}" for source in sources)
+    names = " + ".join(f"hearth/kernels/model/csrc/{source.name}" for source in sources)
     if compiler() is None:
-        return None, f"no C compiler (gcc or $CC) to build {names}"
+        return None, f"no C compiler to build {names}: {NO_COMPILER_HINT}"
     reason = "no flags given"
     for flags in flag_sets:
         try:

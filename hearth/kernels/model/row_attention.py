@@ -34,10 +34,11 @@ import functools
 import torch
 from torch import Tensor
 
-from hearth.kernels.model.c_library import CSRC, cpu_flags, load
+from hearth.kernels import cpu_isa
+from hearth.kernels.model.c_library import CSRC, load
 
 SOURCE = CSRC / "row_attention.c"
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "fma")
+LEVEL = "avx512"  # hearth.kernels.cpu_isa
 COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
 # The AMX-BF16 path (csrc/row_attention.c) is built where the compiler knows its intrinsics and runs where the
 # CPU has them; a process uses one path for every row, so decode and prefill rows agree within it.
@@ -49,9 +50,9 @@ MAX_HEAD_DIM = 256
 
 @functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
-    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
-    if missing:
-        return None, f"this CPU lacks {', '.join(missing)}"
+    reason = cpu_isa.missing_for(LEVEL)
+    if reason is not None:
+        return None, reason
     library, reason = load([SOURCE], [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
     if library is None:
         return None, reason
@@ -69,7 +70,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def _has_amx() -> bool:
-    return all(flag in cpu_flags() for flag in AMX_CPU_FLAGS)
+    return cpu_isa.at_least("amx")
 
 
 def use_amx(is_wanted: bool) -> bool:

@@ -21,7 +21,7 @@ Packed layouts, one record per 16 outputs (a tile) and 32 inputs (a block), uint
   same at input + 16), then d [16] and m [16] float16.
 - Q8 (544 bytes): q + 128 [s, lane, j] (q[16 t + lane, 32 b + 4 s + j], s in 0..7), then d [16] float16.
 
-The shared library is compiled on first use (hearth.kernels.model.c_library) and runs on torch's OpenMP runtime with
+The shared library is built at set-up or on first use (hearth.kernels.model.c_library) and runs on torch's OpenMP runtime with
 torch's thread count.
 """
 
@@ -33,7 +33,8 @@ import functools
 import torch
 from torch import Tensor
 
-from hearth.kernels.model.c_library import CSRC, cpu_flags, load
+from hearth.kernels import cpu_isa
+from hearth.kernels.model.c_library import CSRC, load
 
 # One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
 # decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.
@@ -43,7 +44,8 @@ TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
 B16_RECORD_BYTES = 1024
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "f16c", "fma")
+# The level these kernels need (hearth.kernels.cpu_isa): avx512 with VNNI and BF16.
+LEVEL = "avx512"
 COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mfma"]
 # The AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows) is built where the compiler knows
 # the instructions (gcc 11 and later) and taken where the CPU has them; so is bf16_linear.c's AMX-BF16 path,
@@ -57,9 +59,9 @@ _FLOAT16_MAX = torch.finfo(torch.float16).max
 @functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
     """(the loaded library, None) or (None, why it cannot run here)."""
-    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
-    if missing:
-        return None, f"this CPU lacks {', '.join(missing)}"
+    reason = cpu_isa.missing_for(LEVEL)
+    if reason is not None:
+        return None, reason
     # A compiler without AMX intrinsics builds the VNNI path alone.
     library, reason = load(SOURCES, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
     if library is None:
@@ -78,7 +80,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
 
 
 def _has_amx(flags: tuple[str, ...] = AMX_CPU_FLAGS) -> bool:
-    return all(flag in cpu_flags() for flag in flags)
+    return cpu_isa.at_least("amx") and all(flag in cpu_isa.cpu_flags() for flag in flags)
 
 
 def unavailable_reason() -> str | None:

@@ -22,7 +22,7 @@ from hearth.server.engine_options import add_engine_options, resolve_entry, star
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hearth.server.batch", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="hearth batch", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("-i", "--input", required=True, help="OpenAI Batch API input file (JSONL)")
     parser.add_argument("-o", "--output", required=True, help="output file (JSONL), appended to and resumed")

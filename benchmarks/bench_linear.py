@@ -1,26 +1,30 @@
 """Weight-only kernels on this machine: the default model's 30 layers of linears, per decode step.
 
-    python benchmarks/bench_linear.py [--rows 1 2 8 32] [--iters 20]
+    python benchmarks/bench_linear.py [--rows 1 2 8 32] [--iters 20] [--levels avx2 avx512]
 
 For each kernel and activation dtype, prints the median ms to run every linear of 30 layers once (weights
 streamed from memory, as in a real decode step: 30 distinct layers, not one cache-warm matrix) at each row
 count, and whether each kernel computes every row the same way whatever the row count (rows 1..64 against
 64 rows: the property batch invariance rests on). Then the same for the vocabulary head (49152 x 576).
 Kernels: bf16 oneDNN prepacked (dense), aten's int8 and int4 weight-only kernels, and hearth.kernels.model.vnni_linear's
-Q4_1 layers and Q8_0 head (where this CPU has AVX512-VNNI), with its AMX path for groups of 16 rows off
-("vnni") and on ("amx", where the CPU has AMX-INT8).
+Q4_1 layers and Q8_0 head at each CPU level of --levels (default: every level this machine builds them
+for, HEARTH_CPU_ISA capping it): the same kernel text on each level's primitives, so the rows are one run's
+ratios between levels. At amx, groups of 16 rows take the AMX path.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
 from hearth.engine.model.linear import BlockQuantizedLinear, dense_linear, int4_linear, int8_linear
+from hearth.kernels import cpu_isa
 from hearth.kernels.model import vnni_linear
+from hearth.kernels.model.c_library import flag_sets
 
 # SmolLM2-135M: qkv, o, gate_up, down (out, in).
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]
@@ -29,7 +33,7 @@ HEAD_SHAPE = (49152, 576)
 
 
 def vnni(kind: str, weight: torch.Tensor) -> BlockQuantizedLinear:
-    if kind.startswith("q8"):
+    if kind.startswith("q8"):  # "q8 LEVEL" or "q4 LEVEL": built and run at that CPU level
         q, d = vnni_linear.quantize_q8(weight)
         return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *weight.shape, None, torch.float32)
     blocks = weight.reshape(weight.shape[0], -1, 32)
@@ -77,27 +81,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 8, 32])
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--levels", nargs="+", default=[lv for lv in cpu_isa.runnable_levels() if flag_sets(lv)],
+                        help="CPU levels to run the C kernels at (default: each this machine builds them for)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    has_vnni = vnni_linear.unavailable_reason() is None
-    if not has_vnni:
-        print(f"hearth.kernels.model.vnni_linear does not run here: {vnni_linear.unavailable_reason()}")
-    layer_kinds = [("dense", torch.bfloat16), ("dense", torch.float32), ("int8", torch.bfloat16),
-                   ("int8", torch.float32), ("int4", torch.bfloat16), ("int4", torch.float32)]
-    head_kinds = [("dense", torch.bfloat16), ("int8", torch.bfloat16)]
-    if has_vnni:
-        layer_kinds.append(("q4 vnni", torch.bfloat16))
-        head_kinds.append(("q8 vnni", torch.bfloat16))
-        if vnni_linear.use_amx(True):
-            layer_kinds.append(("q4 amx", torch.bfloat16))
-            head_kinds.append(("q8 amx", torch.bfloat16))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU level {cpu_isa.level()}")
+    level = os.environ.get(cpu_isa.ENV)
+    layer_kinds = [("dense", torch.bfloat16, level), ("dense", torch.float32, level), ("int8", torch.bfloat16, level),
+                   ("int8", torch.float32, level), ("int4", torch.bfloat16, level), ("int4", torch.float32, level)]
+    head_kinds = [("dense", torch.bfloat16, level), ("int8", torch.bfloat16, level)]
+    for kernel_level in args.levels:
+        os.environ[cpu_isa.ENV] = kernel_level
+        if vnni_linear.unavailable_reason() is not None:
+            print(f"hearth.kernels.model.vnni_linear does not run at {kernel_level}: {vnni_linear.unavailable_reason()}")
+            continue
+        layer_kinds.append((f"q4 {kernel_level}", torch.bfloat16, kernel_level))
+        head_kinds.append((f"q8 {kernel_level}", torch.bfloat16, kernel_level))
     for title, kinds, shapes, num_layers in (("30 layers' linears", layer_kinds, SHAPES, NUM_LAYERS),
                                              ("vocabulary head", head_kinds, [HEAD_SHAPE], 1)):
         print(f"\n{title}, ms per call set")
         print(f"{'kernel':<22}" + "".join(f"{f'{r} rows':>10}" for r in args.rows) + "   rows differing from 64-row call (M)")
-        for kind, dtype in kinds:
-            if has_vnni:
-                vnni_linear.use_amx(kind.endswith("amx"))
+        for kind, dtype, kernel_level in kinds:
+            if kernel_level is None:
+                os.environ.pop(cpu_isa.ENV, None)
+            else:
+                os.environ[cpu_isa.ENV] = kernel_level
             layers = build(kind, dtype, shapes, num_layers)
             cells = "".join(f"{step_ms(layers, r, dtype, args.iters, shapes):>10.2f}" for r in args.rows)
             differing = sorted({m for linear, (_, inp) in zip(layers[0], shapes) for m in rows_differing(linear, inp, dtype)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ if not torch.cuda.is_available():
 import hearth.engine  # noqa: F401  (forces HF offline)
 from hearth.engine.config import EngineConfig
 from hearth.engine.loading.registry import ModelEntry, ModelRegistry
+from hearth.kernels import cpu_isa
+from hearth.kernels.model.c_library import flag_sets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +32,56 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+# The CPU levels this machine runs (hearth.kernels.cpu_isa, at or below HEARTH_CPU_ISA's cap), and those of
+# them the C kernels are built for. Tests of level-dependent paths take one of the fixtures below, so one
+# machine runs each such test at every level it has.
+CPU_LEVELS = cpu_isa.runnable_levels()
+C_KERNEL_LEVELS = tuple(level for level in CPU_LEVELS if flag_sets(level) is not None)
+
+
+@contextlib.contextmanager
+def capped_at(level: str):
+    """HEARTH_CPU_ISA=level for the duration (every path decision reads the probe when it is made)."""
+    before = os.environ.get(cpu_isa.ENV)
+    os.environ[cpu_isa.ENV] = level
+    try:
+        yield level
+    finally:
+        if before is None:
+            os.environ.pop(cpu_isa.ENV, None)
+        else:
+            os.environ[cpu_isa.ENV] = before
+
+
+@pytest.fixture(params=CPU_LEVELS)
+def cpu_level(request):
+    with capped_at(request.param):
+        yield request.param
+
+
+@pytest.fixture(params=C_KERNEL_LEVELS)
+def c_kernel_level(request):
+    with capped_at(request.param):
+        yield request.param
+
+
+@pytest.fixture(scope="module", params=CPU_LEVELS)
+def module_cpu_level(request):
+    """For module-scoped engines: built, and run, at one level."""
+    with capped_at(request.param):
+        yield request.param
+
+
+def skip_unless_mode_runs(quantization: str) -> None:
+    """`bf16` runs only on the C kernels (hearth.kernels.model.vnni_linear); below their level it is refused at
+    start, with the reason, and so is a test of it."""
+    from hearth.kernels.model import vnni_linear
+
+    reason = vnni_linear.unavailable_reason() if quantization == "bf16" else None
+    if reason is not None:
+        pytest.skip(f"quantization=bf16 is refused at CPU level {cpu_isa.level()!r}: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -83,9 +83,10 @@ def at_least(name: str) -> bool:
 
 
 def runnable_levels() -> tuple[str, ...]:
-    """Every level this machine can run, lowest first (what tests parametrize over)."""
+    """Every level this machine can run at or below the current one (HEARTH_CPU_ISA's cap, else the CPU's),
+    lowest first: what tests parametrize over."""
     ladder = _ladder()
-    return ladder[: ladder.index(detected_level()) + 1]
+    return ladder[: ladder.index(level()) + 1]
 
 
 def missing_for(name: str) -> str | None:

@@ -32,14 +32,13 @@ def kernel_families() -> list[KernelFamily]:
     """Every family, building the C ones (cached under the hearth cache directory) if they are not built."""
     from hearth.kernels.model import row_attention, vnni_linear
 
-    amx = cpu_isa.at_least("amx")
+    level = cpu_isa.level()
     families = []
     reason = vnni_linear.unavailable_reason()
     families.append(KernelFamily("packed linear and decode layers (hearth/kernels/model/csrc)",
-                                 None if reason else ("amx" if amx else vnni_linear.LEVEL), reason))
+                                 None if reason else level, reason))
     reason = row_attention._library()[1]
-    families.append(KernelFamily("row attention over the paged KV cache",
-                                 None if reason else ("amx" if amx else row_attention.LEVEL), reason))
+    families.append(KernelFamily("row attention over the paged KV cache", None if reason else level, reason))
     prepack = torch.backends.mkldnn.is_available() and cpu_isa.at_least("avx512")
     families.append(KernelFamily("oneDNN prepacked bf16 linear", "avx512" if prepack else None,
                                  None if prepack else (cpu_isa.missing_for("avx512") or "torch has no oneDNN")))

@@ -20,6 +20,23 @@ NO_COMPILER_HINT = ("install gcc (Debian/Ubuntu: `apt-get install gcc`, Fedora: 
                     "Alpine: `apk add build-base`) or set $CC")
 
 
+# The compiler flags of each level's build (hearth.kernels.cpu_isa's levels; csrc/simd.h picks the primitives
+# from them). amx adds its tile instructions where the compiler knows them, and falls back to avx512's.
+LEVEL_FLAGS = {
+    "avx2": ["-mavx2", "-mfma", "-mf16c"],
+    "avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
+               "-mavx512bf16"],
+}
+AMX_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
+
+
+def flag_sets(level: str) -> list[list[str]] | None:
+    """The flag sets to try, best first, for a build at `level`; None below the lowest level built (avx2)."""
+    if level == "amx":
+        return [LEVEL_FLAGS["avx512"] + AMX_FLAGS, LEVEL_FLAGS["avx512"]]
+    return [LEVEL_FLAGS[level]] if level in LEVEL_FLAGS else None
+
+
 def cache_dir() -> Path:
     # The same directory as hearth.engine.loading.registry.cache_dir (kernels/ imports nothing of hearth's).
     return Path(os.environ.get("HEARTH_CACHE") or Path.home() / ".cache" / "hearth").expanduser()

@@ -26,14 +26,20 @@ import functools
 import torch
 from torch import Tensor
 
+from hearth.kernels import cpu_isa
 from hearth.kernels.model import row_attention, vnni_linear
 
 FORMS = {"q4": 4, "q8": 8, "b16": 16}
 
 
-@functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL:
-    library, reason = vnni_linear._library()
+    """vnni_linear's library of the current CPU level, with this module's functions declared."""
+    return _declared(cpu_isa.level())
+
+
+@functools.lru_cache(maxsize=None)
+def _declared(level: str) -> ctypes.CDLL:
+    library, reason = vnni_linear._library_at(level)
     if library is None:
         raise RuntimeError(f"hearth.kernels.model.fused_layer cannot run here: {reason}")
     pointer, integer, number = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float

@@ -1,5 +1,5 @@
 """Causal attention of each query row over its own context in the paged KV cache, on x86 CPUs with
-AVX512-BF16 (csrc/row_attention.c).
+AVX2 and above (csrc/row_attention.c, on csrc/simd.h's primitives).
 
 Why hand-written: a token's attention output must not depend on how its rows were batched or cut, so that
 keys and values computed by a decode step equal those a prefill of the same tokens computes (a chat's
@@ -35,30 +35,35 @@ import torch
 from torch import Tensor
 
 from hearth.kernels import cpu_isa
-from hearth.kernels.model.c_library import CSRC, load
+from hearth.kernels.model.c_library import CSRC, flag_sets, load
 
 SOURCE = CSRC / "row_attention.c"
-LEVEL = "avx512"  # hearth.kernels.cpu_isa
-COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma"]
-# The AMX-BF16 path (csrc/row_attention.c) is built where the compiler knows its intrinsics and runs where the
-# CPU has them; a process uses one path for every row, so decode and prefill rows agree within it.
+# The lowest level it is built for (hearth.kernels.cpu_isa); one library per level (csrc/simd.h). At amx,
+# the AMX-BF16 path is built where the compiler knows its intrinsics and runs where the CPU has them; a
+# process uses one path for every row, so decode and prefill rows agree within it.
+LEVEL = "avx2"
 AMX_CPU_FLAGS = ("amx_tile", "amx_bf16")
-AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-bf16"]
 MAX_GROUP = 16
 MAX_HEAD_DIM = 256
 
 
-@functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
+    """(the library of the current CPU level, None) or (None, why it cannot run here)."""
+    return _library_at(cpu_isa.level())
+
+
+@functools.lru_cache(maxsize=None)
+def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
     reason = cpu_isa.missing_for(LEVEL)
-    if reason is not None:
-        return None, reason
-    library, reason = load([SOURCE], [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
+    flags = flag_sets(level)
+    if reason is not None or flags is None:
+        return None, reason or f"no build for the {level!r} level"
+    library, reason = load([SOURCE], flags)
     if library is None:
         return None, reason
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(_has_amx())
+    library.set_amx(_has_amx() and level == "amx")
     library.kv_is_tiled.argtypes = [ctypes.c_int64, ctypes.c_int64]
     library.kv_is_tiled.restype = ctypes.c_int
     library.write_kv.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
@@ -95,10 +100,15 @@ def unavailable_reason(num_heads: int, num_kv_heads: int, head_dim: int, dtype: 
     return _library()[1]
 
 
-@functools.lru_cache(maxsize=2)
 def function_pointer(name: str = "row_attention") -> ctypes.c_void_p:
-    """The C function row_attention or write_kv, for C callers in other libraries (csrc/decode_layers.c)."""
-    library, reason = _library()
+    """The C function row_attention or write_kv of the current level's library, for C callers in other libraries
+    (csrc/decode_layers.c)."""
+    return _function_pointer(name, cpu_isa.level())
+
+
+@functools.lru_cache(maxsize=None)
+def _function_pointer(name: str, level: str) -> ctypes.c_void_p:
+    library, reason = _library_at(level)
     if library is None:
         raise RuntimeError(f"hearth.kernels.model.row_attention cannot run here: {reason}")
     return ctypes.cast(getattr(library, name), ctypes.c_void_p)

@@ -1,6 +1,7 @@
-"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms) on x86 CPUs with AVX512-VNNI (csrc/vnni_linear.c).
+"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms) on x86 CPUs from AVX2 up (csrc/vnni_linear.c,
+on csrc/simd.h's primitives: vpdpbusd at avx512, vpmaddubsw/vpmaddwd at avx2).
 
-Why hand-written (README, 'Weights'): on this project's CPU aten's `_weight_int4pack_mm_for_cpu` converts
+Why hand-written (docs/weights-and-kernels.md): on this project's CPU aten's `_weight_int4pack_mm_for_cpu` converts
 every weight to float and ran at ~26 GMAC/s warm, so its cost grew with rows (55 ms for 30 layers at 32
 rows), and `_weight_int8pack_mm` (the vocabulary head) took 20 ms at 32 rows; torchao 0.18 has no x86
 int4 kernel, onnxruntime's MatMulNBits (MLAS) measured no faster than aten, and `torch._int_mm` no faster
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from hearth.kernels import cpu_isa
-from hearth.kernels.model.c_library import CSRC, load
+from hearth.kernels.model.c_library import CSRC, flag_sets, load
 
 # One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
 # decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.
@@ -44,26 +45,28 @@ TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
 B16_RECORD_BYTES = 1024
-# The level these kernels need (hearth.kernels.cpu_isa): avx512 with VNNI and BF16.
-LEVEL = "avx512"
-COMPILE_FLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mavx512bf16", "-mf16c", "-mfma"]
-# The AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows) is built where the compiler knows
-# the instructions (gcc 11 and later) and taken where the CPU has them; so is bf16_linear.c's AMX-BF16 path,
-# which then takes every row of a bf16 weight.
+# The lowest level these kernels are built for (hearth.kernels.cpu_isa); one library per level, with that
+# level's primitives (csrc/simd.h). At amx, the AMX-INT8 path (bit-identical to the VNNI one for groups of 16
+# rows) is built where the compiler knows the instructions (gcc 11 and later) and taken where the CPU has
+# them; so is bf16_linear.c's AMX-BF16 path, which then takes every row of a bf16 weight.
+LEVEL = "avx2"
 AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
 AMX_BF16_CPU_FLAGS = ("amx_tile", "amx_bf16")
-AMX_COMPILE_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
 _FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
-@functools.lru_cache(maxsize=1)
 def _library() -> tuple[ctypes.CDLL | None, str | None]:
-    """(the loaded library, None) or (None, why it cannot run here)."""
+    """(the library of the current CPU level, None) or (None, why it cannot run here)."""
+    return _library_at(cpu_isa.level())
+
+
+@functools.lru_cache(maxsize=None)
+def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
     reason = cpu_isa.missing_for(LEVEL)
-    if reason is not None:
-        return None, reason
-    # A compiler without AMX intrinsics builds the VNNI path alone.
-    library, reason = load(SOURCES, [COMPILE_FLAGS + AMX_COMPILE_FLAGS, COMPILE_FLAGS])
+    flags = flag_sets(level)
+    if reason is not None or flags is None:
+        return None, reason or f"no build for the {level!r} level"
+    library, reason = load(SOURCES, flags)
     if library is None:
         return None, reason
     for function in (library.q4_linear, library.q8_linear, library.b16_linear):
@@ -72,10 +75,10 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
         function.restype = ctypes.c_int
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(_has_amx())
+    library.set_amx(_has_amx() and level == "amx")
     library.set_amx_bf16.argtypes = [ctypes.c_int]
     library.set_amx_bf16.restype = ctypes.c_int
-    library.set_amx_bf16(_has_amx(AMX_BF16_CPU_FLAGS))
+    library.set_amx_bf16(_has_amx(AMX_BF16_CPU_FLAGS) and level == "amx")
     return library, None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from hearth.engine.chat import render_chat
@@ -76,7 +77,17 @@ def test_native_q4_1_layers_keep_the_ggufs_own_numbers(default_entry):
 MAX_LOGIT_DIFFERENCE = 2.0
 
 
+def skip_below_block_kernels() -> None:
+    """Q4_1 and Q8_0 blocks are served as they are only on the C kernels; below their level int4 runs on aten's
+    kernels and the Q8_0 head is re-quantized per channel (a second rounding), which these bounds do not cover."""
+    from hearth.kernels.model import vnni_linear
+
+    if vnni_linear.unavailable_reason() is not None:
+        pytest.skip(f"GGUF blocks as they are need the C kernels: {vnni_linear.unavailable_reason()}")
+
+
 def test_native_q4_1_load_gives_the_dequantized_models_logits(default_entry):
+    skip_below_block_kernels()
     int4 = LLMEngine(EngineConfig(model_path=str(default_entry.path), quantization="int4", max_num_seqs=2,
                                   kv_cache_memory_gib=0.1, max_model_len=512), default_entry)
     dequantized = LLMEngine(EngineConfig(model_path=str(default_entry.path), max_num_seqs=2,
@@ -92,6 +103,7 @@ def test_native_q4_1_load_is_closer_to_the_ggufs_own_logits_than_the_bf16_conver
     """The GGUF's own numbers are its weights dequantized to float32, with float32 activations. Served in
     bf16 activations, the native 4-bit load (Q4_1 and Q8_0 blocks as they are, float32 residual stream and
     logits) must be at least as close to them as the bf16 conversion of the same weights is."""
+    skip_below_block_kernels()
     def engine(dtype: str, quantization: str) -> LLMEngine:
         return LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype=dtype, quantization=quantization,
                                       max_num_seqs=2, kv_cache_memory_gib=0.1, max_model_len=512), default_entry)

@@ -7,13 +7,15 @@ import torch
 
 from hearth.engine.loading.quantization import Quantization
 from hearth.engine.model.linear_factory import LinearFactory
+from tests.conftest import skip_unless_mode_runs
 
 CHUNK = 128
 
 
 @pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32), ("bf16", torch.bfloat16),
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
-def test_chunk_rows_equal_whole_chunk_rows_cut_anywhere(mode, dtype):
+def test_chunk_rows_equal_whole_chunk_rows_cut_anywhere(mode, dtype, cpu_level):
+    skip_unless_mode_runs(mode)
     factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))
     generator = torch.Generator().manual_seed(5)
     linear = factory.linear(torch.randn(384, 576, generator=generator) * 0.05, None)

@@ -8,6 +8,7 @@ import torch
 from hearth.engine.loading.quantization import Quantization
 from hearth.engine.model.linear_factory import LinearFactory
 from hearth.engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
+from tests.conftest import skip_unless_mode_runs
 
 
 def test_tiles_cover_the_rows_in_calls_within_the_interval():
@@ -51,7 +52,8 @@ SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536), (49152, 576)]
 
 @pytest.mark.parametrize("mode, dtype", [("none", torch.bfloat16), ("none", torch.float32), ("bf16", torch.bfloat16),
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
-def test_rows_are_identical_in_any_batch_size_for_every_mode(mode, dtype):
+def test_rows_are_identical_in_any_batch_size_for_every_mode(mode, dtype, cpu_level):
+    skip_unless_mode_runs(mode)
     factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))
     store = RowTilingStore(None)  # measured here, not read from an earlier run
     generator = torch.Generator().manual_seed(3)

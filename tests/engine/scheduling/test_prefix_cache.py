@@ -14,6 +14,7 @@ from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.sampling.sampling_params import SamplingParams
 from hearth.engine.scheduling.block_allocator import BlockAllocator
 from hearth.engine.scheduling.prefix_cache import PrefixCache, extend_hashes
+from tests.conftest import C_KERNEL_LEVELS, capped_at
 from tests.engine.scheduling.test_scheduler import BLOCK, make_scheduler, make_seq, run_step
 
 
@@ -228,20 +229,23 @@ def test_hit_and_miss_give_the_same_tokens_alone_and_batched(engines):
     assert_hits_give_the_misses_tokens(on, off, cases, [[2000 + i] + other[:40 + 9 * i] for i in range(2)])
 
 
-@pytest.fixture(scope="module", params=["int4", "bf16"])
+@pytest.fixture(scope="module", params=[(mode, level) for level in C_KERNEL_LEVELS for mode in ("int4", "bf16")],
+                ids=lambda p: "-".join(p))
 def row_kernel_engines(default_entry, request):
     """int4 or bf16 weights on the row attention kernel, caching on and off; 64-token chunks of 16-token
-    blocks."""
+    blocks; at each CPU level the C kernels are built for (built and run there)."""
     from hearth.kernels.model import row_attention
 
-    if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
-        pytest.skip("hearth.kernels.model.row_attention does not run here")
-    config = dict(model_path=str(default_entry.path), quantization=request.param, prefill_chunk_size=64,
-                  max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
-    on = LLMEngine(EngineConfig(**config), default_entry)
-    off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
-    assert on.runner.attends_rows_alone and on.scheduler.config.has_batch_invariant_kv
-    return on, off
+    mode, level = request.param
+    with capped_at(level):
+        if row_attention.unavailable_reason(9, 3, 64, torch.bfloat16, torch.device("cpu")) is not None:
+            pytest.skip("hearth.kernels.model.row_attention does not run here")
+        config = dict(model_path=str(default_entry.path), quantization=mode, prefill_chunk_size=64,
+                      max_num_batched_tokens=128, max_num_seqs=8, max_model_len=1024, kv_cache_memory_gib=0.05)
+        on = LLMEngine(EngineConfig(**config), default_entry)
+        off = LLMEngine(EngineConfig(**config, enable_prefix_caching=False), loaded=on.loaded)
+        assert on.runner.attends_rows_alone and on.scheduler.config.has_batch_invariant_kv
+        yield on, off
 
 
 def test_row_kernel_hits_anywhere_give_the_misses_tokens(row_kernel_engines):

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 from hearth.kernels.model import fused_layer, vnni_linear
 
-pytestmark = pytest.mark.skipif(fused_layer.unavailable_reason() is not None,
-                                reason=f"hearth.kernels.model.fused_layer: {fused_layer.unavailable_reason()}")
+pytestmark = [
+    pytest.mark.usefixtures("c_kernel_level"),  # each test at every CPU level the C kernels are built for
+    pytest.mark.skipif(fused_layer.unavailable_reason() is not None, reason=f"hearth.kernels.model.fused_layer: {fused_layer.unavailable_reason()}"),
+]
 
 DIM, HEADS, KV_HEADS, HEAD_DIM, INTER, EPS = 128, 4, 2, 32, 256, 1e-5
 

@@ -11,14 +11,19 @@ from hearth.kernels.model import row_attention
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, BLOCK = 9, 3, 64, 16
 REASON = row_attention.unavailable_reason(NUM_HEADS, NUM_KV_HEADS, HEAD_DIM, torch.bfloat16, torch.device("cpu"))
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"hearth.kernels.model.row_attention: {REASON}")
+pytestmark = [
+    pytest.mark.usefixtures("c_kernel_level"),  # each test at every CPU level the C kernels are built for
+    pytest.mark.skipif(REASON is not None, reason=f"hearth.kernels.model.row_attention: {REASON}"),
+]
 PATHS = ["vector", pytest.param("amx", marks=pytest.mark.skipif(
     REASON is not None or not row_attention._has_amx(), reason="this CPU lacks AMX-BF16"))]
 
 
 @pytest.fixture(params=PATHS)
-def path(request):
+def path(request, c_kernel_level):
     is_on = row_attention.use_amx(request.param == "amx")
+    if request.param == "amx" and not is_on:
+        pytest.skip("the CPU level is below amx")
     assert is_on == (request.param == "amx")
     yield request.param
     row_attention.use_amx(True)

@@ -1,5 +1,5 @@
-"""The AVX512-VNNI block-quantized kernels against exact references, their packing, and their rows at every
-row count (skipped, with the reason, on a CPU or a machine that cannot build them)."""
+"""The block-quantized and bf16-record kernels against exact references, their packing, and their rows at every
+row count, at each CPU level they are built for (skipped, with the reason, where they cannot be built)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import torch
 
 from hearth.kernels.model import vnni_linear
 
-pytestmark = pytest.mark.skipif(vnni_linear.unavailable_reason() is not None,
-                                reason=f"hearth.kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}")
+pytestmark = [
+    pytest.mark.usefixtures("c_kernel_level"),  # each test at every CPU level the C kernels are built for
+    pytest.mark.skipif(vnni_linear.unavailable_reason() is not None, reason=f"hearth.kernels.model.vnni_linear: {vnni_linear.unavailable_reason()}"),
+]
 
 SHAPES = [(16, 32), (96, 64), (576, 576), (320, 1536)]
 

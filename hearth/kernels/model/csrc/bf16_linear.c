@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "avx512_math.h"
+#include "simd.h"
 
 #define B16_RECORD_BYTES 1024
 #define B16_ROWS_PER_PASS 8
@@ -37,18 +37,18 @@ static void vector_tile(const uint16_t *x, int64_t rows, int64_t k, const uint8_
     const int64_t blocks = k / 32;
     for (int64_t r0 = 0; r0 < rows; r0 += B16_ROWS_PER_PASS) {
         const int64_t count = rows - r0 < B16_ROWS_PER_PASS ? rows - r0 : B16_ROWS_PER_PASS;
-        __m512 y[B16_ROWS_PER_PASS];
-        for (int i = 0; i < B16_ROWS_PER_PASS; i++) y[i] = _mm512_setzero_ps();
+        vf y[B16_ROWS_PER_PASS];
+        for (int i = 0; i < B16_ROWS_PER_PASS; i++) y[i] = vf_zero();
         for (int64_t b = 0; b < blocks; b++) {
             const uint8_t *record = wt + b * B16_RECORD_BYTES;
             if (r0 == 0)
                 prefetch_record(record);
             for (int s = 0; s < 16; s++) {
-                const __m512bh w = (__m512bh)_mm512_loadu_si512(record + s * 64);
+                const vi w = (vi)vi_load(record + s * 64);
                 for (int64_t i = 0; i < count; i++) {
                     int32_t pair;
                     memcpy(&pair, x + (r0 + i) * k + b * 32 + 2 * s, 4);
-                    y[i] = _mm512_dpbf16_ps(y[i], w, (__m512bh)_mm512_set1_epi32(pair));
+                    y[i] = vf_dot2_bf16(y[i], w, (vi)vi_set1(pair));
                 }
             }
         }

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "avx512_math.h"
+#include "simd.h"
 
 int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out, int out_is_float32,
               int num_threads);
@@ -43,39 +43,25 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
 
-/* Sixteen of each, the same roundings as the scalar ones: round to nearest even (in integers, as
- * f32_to_bf16; vcvtneps2bf16 would flush denormals). */
-static inline __m512 round_bf16_ps(__m512 x) {
-    const __m512i bits = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
-    return _mm512_castsi512_ps(_mm512_and_si512(rounded, _mm512_set1_epi32((int)0xFFFF0000u)));
-}
-
-/* x must be bf16-exact (round_bf16_ps's output). */
-static inline void store_bf16_ps(uint16_t *dst, __m512 x) {
-    _mm256_storeu_si256((__m256i *)dst, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(x), 16)));
-}
-
 /* x [rows, dim] bf16 = bf16(bf16(h rsqrt(mean(h^2) + eps)) w) for hidden h [rows, dim] float32. */
 static void rms_norm_rows(const float *hidden, int64_t rows, int64_t dim, const uint16_t *weight, float eps,
                           uint16_t *x, int num_threads) {
     #pragma omp parallel for schedule(static) num_threads(num_threads) if (rows > 8)
     for (int64_t r = 0; r < rows; r++) {
         const float *h = hidden + r * dim;
-        __m512 squares = _mm512_setzero_ps();
+        vf squares = vf_zero();
         int64_t i = 0;
         for (; i + 16 <= dim; i += 16) {
-            const __m512 v = _mm512_loadu_ps(h + i);
-            squares = _mm512_fmadd_ps(v, v, squares);
+            const vf v = vf_load(h + i);
+            squares = vf_fmadd(v, v, squares);
         }
-        float sum = _mm512_reduce_add_ps(squares);
+        float sum = vf_reduce_add(squares);
         for (; i < dim; i++)
             sum += h[i] * h[i];
         const float scale = 1.0f / sqrtf(sum / (float)dim + eps);
         for (i = 0; i + 16 <= dim; i += 16) {
-            const __m512 normed = round_bf16_ps(_mm512_mul_ps(_mm512_loadu_ps(h + i), _mm512_set1_ps(scale)));
-            store_bf16_ps(x + r * dim + i, round_bf16_ps(_mm512_mul_ps(normed, load_bf16_ps(weight + i))));
+            const vf normed = vf_round_bf16(vf_mul(vf_load(h + i), vf_set1(scale)));
+            vf_store_bf16_exact(x + r * dim + i, vf_round_bf16(vf_mul(normed, vf_load_bf16(weight + i))));
         }
         for (; i < dim; i++)
             x[r * dim + i] = f32_to_bf16(bf16_to_f32(f32_to_bf16(h[i] * scale)) * bf16_to_f32(weight[i]));
@@ -108,10 +94,10 @@ int layer_front(const float *hidden, int64_t rows, int64_t dim, const uint16_t *
                 int64_t i = 0;
                 if (half % 16 == 0)  /* the rolled halves start on 16-element boundaries */
                     for (; i < head_dim; i += 16) {
-                        const __m512 straight = round_bf16_ps(_mm512_mul_ps(load_bf16_ps(src + i), load_bf16_ps(c + i)));
-                        const __m512 rolled = round_bf16_ps(_mm512_mul_ps(load_bf16_ps(src + (i + half) % head_dim),
-                                                                          load_bf16_ps(s + i)));
-                        store_bf16_ps(dst + i, round_bf16_ps(_mm512_add_ps(straight, rolled)));
+                        const vf straight = vf_round_bf16(vf_mul(vf_load_bf16(src + i), vf_load_bf16(c + i)));
+                        const vf rolled = vf_round_bf16(vf_mul(vf_load_bf16(src + (i + half) % head_dim),
+                                                                          vf_load_bf16(s + i)));
+                        vf_store_bf16_exact(dst + i, vf_round_bf16(vf_add(straight, rolled)));
                     }
                 for (; i < head_dim; i++) {
                     const float straight = bf16_to_f32(f32_to_bf16(bf16_to_f32(src[i]) * bf16_to_f32(c[i])));
@@ -130,8 +116,8 @@ int layer_front(const float *hidden, int64_t rows, int64_t dim, const uint16_t *
 }
 
 /* silu(x) = x / (1 + e^-x), sixteen at a time (e^-x clamped to [e^-87, e^88]). */
-static inline __m512 silu_ps(__m512 x) {
-    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+static inline vf silu_ps(vf x) {
+    return vf_div(x, vf_add(vf_set1(1.0f), vf_exp(vf_sub(vf_zero(), x))));
 }
 
 /* act [rows, intermediate] = bf16(bf16(silu(gate)) up) for gate_up [rows, 2 intermediate] bf16 (gate first). */
@@ -141,15 +127,15 @@ static void silu_mul_rows(const uint16_t *gate_up, int64_t rows, int64_t interme
         const uint16_t *gate = gate_up + r * 2 * intermediate, *up = gate + intermediate;
         int64_t i = 0;
         for (; i + 16 <= intermediate; i += 16) {
-            const __m512 activated = round_bf16_ps(silu_ps(load_bf16_ps(gate + i)));
-            store_bf16_ps(act + r * intermediate + i, round_bf16_ps(_mm512_mul_ps(activated, load_bf16_ps(up + i))));
+            const vf activated = vf_round_bf16(silu_ps(vf_load_bf16(gate + i)));
+            vf_store_bf16_exact(act + r * intermediate + i, vf_round_bf16(vf_mul(activated, vf_load_bf16(up + i))));
         }
         if (i < intermediate) {  /* the tail, through a zero-padded buffer: the same operations */
             uint16_t tail_gate[16] = {0}, tail_up[16] = {0}, tail_act[16];
             memcpy(tail_gate, gate + i, (intermediate - i) * sizeof(uint16_t));
             memcpy(tail_up, up + i, (intermediate - i) * sizeof(uint16_t));
-            const __m512 activated = round_bf16_ps(silu_ps(load_bf16_ps(tail_gate)));
-            store_bf16_ps(tail_act, round_bf16_ps(_mm512_mul_ps(activated, load_bf16_ps(tail_up))));
+            const vf activated = vf_round_bf16(silu_ps(vf_load_bf16(tail_gate)));
+            vf_store_bf16_exact(tail_act, vf_round_bf16(vf_mul(activated, vf_load_bf16(tail_up))));
             memcpy(act + r * intermediate + i, tail_act, (intermediate - i) * sizeof(uint16_t));
         }
     }

@@ -13,33 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "avx512_math.h"
+#include "simd.h"
 
 #define KEY_BLOCK 64  /* keys per softmax update, scored 16 at a time */
 #define MAX_GROUP 16     /* query heads per KV head */
 #define MAX_HEAD_DIM 256
-
-/* Sixteen dot products at once: lane j of the result is the sum of partial[j]'s 16 lanes, by the same fixed
- * tree of shuffles and adds whatever the inputs (it leaves vector 4 t + k in lane 4 k + t; one permutation
- * puts it back). */
-static inline __m512 sum_lanes16(__m512 partial[16]) {
-    __m512 level1[8], level2[4], level3[2];
-    for (int i = 0; i < 8; i++) {  /* pairs of 8-lane halves */
-        __m512 a = partial[2 * i], b = partial[2 * i + 1];
-        level1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
-    }
-    for (int i = 0; i < 4; i++) {
-        __m512 a = level1[2 * i], b = level1[2 * i + 1];
-        level2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
-    }
-    for (int i = 0; i < 2; i++) {
-        __m512 a = level2[2 * i], b = level2[2 * i + 1];
-        level3[i] = _mm512_add_ps(_mm512_shuffle_ps(a, b, 0x44), _mm512_shuffle_ps(a, b, 0xEE));
-    }
-    const __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(level3[0], level3[1], 0x88),
-                                      _mm512_shuffle_ps(level3[0], level3[1], 0xDD));
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), sums);
-}
 
 /* Query heads [group * g, group * (g + 1)) of one row at position `position` over KV head g. Inlined with
  * constant group and head_dim for the common shapes, so the accumulators live in registers. */
@@ -50,17 +28,17 @@ static inline __attribute__((always_inline)) void attend_shape(
     const int chunks = head_dim / 32;
     const int block_shift = __builtin_ctzll((unsigned long long)block_size);  /* a power of two */
     const int64_t slot_stride = 2 * num_kv_heads * head_dim;  /* elements from one slot to the next */
-    __m512bh q[MAX_GROUP][MAX_HEAD_DIM / 32];
-    __m512 acc[MAX_GROUP][MAX_HEAD_DIM / 16];
-    __m512 l[MAX_GROUP];  /* per lane; summed at the end */
+    vi q[MAX_GROUP][MAX_HEAD_DIM / 32];
+    vf acc[MAX_GROUP][MAX_HEAD_DIM / 16];
+    vf l[MAX_GROUP];  /* per lane; summed at the end */
     float m[MAX_GROUP];
     float weights[MAX_GROUP][KEY_BLOCK] __attribute__((aligned(64)));
     for (int h = 0; h < group; h++) {
         for (int c = 0; c < chunks; c++)
-            q[h][c] = (__m512bh)_mm512_loadu_si512(q_row + (g * group + h) * head_dim + 32 * c);
+            q[h][c] = (vi)vi_load(q_row + (g * group + h) * head_dim + 32 * c);
         for (int i = 0; i < head_dim / 16; i++)
-            acc[h][i] = _mm512_setzero_ps();
-        l[h] = _mm512_setzero_ps();
+            acc[h][i] = vf_zero();
+        l[h] = vf_zero();
         m[h] = -INFINITY;
     }
     for (int64_t first = 0; first <= position; first += KEY_BLOCK) {
@@ -79,58 +57,56 @@ static inline __attribute__((always_inline)) void attend_shape(
             }
         }
         for (int h = 0; h < group; h++) {
-            __m512 scores[KEY_BLOCK / 16];
-            __m512 block_max = _mm512_set1_ps(-INFINITY);
+            vf scores[KEY_BLOCK / 16];
+            vf block_max = vf_set1(-INFINITY);
             for (int part = 0; part < KEY_BLOCK / 16; part++) {
                 const int in_part = count - 16 * part;
-                const __mmask16 valid = in_part >= 16 ? 0xFFFF : in_part <= 0 ? 0 : (__mmask16)((1u << in_part) - 1);
-                if (!valid) {
-                    scores[part] = _mm512_set1_ps(-INFINITY);
+                const vmask valid = vmask_first(in_part);
+                if (in_part <= 0) {
+                    scores[part] = vf_set1(-INFINITY);
                     continue;
                 }
-                __m512 partial[16];
+                vf partial[16];
                 for (int j = 0; j < 16; j++) {
-                    partial[j] = _mm512_setzero_ps();
+                    partial[j] = vf_zero();
                     for (int c = 0; c < chunks; c++)
-                        partial[j] = _mm512_dpbf16_ps(partial[j], q[h][c],
-                                                      (__m512bh)_mm512_loadu_si512(keys[16 * part + j] + 32 * c));
+                        partial[j] = vf_dot2_bf16(partial[j], q[h][c],
+                                                      (vi)vi_load(keys[16 * part + j] + 32 * c));
                 }
-                scores[part] = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), valid,
-                                                  _mm512_mul_ps(sum_lanes16(partial), _mm512_set1_ps(scale)));
-                block_max = _mm512_max_ps(block_max, scores[part]);
+                scores[part] = vf_select(valid, vf_mul(vf_sum_lanes16(partial), vf_set1(scale)), vf_set1(-INFINITY));
+                block_max = vf_max(block_max, scores[part]);
             }
-            const float top = _mm512_reduce_max_ps(block_max);
+            const float top = vf_reduce_max(block_max);
             const float m_new = top > m[h] ? top : m[h];
-            const __m512 correction = _mm512_set1_ps(expf(m[h] - m_new));  /* 0 for the first block (m = -inf) */
+            const vf correction = vf_set1(expf(m[h] - m_new));  /* 0 for the first block (m = -inf) */
             m[h] = m_new;
-            l[h] = _mm512_mul_ps(l[h], correction);
+            l[h] = vf_mul(l[h], correction);
             for (int part = 0; part < KEY_BLOCK / 16; part++) {
-                /* exp(-inf - m) is 0 exactly only by masking: exp_ps clamps its argument. */
-                const __mmask16 valid = _mm512_cmp_ps_mask(scores[part], _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-                const __m512 e = _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(scores[part], _mm512_set1_ps(m_new))));
-                l[h] = _mm512_add_ps(l[h], e);
-                _mm512_store_ps(weights[h] + 16 * part, e);
+                /* exp(-inf - m) is 0 exactly only by masking: vf_exp clamps its argument. */
+                const vmask valid = vf_neq(scores[part], vf_set1(-INFINITY));
+                const vf e = vf_select(valid, vf_exp(vf_sub(scores[part], vf_set1(m_new))), vf_zero());
+                l[h] = vf_add(l[h], e);
+                vf_store(weights[h] + 16 * part, e);
             }
             for (int i = 0; i < head_dim / 16; i++)
-                acc[h][i] = _mm512_mul_ps(acc[h][i], correction);
+                acc[h][i] = vf_mul(acc[h][i], correction);
         }
         for (int j = 0; j < count; j++) {
             const uint16_t *value = keys[j] + num_kv_heads * head_dim;
-            __m512 w[MAX_GROUP];
+            vf w[MAX_GROUP];
             for (int h = 0; h < group; h++)
-                w[h] = _mm512_set1_ps(weights[h][j]);
+                w[h] = vf_set1(weights[h][j]);
             for (int i = 0; i < head_dim / 16; i++) {
-                const __m512 v = load_bf16_ps(value + 16 * i);
+                const vf v = vf_load_bf16(value + 16 * i);
                 for (int h = 0; h < group; h++)
-                    acc[h][i] = _mm512_fmadd_ps(w[h], v, acc[h][i]);
+                    acc[h][i] = vf_fmadd(w[h], v, acc[h][i]);
             }
         }
     }
     for (int h = 0; h < group; h++) {
-        const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(l[h]));
+        const vf inverse = vf_set1(1.0f / vf_reduce_add(l[h]));
         for (int i = 0; i < head_dim / 16; i++)
-            _mm256_storeu_si256((__m256i *)(out_row + (g * group + h) * head_dim + 16 * i),
-                                (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[h][i], inverse)));
+            vf_store_bf16_hw(out_row + (g * group + h) * head_dim + 16 * i, vf_mul(acc[h][i], inverse));
     }
 }
 
@@ -270,7 +246,7 @@ static void softmax_block(struct tile_run *run, int64_t first, int64_t group, fl
         for (int part = 0; part < KEY_BLOCK / 16; part++) {
             const __mmask16 valid = _mm512_cmp_ps_mask(s[part], _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
             const __m256i e = (__m256i)_mm512_cvtneps_pbh(
-                _mm512_maskz_mov_ps(valid, exp_ps(_mm512_sub_ps(s[part], _mm512_set1_ps(m_new)))));
+                _mm512_maskz_mov_ps(valid, vf_exp(_mm512_sub_ps(s[part], _mm512_set1_ps(m_new)))));
             _mm256_store_si256((__m256i *)(row_weights + 16 * part), e);
             run->l[t] = _mm512_add_ps(run->l[t], _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(e), 16)));
         }

@@ -1,6 +1,7 @@
 /* 4-bit weights (GGUF's Q4_1 form, w = d q + m per block of 32 inputs; q4_linear) and 8-bit ones (Q8_0,
  * w = d q; q8_linear) times bf16 activations quantized to 16 bits per block of 32,
- * on AVX512-VNNI. Built and loaded by kernels/model/vnni_linear.py, which documents the packed layouts.
+ * on simd.h's primitives (vpdpbusd at avx512, its exact AVX2 equivalent at avx2). Built and loaded by
+ * hearth/kernels/model/vnni_linear.py, which documents the packed layouts.
  *
  * Activations: x16 = round(x * 32639 / max|x|) per block, split into two signed bytes x16 = 256 hi + lo
  * (hi in -127..127, lo in -128..127), so that `vpdpbusd` (unsigned weight bytes times signed activation
@@ -18,7 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "avx512_math.h"
+#include "simd.h"
 
 #define ROWS_PER_PASS 8
 #define BLOCK_BYTES 320
@@ -30,29 +31,24 @@
 /* x [k] bf16 -> hi, lo [k] int8; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
 static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, float *dx, int32_t *sum) {
     for (int64_t b = 0; b < k / 32; b++) {
-        __m512 first = load_bf16_ps(x + b * 32), second = load_bf16_ps(x + b * 32 + 16);
-        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(first), _mm512_abs_ps(second)));
+        vf first = vf_load_bf16(x + b * 32), second = vf_load_bf16(x + b * 32 + 16);
+        float amax = vf_reduce_max(vf_max(vf_abs(first), vf_abs(second)));
         float inv = amax > 0.0f ? X16_MAX / amax : 0.0f;
         /* Round to nearest even (the default MXCSR mode). */
-        __m512i q[2] = {_mm512_cvtps_epi32(_mm512_mul_ps(first, _mm512_set1_ps(inv))),
-                        _mm512_cvtps_epi32(_mm512_mul_ps(second, _mm512_set1_ps(inv)))};
+        vi q[2] = {vf_to_vi(vf_mul(first, vf_set1(inv))),
+                        vf_to_vi(vf_mul(second, vf_set1(inv)))};
         for (int half = 0; half < 2; half++) {
-            q[half] = _mm512_max_epi32(_mm512_min_epi32(q[half], _mm512_set1_epi32(32639)), _mm512_set1_epi32(-32639));
-            __m512i high = _mm512_srai_epi32(_mm512_add_epi32(q[half], _mm512_set1_epi32(128)), 8);
-            __m512i low = _mm512_sub_epi32(q[half], _mm512_slli_epi32(high, 8));
-            _mm_storeu_si128((__m128i *)(hi + b * 32 + half * 16), _mm512_cvtepi32_epi8(high));
-            _mm_storeu_si128((__m128i *)(lo + b * 32 + half * 16), _mm512_cvtepi32_epi8(low));
+            q[half] = vi_max(vi_min(q[half], vi_set1(32639)), vi_set1(-32639));
+            vi high = vi_srai(vi_add(q[half], vi_set1(128)), 8);
+            vi low = vi_sub(q[half], vi_slli(high, 8));
+            vi_store_i8(hi + b * 32 + half * 16, high);
+            vi_store_i8(lo + b * 32 + half * 16, low);
         }
         dx[b] = amax / X16_MAX;
-        sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(q[0], q[1]));
+        sum[b] = vi_reduce_add(vi_add(q[0], q[1]));
     }
 }
 
-static inline __m512i broadcast4(const int8_t *src) {
-    int32_t four;
-    __builtin_memcpy(&four, src, 4);
-    return _mm512_set1_epi32(four);
-}
 
 /* A call's activations, quantized: per row, hi then lo bytes [2][k]; per row and block, dx and sum(x16). */
 struct activations {
@@ -83,15 +79,14 @@ static void quantize_rows(const uint16_t *x, int64_t rows, int64_t k, const stru
 }
 
 /* 256 dot(w, hi) + dot(w, lo) for one block of row r: quad[s] holds the 16 outputs' weight bytes for inputs
- * 32 b + 4 s .. + 3. Exact in int32 for both weight forms (bounds at each caller). */
-static inline __m512i block_dot(const __m512i quad[8], const struct activations *a, int64_t r, int64_t k, int64_t b) {
+ * 32 b + 4 s .. + 3 (Q4 nibbles, or Q8's q + 128 when is_q8: a constant, so each caller gets its own
+ * inlined copy). Exact in int32 for both weight forms (bounds at each caller). */
+static inline vi block_dot(const vi quad[8], const struct activations *a, int64_t r, int64_t k, int64_t b,
+                           const int is_q8) {
     const int8_t *hi = a->bytes + r * 2 * k + b * 32, *lo = hi + k;
-    __m512i dot_hi = _mm512_setzero_si512(), dot_lo = _mm512_setzero_si512();
-    for (int s = 0; s < 8; s++) {
-        dot_hi = _mm512_dpbusd_epi32(dot_hi, quad[s], broadcast4(hi + 4 * s));
-        dot_lo = _mm512_dpbusd_epi32(dot_lo, quad[s], broadcast4(lo + 4 * s));
-    }
-    return _mm512_add_epi32(_mm512_slli_epi32(dot_hi, 8), dot_lo);
+    const vi dot_hi = is_q8 ? vi_dot32_u8s8(quad, hi) : vi_dot32_u4s8(quad, hi);
+    const vi dot_lo = is_q8 ? vi_dot32_u8s8(quad, lo) : vi_dot32_u4s8(quad, lo);
+    return vi_add(vi_slli(dot_hi, 8), dot_lo);
 }
 
 /* A tile's records are one stream: fetch PREFETCH_BLOCKS ahead (past the tile's end it reads the next
@@ -236,7 +231,7 @@ static inline void amx_pass(const uint8_t *weights, int64_t weight_stride, const
 int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
               int out_is_float32, int num_threads) {
     const int64_t blocks = k / 32, tiles = n / 16, amx_rows = amx_row_count(rows);
-    const __m512i low_nibbles = _mm512_set1_epi8(0x0F);
+    const vi low_nibbles = vi_set1_epi8(0x0F);
     struct activations a;
     if (!allocate(&a, rows, k, amx_rows ? num_threads * blocks * 512 : 0)) {
         release(&a);
@@ -258,27 +253,27 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
         }
         for (int64_t r0 = amx_rows; r0 < rows; r0 += ROWS_PER_PASS) {
             const int64_t count = rows - r0 < ROWS_PER_PASS ? rows - r0 : ROWS_PER_PASS;
-            __m512 y[ROWS_PER_PASS];
-            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = _mm512_setzero_ps();
+            vf y[ROWS_PER_PASS];
+            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = vf_zero();
             for (int64_t b = 0; b < blocks; b++) {
                 const uint8_t *record = wt + b * BLOCK_BYTES;
                 if (r0 == amx_rows)
                     prefetch(record, BLOCK_BYTES);
-                __m512i quad[8];
+                vi quad[8];
                 for (int s = 0; s < 4; s++) {
-                    __m512i packed = _mm512_loadu_si512(record + s * 64);
-                    quad[s] = _mm512_and_si512(packed, low_nibbles);
-                    quad[s + 4] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_nibbles);
+                    vi packed = vi_load(record + s * 64);
+                    quad[s] = vi_and(packed, low_nibbles);
+                    quad[s + 4] = vi_and(vi_srli16(packed, 4), low_nibbles);
                 }
-                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 256)));
-                const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 288)));
+                const vf d = vf_load_f16(record + 256);
+                const vf m = vf_load_f16(record + 288);
                 for (int64_t i = 0; i < count; i++) {
                     const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |dot| <= 32 * 15 * 32639 < 2^31. */
-                    __m512i dot = block_dot(quad, &a, r0 + i, k, b);
-                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.dx[rb]));
-                    y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, y[i]);
-                    y[i] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.dx[rb] * (float)a.sum[rb]), y[i]);
+                    vi dot = block_dot(quad, &a, r0 + i, k, b, 0);
+                    vf scale = vf_mul(d, vf_set1(a.dx[rb]));
+                    y[i] = vf_fmadd(vi_to_vf(dot), scale, y[i]);
+                    y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);
                 }
             }
             for (int64_t i = 0; i < count; i++)
@@ -316,23 +311,23 @@ int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
             amx_pass(wt, Q8_BLOCK_BYTES, wt, 1, &a, r0, k, n, t, out, out_is_float32);
         for (int64_t r0 = amx_rows; r0 < rows; r0 += ROWS_PER_PASS) {
             const int64_t count = rows - r0 < ROWS_PER_PASS ? rows - r0 : ROWS_PER_PASS;
-            __m512 y[ROWS_PER_PASS];
-            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = _mm512_setzero_ps();
+            vf y[ROWS_PER_PASS];
+            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = vf_zero();
             for (int64_t b = 0; b < blocks; b++) {
                 const uint8_t *record = wt + b * Q8_BLOCK_BYTES;
                 if (r0 == amx_rows)
                     prefetch(record, Q8_BLOCK_BYTES);
-                __m512i quad[8];
+                vi quad[8];
                 for (int s = 0; s < 8; s++)
-                    quad[s] = _mm512_loadu_si512(record + s * 64);
-                const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(record + 512)));
+                    quad[s] = vi_load(record + s * 64);
+                const vf d = vf_load_f16(record + 512);
                 for (int64_t i = 0; i < count; i++) {
                     const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |256 dot_hi| <= 256 * 32 * 255 * 127, |dot_lo| <= 32 * 255 * 128,
                      * |128 sum| <= 128 * 32 * 32639: under 2^31 together. */
-                    __m512i dot = _mm512_sub_epi32(block_dot(quad, &a, r0 + i, k, b), _mm512_set1_epi32(128 * a.sum[rb]));
-                    __m512 scale = _mm512_mul_ps(d, _mm512_set1_ps(a.dx[rb]));
-                    y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, y[i]);
+                    vi dot = vi_sub(block_dot(quad, &a, r0 + i, k, b, 1), vi_set1(128 * a.sum[rb]));
+                    vf scale = vf_mul(d, vf_set1(a.dx[rb]));
+                    y[i] = vf_fmadd(vi_to_vf(dot), scale, y[i]);
                 }
             }
             for (int64_t i = 0; i < count; i++)

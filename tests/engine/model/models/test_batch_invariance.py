@@ -8,12 +8,22 @@ from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.sampling.sampling_params import SamplingParams
 from hearth.kernels.model import row_attention
-from tests.conftest import chat_prompt, run_to_completion
+from tests.conftest import CPU_LEVELS, capped_at, chat_prompt, run_to_completion, skip_unless_mode_runs
+
+# Each bf16 mode at every CPU level this machine runs (each level takes its own paths: oneDNN prepacking, the
+# C kernels' primitives, aten's fallbacks); float32 takes the same paths at every level, so once.
+CASES = [("float32", "none", CPU_LEVELS[-1])] + [
+    ("bfloat16", quantization, level) for level in CPU_LEVELS for quantization in ("none", "bf16", "int8", "int4")]
 
 
-@pytest.mark.parametrize("dtype, quantization", [("float32", "none"), ("bfloat16", "none"), ("bfloat16", "bf16"),
-                                                 ("bfloat16", "int8"), ("bfloat16", "int4")])
-def test_greedy_and_seeded_tokens_alone_equal_amid_others(default_entry, dtype, quantization):
+@pytest.mark.parametrize("dtype, quantization, level", CASES)
+def test_greedy_and_seeded_tokens_alone_equal_amid_others(default_entry, dtype, quantization, level):
+    with capped_at(level):
+        skip_unless_mode_runs(quantization)
+        check_batch_invariance(default_entry, dtype, quantization)
+
+
+def check_batch_invariance(default_entry, dtype: str, quantization: str) -> None:
     engine = LLMEngine(EngineConfig(model_path=str(default_entry.path), dtype=dtype, quantization=quantization,
                                     max_num_seqs=12, prefill_chunk_size=32, max_num_batched_tokens=64,
                                     max_model_len=1024, kv_cache_memory_gib=0.25), default_entry)

@@ -10,7 +10,7 @@ from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.loading.registry import ModelEntry
 from hearth.engine.model.attention import AttentionMetadata, PrefillSegment
 from hearth.engine.sampling.sampling_params import SamplingParams
-from tests.conftest import chat_prompt, run_to_completion
+from tests.conftest import chat_prompt, run_to_completion, skip_unless_mode_runs
 
 # Stated tolerances on logits over a whole sequence (prompt + 64 generated tokens). Both forwards run the
 # same kernels here and agreed bit for bit; the bounds leave room for other CPUs' kernels.
@@ -81,6 +81,7 @@ def test_bf16_on_hearths_kernels_is_closer_to_float32_than_the_transformers_exac
     sequence its logits must sit closer to transformers' float32 forward than `none`'s bf16 logits do."""
     from transformers import AutoModelForCausalLM
 
+    skip_unless_mode_runs("bf16")
     reference = AutoModelForCausalLM.from_pretrained(default_entry.path, dtype=torch.float32).eval()
     mean_error, max_error = {}, {}
     for mode in ("none", "bf16"):

@@ -1,5 +1,5 @@
 """Linear layers of the native forward: dense (bf16 prepacked for oneDNN, or plain), int8, int4, or GGUF blocks on
-AVX512-VNNI (BlockQuantizedLinear); hearth.engine.model.linear_factory builds them per quantization mode.
+AVX2 and above (BlockQuantizedLinear); hearth.engine.model.linear_factory builds them per quantization mode.
 
 Each layer is called in two ways:
 - `matmul_in_chunk(x, ...)`: one kernel call over a prefill chunk's rows, computed as they are within
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hearth.engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
+from hearth.kernels import cpu_isa
 from hearth.kernels.model import vnni_linear
 from hearth.kernels.model.weight_only import (
     apply_int4_linear,
@@ -28,6 +29,7 @@ from hearth.kernels.model.weight_only import (
 
 # Before calibration: one call over all rows.
 _UNTILED = RowTiling()
+_ONE_ROW = RowTiling(min_rows=1, max_rows=1)
 
 
 class Linear:
@@ -103,10 +105,14 @@ class DenseLinear(Linear):
     was most of the GEMM time (30 layers of 6144x576 at 8 rows: 17.5 ms plain, 12.8 ms prepacked; results
     bit-identical)."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, is_prepacked: bool) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None, is_prepacked: bool,
+                 output_dtype: torch.dtype | None = None) -> None:
         self.out_features, self.in_features = weight.shape
         self.dtype = weight.dtype
-        self.is_prepacked = is_prepacked
+        # float32 from a lower-precision weight: a head where no kernel here gives float32 logits, computed
+        # in float32 from the weight's exact values (a per-call widening; only the generic CPU level uses it).
+        self.output_dtype = output_dtype or weight.dtype
+        self.is_prepacked = is_prepacked and self.output_dtype == weight.dtype
         self.device = weight.device
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8) if is_prepacked else weight
         self.bias = bias
@@ -115,6 +121,8 @@ class DenseLinear(Linear):
     def _kernel(self, x: Tensor) -> Tensor:
         if self.is_prepacked:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
+        if self.output_dtype != self.dtype:
+            return F.linear(x.to(self.output_dtype), self.weight.to(self.output_dtype))
         return F.linear(x, self.weight)
 
     @property
@@ -123,7 +131,16 @@ class DenseLinear(Linear):
 
     @property
     def kernel_key(self) -> tuple:
-        return ("dense", self.dtype, self.is_prepacked, self.out_features, self.in_features)
+        return ("dense", self.dtype, self.output_dtype, self.is_prepacked, self.out_features, self.in_features)
+
+    def calibrate(self, dtype: torch.dtype, store: RowTilingStore) -> None:
+        """On CPU every row is its own call. A sampled calibration of oneDNN's and MKL's row tiling was
+        data-dependent (bf16 576 x 1536 on AVX-512 without AMX: rows of 5+ or of 17+ row calls differed from
+        lone rows, depending on the draw), so no measured interval can be trusted there."""
+        if self.device.type == "cpu":
+            self.tiling = _ONE_ROW
+            return
+        super().calibrate(dtype, store)
 
 
 
@@ -138,7 +155,8 @@ class Int8Linear(Linear):
         self.device = qweight.device
 
     def _kernel(self, x: Tensor) -> Tensor:
-        return apply_int8_linear(x, self.qweight, self.scales)
+        # Activations in the scales' dtype: float32 scales make a float32 head (float32 logits).
+        return apply_int8_linear(x.to(self.scales.dtype), self.qweight, self.scales)
 
     @property
     def num_bytes(self) -> int:
@@ -179,7 +197,7 @@ _BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_
 
 
 class BlockQuantizedLinear(Linear):
-    """Weights in hearth.kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on an x86 CPU with AVX512-VNNI:
+    """Weights in hearth.kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on x86 CPUs from AVX2 up:
     GGUF-style Q4_1 (w = d q + m per block of 32) or Q8_0 (w = d q), whose blocks' dot products with bf16
     activations quantized to 16 bits are exact integers; or bf16 ("b16", the `bf16` mode), float32 sums of
     bf16 products. output_dtype float32 hands the float32 accumulator on unrounded (to the float32 residual
@@ -208,10 +226,13 @@ class BlockQuantizedLinear(Linear):
 
 
 
-def dense_linear(weight: Tensor, bias: Tensor | None, device: torch.device) -> DenseLinear:
+def dense_linear(weight: Tensor, bias: Tensor | None, device: torch.device,
+                 output_dtype: torch.dtype | None = None) -> DenseLinear:
     weight = weight.to(device).contiguous()
-    is_prepacked = (weight.dtype == torch.bfloat16 and device.type == "cpu" and torch.backends.mkldnn.is_available())
-    return DenseLinear(weight, bias, is_prepacked)
+    # oneDNN's bf16 reorder needs AVX-512 BW/VL/DQ (or AVX-NE-CONVERT): below the avx512 level it raises at load.
+    is_prepacked = (weight.dtype == torch.bfloat16 and device.type == "cpu" and torch.backends.mkldnn.is_available()
+                    and cpu_isa.at_least("avx512"))
+    return DenseLinear(weight, bias, is_prepacked, output_dtype)
 
 
 def int8_linear(weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> Int8Linear:

@@ -44,7 +44,7 @@ def is_int4_packable(out_features: int, in_features: int, group_size: int) -> bo
 def residual_dtype(mode: str, dtype: torch.dtype) -> torch.dtype:
     """The residual stream's dtype: the activation dtype without quantization, as transformers keeps it (bf16
     stays exact against it); float32 with quantized weights, as llama.cpp keeps it, which brings a 4-bit
-    model's logits closer to its GGUF's own (README, 'Weights')."""
+    model's logits closer to its GGUF's own (docs/weights-and-kernels.md)."""
     return dtype if mode == "none" else torch.float32
 
 
@@ -62,7 +62,7 @@ class LinearFactory:
 
     bf16 layers and head run on hearth.kernels.model.vnni_linear's bf16 records (the mode is refused where it cannot run).
     int4 layers and the 8-bit vocabulary head run on hearth.kernels.model.vnni_linear where it can (a CPU with
-    AVX512-VNNI, bf16 activations), otherwise on aten's int4 and int8 kernels (bf16 or float32 activations)."""
+    AVX2 or above, bf16 activations), otherwise on aten's int4 and int8 kernels (bf16 or float32 activations)."""
 
     def __init__(self, quantization, dtype: torch.dtype, device: torch.device) -> None:
         self.mode, self.group_size = quantization.mode, quantization.group_size
@@ -132,15 +132,20 @@ class LinearFactory:
         return int4_from_values(q, scale, zero, group_size, bias, self.dtype)
 
     def embedding_and_head(self, embed: Tensor, lm_head: Tensor | None) -> tuple[Embedding, Linear]:
-        """The embedding and the lm_head (the embedding itself when lm_head is None: tied).
+        """The embedding and the lm_head (the embedding itself when lm_head is None: tied). Every head gives
+        float32 logits, so the sampling core never sees logits rounded to the activation dtype.
 
         Quantized modes keep the vocabulary projection in 8 bits, as GGUF files commonly keep
         token_embd/output in Q8_0 (the default model's does): Q8_0 blocks on hearth.kernels.model.vnni_linear where it runs
-        (a Q8_0 table's own values, given back exactly from its float32 dequantization; float32 logits),
-        else int8 per channel. A tied table serves both the lookup and the head, so it is stored once."""
+        (a Q8_0 table's own values, given back exactly from its float32 dequantization), else int8 per channel
+        with float32 scales and activations. Unquantized bf16 heads run as bf16 records (float32 sums) where
+        those kernels run, else widened to float32 per call. A tied table serves both the lookup and the head
+        where the head's format allows, so it is stored once."""
         embed = embed.to(self.device)
         vocab_weight = embed if lm_head is None else lm_head.to(self.device)
-        if self.mode == "bf16":
+        records_run_here = vnni_unavailable_reason(self.device, self.dtype) is None
+        if self.mode == "bf16" or (self.mode == "none" and self.dtype == torch.bfloat16 and records_run_here
+                                   and vnni_linear.unpackable_reason(*vocab_weight.shape) is None):
             # The head as bf16 records with float32 logits; the lookup keeps its own plain table.
             table = embed.to(self.dtype).contiguous()
             head = self._bf16(vocab_weight, None, torch.float32)
@@ -154,13 +159,13 @@ class LinearFactory:
                     return Q8Embedding(packed, shares_head=True), head
                 return Embedding(embed.to(self.dtype).contiguous(), None, self.dtype, shares_head=False), head
         if self.mode != "none" and lm_head is None:
-            qweight, scales = quantize_int8(embed, self.dtype)
+            qweight, scales = quantize_int8(embed, torch.float32)
             return Embedding(qweight, scales, self.dtype, shares_head=True), Int8Linear(qweight, scales, None)
         table = embed.to(self.dtype).contiguous()
         if lm_head is None:
-            head = dense_linear(table, None, self.device)
+            head = dense_linear(table, None, self.device, torch.float32)
             # A prepacked head is a reordered copy: the lookup table is then a second tensor.
             return Embedding(table, None, self.dtype, shares_head=not head.is_prepacked), head
-        head = (int8_linear(lm_head.to(self.device), None, self.dtype) if self.mode != "none"
-                else dense_linear(lm_head.to(self.dtype), None, self.device))
+        head = (int8_linear(lm_head.to(self.device), None, torch.float32) if self.mode != "none"
+                else dense_linear(lm_head.to(self.dtype), None, self.device, torch.float32))
         return Embedding(table, None, self.dtype, shares_head=False), head

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hearth.engine.config import EngineConfig
@@ -14,8 +15,12 @@ if TYPE_CHECKING:
     from hearth.engine.llm_engine import LLMEngine
 
 
+DEFAULT_REGISTRY = "models.yaml"
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="models.yaml", help="model registry file (default: models.yaml)")
+    parser.add_argument("--models", default=DEFAULT_REGISTRY, help=f"model registry file (default: {DEFAULT_REGISTRY}; "
+                        "optional when --model is a path)")
     parser.add_argument("--model", default=None,
                         help="registry id or alias, or a path to a local HF folder or .gguf file (default: the registry's default)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if available)")
@@ -44,10 +49,17 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 def resolve_entry(args: argparse.Namespace) -> ModelEntry:
     """The registry entry (or local path) the options name; ModelNotFoundError when its weights are absent."""
-    entry = ModelRegistry.load(args.models).resolve(args.model)
+    if Path(args.models).is_file() or args.models != DEFAULT_REGISTRY:
+        registry = ModelRegistry.load(args.models)
+    elif args.model is None:
+        raise ModelNotFoundError(f"no {DEFAULT_REGISTRY} here: pass --model (a local HF folder or .gguf file) or "
+                                 "--models FILE")
+    else:  # a path needs no registry: `hearth serve --model ~/models/x.gguf` from any directory
+        registry = ModelRegistry(entries=())
+    entry = registry.resolve(args.model)
     if not entry.exists():
         raise ModelNotFoundError(
-            f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `python -m hearth.engine.loading.fetch`) first"
+            f"model {entry.id!r} is not at {entry.path}; run `make setup` (or `hearth fetch`) first"
         )
     return entry
 

@@ -9,14 +9,23 @@ import pytest
 from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.sampling.sampling_params import SamplingParams
-from tests.conftest import chat_prompt, run_to_completion
+from tests.conftest import chat_prompt
+
+
+# Three ranks add o's and down's partial sums in another order than one rank (float32, rank order), and
+# bf16 activations round those last-bit differences up to a bf16 step now and then: the logprobs drift by a
+# few hundredths over a prompt (measured: at most 0.06 over 24 tokens of int4 on AVX-512). So the answers
+# agree token for token until a position where one rank's top two are within TIE of each other, where they
+# may part; each agreeing token's logprob is within DRIFT.
+DRIFT = 0.1
+TIE = 2 * DRIFT
 
 
 @pytest.mark.parametrize("quantization", ["int4", "bf16"])
-def test_packed_weight_modes_on_three_ranks_give_one_ranks_greedy_tokens(default_entry, quantization):
+def test_packed_weight_modes_on_three_ranks_follow_one_rank_up_to_a_near_tie(default_entry, quantization):
     """int4 and bf16 on hearth's kernels, sharded over 3 CPU ranks (the default model's 3 KV heads, one per
-    rank): each layer runs the torch path, o and down add float32 partial sums across ranks, and the greedy
-    answers equal one rank's, alone and batched."""
+    rank): each layer runs the torch path and o and down add float32 partial sums across ranks. The greedy
+    answers are batch-invariant at each rank count and follow one rank's as above."""
     from hearth.kernels.model import vnni_linear
 
     if vnni_linear.unavailable_reason() is not None:
@@ -29,15 +38,30 @@ def test_packed_weight_modes_on_three_ranks_give_one_ranks_greedy_tokens(default
         try:
             questions = {"france": "What is the capital of France?", "rain": "Why does it rain?"}
             prompts = {key: chat_prompt(engine, question) for key, question in questions.items()}
-            params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+            params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=True, top_logprobs=2)
             alone = {}
             for key, prompt in prompts.items():
-                engine.add_request(key, prompt, params)
-                alone.update(run_to_completion(engine))
-            for key, prompt in prompts.items():
-                engine.add_request(key, prompt, params)
-            assert run_to_completion(engine) == alone, ranks
+                alone[key] = generate(engine, {key: prompt}, params)[key]
+            assert generate(engine, prompts, params) == alone, ranks
             answers[ranks] = alone
         finally:
             engine.close()
-    assert answers[3] == answers[1]
+    for key, one_rank in answers[1].items():
+        for position, (expected, got) in enumerate(zip(one_rank, answers[3][key], strict=True)):
+            if expected.token_id != got.token_id:
+                (_, first), (_, second) = expected.top
+                assert first - second < TIE, (key, position, expected, got)
+                break
+            assert abs(expected.logprob - got.logprob) <= DRIFT, (key, position, expected, got)
+    assert [t.token_id for t in answers[3]["france"]] == [t.token_id for t in answers[1]["france"]]
+
+
+def generate(engine, prompts: dict, params) -> dict:
+    """id -> the logprob records of its tokens (token_id, logprob, top), all prompts added at once."""
+    for key, prompt in prompts.items():
+        engine.add_request(key, prompt, params)
+    records = {key: [] for key in prompts}
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            records[output.request_id] += output.choices[0].logprobs
+    return records

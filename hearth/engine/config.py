@@ -28,7 +28,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
     On this project's CPUs (AVX512-BF16) bf16 GEMMs ran 2-3x faster than fp32 and gave the same rows
     whatever the batch size, while fp32 MKL GEMMs changed rows when fewer than 8 rows were batched
-    (see README, 'Choice of dtype').
+    (docs/weights-and-kernels.md, 'Choice of dtype').
     """
     name = DTYPE_ALIASES.get(dtype, dtype)
     if name == "auto":
@@ -49,7 +49,7 @@ class EngineConfig:
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 1024
     # Prefill geometry unit (hearth.engine.model.attention): a short last chunk attends over the whole chunk's rows;
-    # 128 costs ~4% on a cold 1,000-token prefill against 512 (README).
+    # 128 costs ~4% on a cold 1,000-token prefill against 512 (docs/performance.md).
     prefill_chunk_size: int = 128
     logprobs_mode: str = "raw"
     use_native_model: bool = True

@@ -5,10 +5,10 @@
 against transformers. `bf16` keeps the same bf16 values but runs them on the kernels the quantized modes use
 (hearth.kernels.model.vnni_linear's bf16 records, the row attention kernel, a step's layers in one C call): rows within
 float32 rounding of a bf16 matmul, not bit-identical to oneDNN's, and in exchange a decode step's keys
-and values equal a prefill's, so prefix-cache hits end at any token (README, 'Weights').
+and values equal a prefill's, so prefix-cache hits end at any token (docs/weights-and-kernels.md).
 
 Chosen per model in models.yaml (`quantization:`) or with `--quantization`. Kernels and measurements:
-kernels/model/weight_only.py and the README's 'Quantization'.
+kernels/model/weight_only.py and docs/weights-and-kernels.md.
 """
 
 from __future__ import annotations

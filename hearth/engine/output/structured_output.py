@@ -4,7 +4,7 @@ A request's constraint is compiled once (cached by its canonical text) off the e
 sequence then owns a matcher that fills its row of the allowed-token bitmask every step (a few
 microseconds) and accepts the sampled token. The sampler applies the bitmask as one more stage.
 
-Why xgrammar (measured on this project's CPU against llguidance, see README): 3-30x faster mask fills
+Why xgrammar (measured on this project's CPU against llguidance, see docs/engine.md): 3-30x faster mask fills
 (2-8 us a token), a rejected token leaves its matcher usable, and structural tags map directly onto
 OpenAI's tool_choice. Two fixes around it: special tokens are blanked in its vocabulary (it would allow
 them inside JSON strings otherwise), and whitespace between JSON tokens is fixed (free whitespace let

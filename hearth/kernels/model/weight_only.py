@@ -1,6 +1,6 @@
 """Weight-only quantized linear layers: thin wrappers over aten's packed int8 and int4 matmuls.
 
-Chosen by measurement on this project's CPU (README, 'Quantization'): torchao 0.18's int4 config needs a
+Chosen by measurement on this project's CPU (docs/weights-and-kernels.md): torchao 0.18's int4 config needs a
 CUDA-only kernel package and its int8 config ran slower than bf16, while the aten kernels beneath it
 (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, `_weight_int4pack_mm` on CUDA) read 2-4x fewer
 weight bytes and compute every row the same way whatever the row count.

@@ -5,7 +5,7 @@ context length are attended together: keys and values gathered head-major from t
 call, with no padding and no mask. A row's result then depends on its own context alone: SDPA's fused CPU
 kernel blocks by query and key length, never by batch entries (tests/engine/model/test_attention.py), and
 a lone row computes exactly what transformers' SDPA attention computes for it.
-Measured at batch 1 (benchmarks/profile_step.py, README): the earlier path, which padded each row to a
+Measured at batch 1 (benchmarks/profile_step.py, docs/performance.md): the earlier path, which padded each row to a
 multiple of 64 and ran two bf16 batched matmuls and a float32 softmax, took 4-12x longer per layer (bf16
 bmm on this AMX CPU cost ~40 us per tiny call), and padding alone changes the kernel's summation, so it
 was not exact against transformers either.
@@ -152,15 +152,14 @@ class DecodeGroup:
 
 def decode_groups(contexts: list[tuple[list[int], int]], block_size: int, num_kv_heads: int,
                   device: torch.device) -> list[DecodeGroup]:
-    """Groups for decode rows given as (block table, context length), in row order. Rows of one context
-    length must be adjacent (ModelRunner.order sorts them so)."""
+    """Groups for decode rows given as (block table, context length), in row order: one row each. torch's
+    CPU SDPA is not batch-invariant (measured on AVX-512 without AMX: two equal rows in one call differ from
+    each other and from either alone), so no two rows share a call, whatever their lengths."""
     groups: list[DecodeGroup] = []
     start = 0
     while start < len(contexts):
         length = contexts[start][1]
-        stop = start
-        while stop < len(contexts) and contexts[stop][1] == length:
-            stop += 1
+        stop = start + 1
         num_blocks = -(-length // block_size)
         tables = torch.tensor([t[:num_blocks] for t, _ in contexts[start:stop]], device=device)
         slots = _slots(tables, torch.arange(length, device=device), block_size)  # [num_rows, length]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections.abc
 import json
+import types
+import typing
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -38,14 +41,71 @@ class APIError(Exception):
 
 
 def _location(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p != "body"]
-    # Drop pydantic's union-branch tags (e.g. 'user', 'str', 'list[...]') after indexes.
+    """pydantic's error location as OpenAI names a parameter: `messages.0.content`. Its union-branch tags
+    ('user' for a message's role, 'json_schema' for a response_format's type, 'str', 'list[...]') are not
+    fields of the request, so they go: found by walking the request model along the location."""
     kept = []
-    for part in parts:
-        if kept and (part in {"str", "int", "float", "bool", "none"} or "[" in part or part.startswith("function-")):
+    annotation = ChatCompletionRequest
+    for part in (p for p in loc if p != "body"):
+        branches = _union_branches(annotation)
+        if branches is not None and (str(part) in branches or _branch_name(part) in branches):
+            annotation = branches.get(str(part), branches.get(_branch_name(part)))
             continue
-        kept.append(part)
+        if isinstance(part, str) and part.startswith("function-"):  # a validator's wrapper, not a field
+            continue
+        kept.append(str(part))
+        annotation = _field(annotation, part)
     return ".".join(kept) or None
+
+
+def _unwrap(annotation):
+    """Annotated[X, ...] and X | None -> X (a union of several non-None types stays a union)."""
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _union_branches(annotation) -> dict | None:
+    """A union's branches by the tag pydantic puts in a location: a discriminated union's Literal values
+    (its members' `role` or `type`), else each member type's name ('str', 'list[...]')."""
+    annotation = _unwrap(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    branches = {}
+    for member in typing.get_args(annotation):
+        member = _unwrap(member)
+        fields = getattr(member, "model_fields", {})
+        for key in ("role", "type"):
+            if key in fields and typing.get_origin(fields[key].annotation) is typing.Literal:
+                branches.update({str(v): member for v in typing.get_args(fields[key].annotation)})
+        origin = typing.get_origin(member) or member
+        branches[getattr(origin, "__name__", str(origin))] = member  # 'str', 'list': pydantic writes 'list[...]'
+    return branches
+
+
+def _branch_name(part) -> str:
+    """pydantic's tag for a plain union branch ('list[tagged-union[...]]') by its type's name ('list')."""
+    return str(part).split("[", 1)[0]
+
+
+def _field(annotation, part):
+    """The annotation one step down `part` (a field name or a list index); None past what is known."""
+    annotation = _unwrap(annotation)
+    fields = getattr(annotation, "model_fields", None)
+    if fields is not None:
+        return fields[part].annotation if part in fields else None
+    if typing.get_origin(annotation) in (list, tuple, collections.abc.Sequence) and isinstance(part, int):
+        return typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is dict:
+        return typing.get_args(annotation)[1]
+    return None
 
 
 def validation_message(exc: RequestValidationError) -> APIError:

@@ -158,3 +158,13 @@ def test_int64_seed_bounds_are_accepted(app_client):
 @pytest.mark.parametrize("key", ["1_0", " 5", "+5", "-1", "٣"])
 def test_logit_bias_keys_must_be_plain_token_ids(app_client, key):
     assert_error(chat(app_client, logit_bias={key: 1}), 400, param="logit_bias")
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": [{"role": "user", "content": "Hi.", "extra_field": 1}]}, "messages.0.extra_field"),
+    ({"messages": [{"role": "assistant", "content": 3}]}, "messages.0.content"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format.json_schema.name"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "colour": 1}}]}, "tools.0.function.colour"),
+])
+def test_nested_fields_are_named_by_their_request_path_without_union_tags(app_client, body, param):
+    assert_error(chat(app_client, **body), 400, param=param)

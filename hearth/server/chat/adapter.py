@@ -17,6 +17,7 @@ from hearth.engine.sampling.sampling_params import ParamError, SamplingParams
 from hearth.engine.scheduling.sequence import TokenLogprobs
 from hearth.server.chat.protocol import ChatCompletionRequest, TextPart
 from hearth.server.chat.tool_calls import parse_tool_calls, render_call, tools_system_prompt
+from hearth.server.chat.tool_history import check_tool_history
 from hearth.server.chat.tool_plan import ToolPlan, tool_message, tool_plan
 from hearth.server.errors import APIError
 
@@ -169,6 +170,7 @@ class ChatAdapter:
 
     def messages(self, req: ChatCompletionRequest, tools: ToolPlan | None = None) -> list[dict[str, Any]]:
         """Plain dicts for the chat template; tool calls and results rendered as the template can take them."""
+        check_tool_history(req.messages)
         rendered = []
         call_format = tools.call_format if tools is not None else self.tool_call_format
         for index, message in enumerate(req.messages):

@@ -12,7 +12,6 @@ A model whose chat template takes no `tools` gets them in a system message, in t
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +24,8 @@ TOOLS_PROMPT = (
     "<tool_call></tool_call> XML tags as follows:\n<tool_call>\n"
     '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
 )
-_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 _HERMES_OPEN = "<tool_call>"
+_HERMES_CLOSE = "</tool_call>"
 _PYTHON_TAG = "<|python_tag|>"
 # A trailing piece of an opening tag this long or longer ("<t", "<to", ...) is taken for a cut call.
 _MIN_PARTIAL_OPEN = 2
@@ -81,18 +80,71 @@ def parse_tool_calls(text: str, call_format: str, names: set[str]) -> tuple[str 
     calls: list[ToolCall] = []
     kept: list[str] = []
     position = 0
-    for match in _HERMES.finditer(text):
-        try:
-            call = _call_from(json.loads(match.group(1)), names)
-        except ValueError:
-            call = None
-        kept.append(text[position:match.start()])
+    while (block := _hermes_block(text, position, names)) is not None:
+        start, end, call = block
+        kept.append(text[position:start])
+        if end is None:  # opened, never closed (cut off by max_tokens): dropped
+            position = len(text)
+            break
         if call is not None:
             calls.append(call)
-        position = match.end()
+        position = end
     kept.append(_without_cut_call(text[position:]))
     content = "".join(kept).strip()
     return (content or None), calls
+
+
+def _json_object_end(text: str, start: int) -> int | None:
+    """The end of the JSON object opening at text[start] ('{'), by braces outside strings (escapes kept), or
+    None when the text ends first."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _hermes_block(text: str, position: int, names: set[str]) -> tuple[int, int | None, ToolCall | None] | None:
+    """The next `<tool_call>` block from `position`: (start, end or None while it is not closed, its call or
+    None). A body that opens a JSON object is read as JSON, so a closing tag inside one of its strings is
+    just text (the constrained output of a required call can hold one); any other body ends at the tag."""
+    start = text.find(_HERMES_OPEN, position)
+    if start < 0:
+        return None
+    body = start + len(_HERMES_OPEN)
+    while body < len(text) and text[body].isspace():
+        body += 1
+    search_from, call = body, None
+    if body < len(text) and text[body] == "{":
+        end = _json_object_end(text, body)
+        if end is None:
+            return start, None, None
+        after = end
+        while after < len(text) and text[after].isspace():
+            after += 1
+        if text.startswith(_HERMES_CLOSE, after):
+            try:
+                call = _call_from(json.loads(text[body:end]), names)
+            except ValueError:
+                call = None
+            return start, after + len(_HERMES_CLOSE), call
+        search_from = end  # something after the object: no call, and the block ends at the next tag
+    close = text.find(_HERMES_CLOSE, search_from)
+    return start, (close + len(_HERMES_CLOSE) if close >= 0 else None), None
 
 
 def _partial_open_length(text: str) -> int:
@@ -187,14 +239,15 @@ class StreamingToolParser:
                 break
             out.append(self._held[:start])
             self._held = self._held[start:]
-            match = _HERMES.match(self._held)
-            if match is None:
+            _, end, call = _hermes_block(self._held, 0, self.names)
+            if end is None:
                 if is_final:  # a call cut off by max_tokens: dropped, as in parse_tool_calls
                     self._held = ""
                 break
             # A block that is no call of a known function is dropped, as in parse_tool_calls.
-            calls.extend(parse_tool_calls(match.group(0), "hermes", self.names)[1])
-            self._held = self._held[match.end():]
+            if call is not None:
+                calls.append(call)
+            self._held = self._held[end:]
         return "".join(out), calls
 
     def feed(self, text: str, is_final: bool = False) -> tuple[str, list[ToolCall]]:

@@ -66,3 +66,23 @@ def test_required_tool_call_cut_by_max_tokens_leaves_no_markup(app_client):
     content = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
     assert content == ""
     assert sum(len(c["delta"].get("tool_calls", [])) for e in events for c in e["choices"]) == 1
+
+
+TAG_IN_STRING = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris </tool_call> Texas"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("text, cities, content", [
+    (TAG_IN_STRING, ["Paris </tool_call> Texas"], None),  # the closing tag inside a string is text
+    ("Sure. " + TAG_IN_STRING + " Done.", ["Paris </tool_call> Texas"], "Sure.  Done."),
+    (TAG_IN_STRING[:70], [], None),  # cut inside the string, after the tag: dropped, never content
+    ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "a\\" } </tool_call>"}}\n</tool_call>',
+     ['a" } </tool_call>'], None),  # escaped quotes and braces inside the string
+])
+def test_a_closing_tag_inside_the_json_is_text_and_a_cut_call_is_never_content(text, cities, content):
+    parsed_content, calls = parse_tool_calls(text, "hermes", NAMES)
+    assert parsed_content == content
+    assert [json.loads(c.arguments)["city"] for c in calls] == cities
+    for piece in (1, 4, len(text)):
+        streamed_content, streamed_calls = streamed(text, piece=piece)
+        assert streamed_content == (content or "")
+        assert [json.loads(c.arguments)["city"] for c in streamed_calls] == cities

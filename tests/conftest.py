@@ -67,13 +67,6 @@ def c_kernel_level(request):
         yield request.param
 
 
-@pytest.fixture(scope="module", params=CPU_LEVELS)
-def module_cpu_level(request):
-    """For module-scoped engines: built, and run, at one level."""
-    with capped_at(request.param):
-        yield request.param
-
-
 def skip_unless_mode_runs(quantization: str) -> None:
     """`bf16` runs only on the C kernels (hearth.kernels.model.vnni_linear); below their level it is refused at
     start, with the reason, and so is a test of it."""

@@ -18,6 +18,7 @@ class KernelFamily:
     name: str
     level: str | None  # the level it runs at; None when it does not run here
     reason: str | None  # why it does not run (None when it runs)
+    build_failed: bool = False  # it has a build for this level and the compiler is missing or failed
 
     def line(self) -> str:
         if self.level is not None:
@@ -25,20 +26,20 @@ class KernelFamily:
         return f"{self.name}: not available ({self.reason})"
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "level": self.level, "reason": self.reason}
+        return {"name": self.name, "level": self.level, "reason": self.reason, "build_failed": self.build_failed}
 
 
 def kernel_families() -> list[KernelFamily]:
     """Every family, building the C ones (cached under the hearth cache directory) if they are not built."""
     from hearth.kernels.model import row_attention, vnni_linear
+    from hearth.kernels.model.c_library import flag_sets
 
     level = cpu_isa.level()
+    has_build = flag_sets(level) is not None  # then a reason is the compiler's (c_library.load_at)
     families = []
-    reason = vnni_linear.unavailable_reason()
-    families.append(KernelFamily("packed linear and decode layers (hearth/kernels/model/csrc)",
-                                 None if reason else level, reason))
-    reason = row_attention._library()[1]
-    families.append(KernelFamily("row attention over the paged KV cache", None if reason else level, reason))
+    for name, reason in (("packed linear and decode layers (hearth/kernels/model/csrc)", vnni_linear._library()[1]),
+                         ("row attention over the paged KV cache", row_attention._library()[1])):
+        families.append(KernelFamily(name, None if reason else level, reason, reason is not None and has_build))
     prepack = torch.backends.mkldnn.is_available() and cpu_isa.at_least("avx512")
     families.append(KernelFamily("oneDNN prepacked bf16 linear", "avx512" if prepack else None,
                                  None if prepack else (cpu_isa.missing_for("avx512") or "torch has no oneDNN")))

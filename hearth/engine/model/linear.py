@@ -109,21 +109,20 @@ class DenseLinear(Linear):
                  output_dtype: torch.dtype | None = None) -> None:
         self.out_features, self.in_features = weight.shape
         self.dtype = weight.dtype
-        # float32 from a lower-precision weight: a head where no kernel here gives float32 logits, computed
-        # in float32 from the weight's exact values (a per-call widening; only the generic CPU level uses it).
+        # float32 from a lower-precision weight: a head where no kernel here gives float32 logits. The weight is
+        # widened once, exactly (twice the bytes; only the generic CPU level builds one).
         self.output_dtype = output_dtype or weight.dtype
         self.is_prepacked = is_prepacked and self.output_dtype == weight.dtype
         self.device = weight.device
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, 8) if is_prepacked else weight
+        self._num_bytes = weight.numel() * self.output_dtype.itemsize
+        self.weight = (torch.ops.mkldnn._reorder_linear_weight(weight, 8) if self.is_prepacked
+                       else weight.to(self.output_dtype))
         self.bias = bias
-        self._num_bytes = weight.numel() * weight.element_size()
 
     def _kernel(self, x: Tensor) -> Tensor:
         if self.is_prepacked:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, None, "none", [], "")
-        if self.output_dtype != self.dtype:
-            return F.linear(x.to(self.output_dtype), self.weight.to(self.output_dtype))
-        return F.linear(x, self.weight)
+        return F.linear(x.to(self.output_dtype), self.weight)
 
     @property
     def num_bytes(self) -> int:

@@ -164,8 +164,8 @@ class LinearFactory:
         table = embed.to(self.dtype).contiguous()
         if lm_head is None:
             head = dense_linear(table, None, self.device, torch.float32)
-            # A prepacked head is a reordered copy: the lookup table is then a second tensor.
-            return Embedding(table, None, self.dtype, shares_head=not head.is_prepacked), head
+            # A prepacked or widened head is a copy: the lookup table is then a second tensor.
+            return Embedding(table, None, self.dtype, shares_head=head.weight is table), head
         head = (int8_linear(lm_head.to(self.device), None, torch.float32) if self.mode != "none"
                 else dense_linear(lm_head.to(self.dtype), None, self.device, torch.float32))
         return Embedding(table, None, self.dtype, shares_head=False), head

@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from hearth.kernels import cpu_isa
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
 NO_COMPILER_HINT = ("install gcc (Debian/Ubuntu: `apt-get install gcc`, Fedora: `dnf install gcc`, "
@@ -28,6 +30,7 @@ LEVEL_FLAGS = {
                "-mavx512bf16"],
 }
 AMX_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
+LOWEST_LEVEL = "avx2"
 
 
 def flag_sets(level: str) -> list[list[str]] | None:
@@ -74,6 +77,17 @@ def compile_source(sources: list[Path], flags: list[str]) -> Path:
             raise RuntimeError(f"{cc} failed: {result.stderr.strip()[-500:]}")
         os.replace(built, target)
     return target
+
+
+def load_at(sources: list[Path], level: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """(the library of `sources` built for CPU level `level`, None), or (None, why it cannot run: a level below
+    LOWEST_LEVEL, no compiler, or a failed build). Where a build exists for the level (flag_sets), the reason
+    is always a compiler's."""
+    reason = cpu_isa.missing_for(LOWEST_LEVEL)
+    flags = flag_sets(level)
+    if reason is not None or flags is None:
+        return None, reason or f"no build for the {level!r} level"
+    return load(sources, flags)
 
 
 def load(sources: list[Path], flag_sets: list[list[str]]) -> tuple[ctypes.CDLL | None, str | None]:

@@ -35,14 +35,12 @@ import torch
 from torch import Tensor
 
 from hearth.kernels import cpu_isa
-from hearth.kernels.model.c_library import CSRC, flag_sets, load
+from hearth.kernels.model.c_library import CSRC, load_at
 
 SOURCE = CSRC / "row_attention.c"
-# The lowest level it is built for (hearth.kernels.cpu_isa); one library per level (csrc/simd.h). At amx,
-# the AMX-BF16 path is built where the compiler knows its intrinsics and runs where the CPU has them; a
-# process uses one path for every row, so decode and prefill rows agree within it.
-LEVEL = "avx2"
-AMX_CPU_FLAGS = ("amx_tile", "amx_bf16")
+# One library per CPU level (hearth.kernels.cpu_isa; csrc/simd.h). At amx, the AMX-BF16 path is built where
+# the compiler knows its intrinsics; a process uses one path for every row, so decode and prefill rows agree
+# within it.
 MAX_GROUP = 16
 MAX_HEAD_DIM = 256
 
@@ -54,16 +52,12 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
 
 @functools.lru_cache(maxsize=None)
 def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
-    reason = cpu_isa.missing_for(LEVEL)
-    flags = flag_sets(level)
-    if reason is not None or flags is None:
-        return None, reason or f"no build for the {level!r} level"
-    library, reason = load([SOURCE], flags)
+    library, reason = load_at([SOURCE], level)
     if library is None:
         return None, reason
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(_has_amx() and level == "amx")
+    library.set_amx(level == "amx")
     library.kv_is_tiled.argtypes = [ctypes.c_int64, ctypes.c_int64]
     library.kv_is_tiled.restype = ctypes.c_int
     library.write_kv.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from hearth.kernels import cpu_isa
-from hearth.kernels.model.c_library import CSRC, flag_sets, load
+from hearth.kernels.model.c_library import CSRC, load_at
 
 # One library: fused_layer.c composes vnni_linear.c's kernels with a layer's per-row operations, and
 # decode_layers.c composes fused_layer.c's calls into a decode step's layer stack.
@@ -45,13 +45,10 @@ TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
 B16_RECORD_BYTES = 1024
-# The lowest level these kernels are built for (hearth.kernels.cpu_isa); one library per level, with that
-# level's primitives (csrc/simd.h). At amx, the AMX-INT8 path (bit-identical to the VNNI one for groups of 16
-# rows) is built where the compiler knows the instructions (gcc 11 and later) and taken where the CPU has
-# them; so is bf16_linear.c's AMX-BF16 path, which then takes every row of a bf16 weight.
-LEVEL = "avx2"
-AMX_CPU_FLAGS = ("amx_tile", "amx_int8")
-AMX_BF16_CPU_FLAGS = ("amx_tile", "amx_bf16")
+# One library per CPU level (hearth.kernels.cpu_isa), with that level's primitives (csrc/simd.h; built from
+# c_library.LOWEST_LEVEL up). At amx, the AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows)
+# is built where the compiler knows the instructions (gcc 11 and later); so is bf16_linear.c's AMX-BF16 path,
+# which then takes every row of a bf16 weight.
 _FLOAT16_MAX = torch.finfo(torch.float16).max
 
 
@@ -62,11 +59,7 @@ def _library() -> tuple[ctypes.CDLL | None, str | None]:
 
 @functools.lru_cache(maxsize=None)
 def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
-    reason = cpu_isa.missing_for(LEVEL)
-    flags = flag_sets(level)
-    if reason is not None or flags is None:
-        return None, reason or f"no build for the {level!r} level"
-    library, reason = load(SOURCES, flags)
+    library, reason = load_at(SOURCES, level)
     if library is None:
         return None, reason
     for function in (library.q4_linear, library.q8_linear, library.b16_linear):
@@ -75,15 +68,16 @@ def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
         function.restype = ctypes.c_int
     library.set_amx.argtypes = [ctypes.c_int]
     library.set_amx.restype = ctypes.c_int
-    library.set_amx(_has_amx() and level == "amx")
+    library.set_amx(level == "amx")
     library.set_amx_bf16.argtypes = [ctypes.c_int]
     library.set_amx_bf16.restype = ctypes.c_int
-    library.set_amx_bf16(_has_amx(AMX_BF16_CPU_FLAGS) and level == "amx")
+    library.set_amx_bf16(level == "amx")
     return library, None
 
 
-def _has_amx(flags: tuple[str, ...] = AMX_CPU_FLAGS) -> bool:
-    return cpu_isa.at_least("amx") and all(flag in cpu_isa.cpu_flags() for flag in flags)
+def _has_amx() -> bool:
+    """The amx level (its CPU flags include AMX-INT8 and AMX-BF16: hearth.kernels.cpu_isa.REQUIRED)."""
+    return cpu_isa.at_least("amx")
 
 
 def unavailable_reason() -> str | None:
@@ -107,7 +101,7 @@ def use_amx_bf16(is_wanted: bool) -> bool:
     library, reason = _library()
     if library is None:
         raise RuntimeError(f"the VNNI kernels cannot run here: {reason}")
-    return bool(library.set_amx_bf16(is_wanted and _has_amx(AMX_BF16_CPU_FLAGS)))
+    return bool(library.set_amx_bf16(is_wanted and _has_amx()))
 
 
 def unpackable_reason(out_features: int, in_features: int, *block_values: Tensor) -> str | None:

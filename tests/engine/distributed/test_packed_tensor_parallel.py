@@ -11,7 +11,6 @@ from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.sampling.sampling_params import SamplingParams
 from tests.conftest import chat_prompt
 
-
 # Three ranks add o's and down's partial sums in another order than one rank (float32, rank order), and
 # bf16 activations round those last-bit differences up to a bf16 step now and then: the logprobs drift by a
 # few hundredths over a prompt (measured: at most 0.06 over 24 tokens of int4 on AVX-512). So the answers

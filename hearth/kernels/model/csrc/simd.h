@@ -19,6 +19,22 @@
 #error "hearth's C kernels need AVX2 + FMA + F16C or AVX-512 (VNNI, BF16): build with that level's flags"
 #endif
 
+#ifndef HEARTH_SIMD_VQ8
+/* A Q8 block's weights (16 outputs x 32 inputs, unsigned bytes as [8][16][4]) made ready for vq8_dot, once
+ * per block for all the rows that use it. By default the bytes as they are, for vi_dot32_u8s8 (vpdpbusd at
+ * avx512); a level whose header defines HEARTH_SIMD_VQ8 has its own form (simd_avx2.h). */
+typedef struct { vi quad[8]; } vq8block;
+static inline void vq8_prepare(vq8block *block, const uint8_t *bytes) {
+    for (int s = 0; s < 8; s++) block->quad[s] = vi_load(bytes + 64 * s);
+}
+/* Lane j: sum over i of w[j][i] x16[i] for x16 = 256 hi + lo (the same 32 activations as 16-bit values and as
+ * their two signed bytes; each level reads the form its instructions take), exact. */
+static inline vi vq8_dot(const vq8block *block, const int8_t *hi, const int8_t *lo, const int16_t *x16) {
+    (void)x16;
+    return vi_add(vi_slli(vi_dot32_u8s8(block->quad, hi), 8), vi_dot32_u8s8(block->quad, lo));
+}
+#endif
+
 /* Sixteen bf16 values, widened exactly to float32. */
 static inline vf vf_load_bf16(const uint16_t *src) { return vi_as_vf(vi_slli(vi_load_u16(src), 16)); }
 

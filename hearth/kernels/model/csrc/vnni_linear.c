@@ -28,8 +28,9 @@
 /* 256 * 127 + 127: the largest x16 whose high byte stays within -127..127 under round-half-up. */
 #define X16_MAX 32639.0f
 
-/* x [k] bf16 -> hi, lo [k] int8; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
-static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, float *dx, int32_t *sum) {
+/* x [k] bf16 -> hi, lo [k] int8 and x16 = 256 hi + lo [k] int16; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
+static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, int16_t *x16, float *dx,
+                         int32_t *sum) {
     for (int64_t b = 0; b < k / 32; b++) {
         vf first = vf_load_bf16(x + b * 32), second = vf_load_bf16(x + b * 32 + 16);
         float amax = vf_reduce_max(vf_max(vf_abs(first), vf_abs(second)));
@@ -43,6 +44,7 @@ static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, f
             vi low = vi_sub(q[half], vi_slli(high, 8));
             vi_store_i8(hi + b * 32 + half * 16, high);
             vi_store_i8(lo + b * 32 + half * 16, low);
+            vi_store_i16(x16 + b * 32 + half * 16, q[half]);
         }
         dx[b] = amax / X16_MAX;
         sum[b] = vi_reduce_add(vi_add(q[0], q[1]));
@@ -50,9 +52,11 @@ static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, f
 }
 
 
-/* A call's activations, quantized: per row, hi then lo bytes [2][k]; per row and block, dx and sum(x16). */
+/* A call's activations, quantized: per row, hi then lo bytes [2][k] and x16 [k]; per row and block, dx and
+ * sum(x16). */
 struct activations {
     int8_t *bytes;
+    int16_t *x16;
     float *dx;
     int32_t *sum;
     uint8_t *unpacked; /* per thread, a tile's Q4 weights as bytes [k / 32][512] for AMX; NULL when unused */
@@ -60,33 +64,30 @@ struct activations {
 
 static int allocate(struct activations *a, int64_t rows, int64_t k, int64_t unpacked_bytes) {
     a->bytes = malloc(rows * k * 2);
+    a->x16 = malloc(rows * k * sizeof(int16_t));
     a->dx = malloc(rows * (k / 32) * sizeof(float));
     a->sum = malloc(rows * (k / 32) * sizeof(int32_t));
     a->unpacked = unpacked_bytes ? aligned_alloc(64, unpacked_bytes) : NULL;
-    return a->bytes && a->dx && a->sum && (a->unpacked || !unpacked_bytes);
+    return a->bytes && a->x16 && a->dx && a->sum && (a->unpacked || !unpacked_bytes);
 }
 
 static void release(struct activations *a) {
-    free(a->bytes); free(a->dx); free(a->sum); free(a->unpacked);
+    free(a->bytes); free(a->x16); free(a->dx); free(a->sum); free(a->unpacked);
 }
 
 /* Inside a parallel region: each thread quantizes its share of rows. */
 static void quantize_rows(const uint16_t *x, int64_t rows, int64_t k, const struct activations *a) {
     #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r++)
-        quantize_row(x + r * k, k, a->bytes + r * 2 * k, a->bytes + r * 2 * k + k, a->dx + r * (k / 32),
-                     a->sum + r * (k / 32));
+        quantize_row(x + r * k, k, a->bytes + r * 2 * k, a->bytes + r * 2 * k + k, a->x16 + r * k,
+                     a->dx + r * (k / 32), a->sum + r * (k / 32));
 }
 
-/* 256 dot(w, hi) + dot(w, lo) for one block of row r: quad[s] holds the 16 outputs' weight bytes for inputs
- * 32 b + 4 s .. + 3 (Q4 nibbles, or Q8's q + 128 when is_q8: a constant, so each caller gets its own
- * inlined copy). Exact in int32 for both weight forms (bounds at each caller). */
-static inline vi block_dot(const vi quad[8], const struct activations *a, int64_t r, int64_t k, int64_t b,
-                           const int is_q8) {
+/* 256 dot(w, hi) + dot(w, lo) for one Q4 block of row r: quad[s] holds the 16 outputs' nibbles for inputs
+ * 32 b + 4 s .. + 3. Exact in int32 (bound at the caller). Q8 blocks go through vq8_dot. */
+static inline vi block_dot(const vi quad[8], const struct activations *a, int64_t r, int64_t k, int64_t b) {
     const int8_t *hi = a->bytes + r * 2 * k + b * 32, *lo = hi + k;
-    const vi dot_hi = is_q8 ? vi_dot32_u8s8(quad, hi) : vi_dot32_u4s8(quad, hi);
-    const vi dot_lo = is_q8 ? vi_dot32_u8s8(quad, lo) : vi_dot32_u4s8(quad, lo);
-    return vi_add(vi_slli(dot_hi, 8), dot_lo);
+    return vi_add(vi_slli(vi_dot32_u4s8(quad, hi), 8), vi_dot32_u4s8(quad, lo));
 }
 
 /* A tile's records are one stream: fetch PREFETCH_BLOCKS ahead (past the tile's end it reads the next
@@ -270,7 +271,7 @@ int q4_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 for (int64_t i = 0; i < count; i++) {
                     const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |dot| <= 32 * 15 * 32639 < 2^31. */
-                    vi dot = block_dot(quad, &a, r0 + i, k, b, 0);
+                    vi dot = block_dot(quad, &a, r0 + i, k, b);
                     vf scale = vf_mul(d, vf_set1(a.dx[rb]));
                     y[i] = vf_fmadd(vi_to_vf(dot), scale, y[i]);
                     y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);
@@ -317,15 +318,16 @@ int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 const uint8_t *record = wt + b * Q8_BLOCK_BYTES;
                 if (r0 == amx_rows)
                     prefetch(record, Q8_BLOCK_BYTES);
-                vi quad[8];
-                for (int s = 0; s < 8; s++)
-                    quad[s] = vi_load(record + s * 64);
+                vq8block block;
+                vq8_prepare(&block, record);
                 const vf d = vf_load_f16(record + 512);
                 for (int64_t i = 0; i < count; i++) {
                     const int64_t rb = (r0 + i) * blocks + b;
                     /* Exact: |256 dot_hi| <= 256 * 32 * 255 * 127, |dot_lo| <= 32 * 255 * 128,
                      * |128 sum| <= 128 * 32 * 32639: under 2^31 together. */
-                    vi dot = vi_sub(block_dot(quad, &a, r0 + i, k, b, 1), vi_set1(128 * a.sum[rb]));
+                    const int8_t *hi = a.bytes + (r0 + i) * 2 * k + b * 32;
+                    vi dot = vi_sub(vq8_dot(&block, hi, hi + k, a.x16 + (r0 + i) * k + b * 32),
+                                    vi_set1(128 * a.sum[rb]));
                     vf scale = vf_mul(d, vf_set1(a.dx[rb]));
                     y[i] = vf_fmadd(vi_to_vf(dot), scale, y[i]);
                 }

@@ -81,9 +81,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 8, 32])
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--levels", nargs="+", default=[lv for lv in cpu_isa.runnable_levels() if flag_sets(lv)],
-                        help="CPU levels to run the C kernels at (default: each this machine builds them for)")
+    parser.add_argument("--isa", choices=cpu_isa.LEVELS, help=f"cap the CPU level ({cpu_isa.ENV}) for every kernel")
+    parser.add_argument("--levels", nargs="+",
+                        help="CPU levels to run the C kernels at (default: each this machine builds them for, at or "
+                             "below --isa)")
     args = parser.parse_args()
+    if args.isa:
+        os.environ[cpu_isa.ENV] = args.isa
+    args.levels = args.levels or [lv for lv in cpu_isa.runnable_levels() if flag_sets(lv)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU level {cpu_isa.level()}")
     level = os.environ.get(cpu_isa.ENV)
     layer_kinds = [("dense", torch.bfloat16, level), ("dense", torch.float32, level), ("int8", torch.bfloat16, level),

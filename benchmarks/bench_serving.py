@@ -61,6 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_process import ROOT, free_port, launched, machine  # noqa: E402
 from streaming_load import run_level  # noqa: E402
 
+from hearth.kernels import cpu_isa  # noqa: E402
+
 HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
 MODEL_DIR = HEARTH_CACHE / "models" / "SmolLM2-135M-Instruct"  # hearth's default model; transformers' too
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -170,6 +172,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start hearth once per mode (default: once, in the registry entry's mode)")
     p.add_argument("--compare-llama-server", action="store_true",
                    help="also launch llama.cpp's llama-server (benchmarks/peers/llama_server.sh)")
+    p.add_argument("--isa", choices=cpu_isa.LEVELS,
+                   help=f"cap hearth at this CPU level ({cpu_isa.ENV}); a launched llama-server is built for the same "
+                        "level (avx2: AVX2 + FMA + F16C, no AVX-512)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests-per-client", type=int, default=2)
     p.add_argument("--min-requests", type=int, default=8, help="least requests per level (default: 8)")
@@ -234,6 +239,8 @@ def compare_prefix_caching(label: str, hearth_args: list[str], args) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.isa:
+        os.environ[cpu_isa.ENV] = args.isa  # inherited by every server this launches
     (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
     print(f"load: {args.concurrency} clients, max({args.requests_per_client} x clients, {args.min_requests}) "

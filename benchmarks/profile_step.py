@@ -12,6 +12,7 @@ torch.profiler's.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.loading.registry import ModelRegistry
 from hearth.engine.sampling.sampling_params import SamplingParams
+from hearth.kernels import cpu_isa
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"bf16": ("bfloat16", "none"), "bf16-kernels": ("bfloat16", "bf16"), "int8": ("bfloat16", "int8"), "int4": ("bfloat16", "int4")}
@@ -109,7 +111,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--top-ops", type=int, default=0, help="also print the N ops with the most self time")
+    parser.add_argument("--isa", choices=cpu_isa.LEVELS, help=f"cap the CPU level ({cpu_isa.ENV}) of every kernel")
     args = parser.parse_args()
+    if args.isa:
+        os.environ[cpu_isa.ENV] = args.isa
     entry = ModelRegistry.load(ROOT / "models.yaml").resolve(None)
     results = {mode: profile_mode(entry, mode, args.batch, args.steps, args.top_ops) for mode in args.modes}
     names = list(next(iter(results.values()))[0])

@@ -4,8 +4,9 @@
 #   benchmarks/peers/llama_server.sh build          # once: ~10 min on 2 cores; prints the binary's path
 #   benchmarks/peers/llama_server.sh serve PORT     # 2 threads, 32 slots, on the default model's Q4_1 GGUF
 #
-# HEARTH_CPU_ISA=avx2 builds (in a build folder of its own) and serves llama.cpp's AVX2 + FMA + F16C build,
-# the peer of hearth capped at the same level; otherwise the AVX-512 build below.
+# At hearth's avx2 level (this CPU's, or capped by HEARTH_CPU_ISA=avx2) it builds, in a folder of its own, and
+# serves llama.cpp's AVX2 + FMA + F16C build; at avx512 and amx the AVX-512 build below.
+# The build also makes llama-quantize and llama-perplexity, beside llama-server in the same bin folder.
 #
 # The source is the one vendored in llama-cpp-python's sdist (PyPI is the only registry reached here):
 # `pip download --no-deps --no-binary :all: llama-cpp-python`, then cmake -DLLAMA_CURL=OFF, target
@@ -15,10 +16,14 @@ HEARTH_CACHE=${HEARTH_CACHE:-$HOME/.cache/hearth}
 PEERS=$HEARTH_CACHE/peers
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 SRC=$PEERS/llama_cpp_python-$VERSION/vendor/llama.cpp
-if [ "${HEARTH_CPU_ISA:-}" = avx2 ]; then BUILD=$SRC/build-avx2; else BUILD=$SRC/build; fi
-BIN=$BUILD/bin/llama-server
-PY=${PYTHON:-$(dirname "$0")/../../.venv/bin/python}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
 GGUF=${LLAMA_SERVER_GGUF:-$HEARTH_CACHE/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
+# The level hearth's probe gives here (HEARTH_CPU_ISA caps it), so the peer runs at hearth's level on any CPU:
+# avx512 and amx get the AVX-512 build, avx2 (and below) the AVX2 one.
+LEVEL=$(cd "$ROOT" && "$PY" -c "from hearth.kernels import cpu_isa; print(cpu_isa.level())")
+case "$LEVEL" in avx512|amx) BUILD=$SRC/build ;; *) BUILD=$SRC/build-avx2 ;; esac
+BIN=$BUILD/bin/llama-server
 
 # Not GGML_NATIVE: on this project's KVM guest (Sapphire Rapids) a -march=native build died with SIGILL at
 # its first matmul (AMX tiles are not enabled for guests here). AVX-512 with VNNI and BF16, as llama.cpp's
@@ -26,7 +31,7 @@ GGUF=${LLAMA_SERVER_GGUF:-$HEARTH_CACHE/models/SmolLM2-135M-Instruct/SmolLM2-135
 CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
   -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
   -DGGML_AMX_BF16=OFF"
-if [ "${HEARTH_CPU_ISA:-}" = avx2 ]; then
+if [ "$BUILD" = "$SRC/build-avx2" ]; then
   CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
     -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF \
     -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
@@ -34,7 +39,7 @@ fi
 STAMP=$BUILD/hearth-cpu-flags
 
 build() {
-  if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$CPU_FLAGS" ]; then echo "$BIN"; return; fi
+  if [ -x "$BIN" ] && [ -x "$BUILD/bin/llama-perplexity" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$CPU_FLAGS" ]; then echo "$BIN"; return; fi
   mkdir -p "$PEERS"
   if [ ! -d "$SRC" ]; then
     "$PY" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$PEERS" >&2
@@ -43,7 +48,7 @@ build() {
   # shellcheck disable=SC2086
   cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF $CPU_FLAGS \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
-  cmake --build "$BUILD" --target llama-server -j "$(nproc)" >&2
+  cmake --build "$BUILD" --target llama-server llama-quantize llama-perplexity -j "$(nproc)" >&2
   echo "$CPU_FLAGS" > "$STAMP"
   echo "$BIN"
 }

@@ -142,7 +142,14 @@ class LLMEngine:
             raise ValueError(f"n must be at most {self.config.max_num_seqs} (the server's --max-num-seqs), "
                              f"got {params.n}")
         num_prompt = len(prompt_token_ids)
-        wanted = params.max_tokens or 1
+        if params.is_scoring and num_prompt < 2:
+            raise ValueError("a scored prompt needs at least 2 tokens (the first has no logprob)")
+        if params.is_scoring and self.config.logprobs_mode == "processed":
+            # Processed logprobs are of the masked distribution, where a forced token always has 0.
+            raise ValueError("prompt logprobs are of the raw distribution; this server reports processed "
+                             "logprobs (--logprobs-mode processed)")
+        # A scored prompt generates nothing: it fits when its own tokens do.
+        wanted = 0 if params.is_scoring else params.max_tokens or 1
         if num_prompt + wanted > self.max_model_len:
             raise ContextLengthError(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
@@ -151,7 +158,15 @@ class LLMEngine:
             )
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         state = RequestState(request_id, params, seed, num_prompt)
-        parent = self._new_sequence(state, list(prompt_token_ids), 0)
+        if params.is_scoring:
+            # Teacher forcing: the first token is the prompt, each next one is forced as an output token,
+            # so its logprob is read exactly as a generated token's is (a forward that returned every
+            # prompt row's logits would score in one prefill instead of one step a token).
+            parent = self._new_sequence(state, list(prompt_token_ids[:1]), 0)
+            parent.forced_token_ids = list(prompt_token_ids[1:])
+            parent.max_tokens = len(parent.forced_token_ids)
+        else:
+            parent = self._new_sequence(state, list(prompt_token_ids), 0)
         parent.num_pending_forks = params.n - 1
         state.seqs.append(parent)
         self.requests[request_id] = state
@@ -278,6 +293,9 @@ class LLMEngine:
         if any(seq.matcher is not None for seq in rows):
             bitmask = self.grammar.fill_bitmask([seq.matcher for seq in rows], logits.device)
             self._force_json_endings(rows, bitmask)
+        if any(seq.forced_token_ids for seq in rows):
+            bitmask = self._force_scored_tokens(rows, bitmask)
+        if bitmask is not None:
             bitmask = bitmask.to(logits.device)
         md = self.sampling_state.build(rows, banned, bitmask)
         if logit_rows != list(range(logits.shape[0])):  # n > 1: choices share their prompt's logits row
@@ -288,6 +306,18 @@ class LLMEngine:
         columns = torch.tensor([s.num_tokens for s in rows], dtype=torch.int64, device=logits.device)
         self.sampling_state.record(slots, columns, out.token_ids)
         return out
+
+    def _force_scored_tokens(self, rows: list[Sequence], bitmask: torch.Tensor | None) -> torch.Tensor:
+        """A scored prompt's next token is the only one allowed: greedy picks it, and its raw logprob (the
+        mask changes no allowed logit) is the model's for that token."""
+        from hearth.engine.output.structured_output import allow_only
+
+        if bitmask is None:
+            bitmask = torch.full((len(rows), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
+        for row, seq in enumerate(rows):
+            if seq.forced_token_ids:
+                allow_only(bitmask, row, seq.forced_token_ids[seq.num_output_tokens])
+        return bitmask
 
     def _force_json_endings(self, rows: list[Sequence], bitmask: torch.Tensor) -> None:
         """A json_object answer about to run out of max_tokens is closed instead of cut off: once the

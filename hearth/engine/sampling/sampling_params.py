@@ -31,6 +31,10 @@ class SamplingParams:
 
     temperature 0 is greedy. top_k 0 disables top_k. min_p, top_k, repetition_penalty and min_tokens
     are documented extensions (off by default). stream keys for `seed` are derived per choice.
+
+    is_scoring: the request generates nothing; each prompt token after the first is reported as an output
+    token with its logprob (and top_logprobs alternatives) under the model's raw distribution given the
+    tokens before it, as /v1/completions' echo needs. Only greedy, n 1, logprobs on and no stops go with it.
     """
 
     n: int = 1
@@ -52,6 +56,7 @@ class SamplingParams:
     top_logprobs: int = 0
     # A compiled grammar constraint (hearth.engine.output.structured_output); None when output is unconstrained.
     constraint: Any = None
+    is_scoring: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or not 1 <= self.n <= MAX_N:
@@ -84,6 +89,19 @@ class SamplingParams:
             raise ParamError("top_logprobs", f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
         if self.top_logprobs and not self.logprobs:
             raise ParamError("top_logprobs", "top_logprobs requires logprobs to be true")
+        if self.is_scoring:
+            self._check_scoring()
+
+    def _check_scoring(self) -> None:
+        """A scored prompt's tokens are forced: nothing that changes or ends what is generated goes with it."""
+        if not self.logprobs:
+            raise ParamError("logprobs", "is_scoring reports logprobs: logprobs must be true")
+        for name, value, neutral in (("n", self.n, 1), ("max_tokens", self.max_tokens, None),
+                                     ("temperature", self.temperature, 0.0), ("stop", self.stop, ()),
+                                     ("stop_token_ids", self.stop_token_ids, ()), ("min_tokens", self.min_tokens, 0),
+                                     ("constraint", self.constraint, None), ("ignore_eos", self.ignore_eos, True)):
+            if value != neutral:
+                raise ParamError(name, f"is_scoring needs {name}={neutral!r}, got {value!r}")
 
     @property
     def is_greedy(self) -> bool:

@@ -65,6 +65,8 @@ class Sequence:
     matcher: object | None = None
     # A json_object answer whose closing tokens were forced to fit max_tokens.
     is_ending_forced: bool = False
+    # A scored prompt (SamplingParams.is_scoring): its tokens after the first, each forced as the next output.
+    forced_token_ids: list[int] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:

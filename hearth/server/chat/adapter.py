@@ -13,19 +13,17 @@ from hearth.engine.chat import ChatTemplateError, render_chat
 from hearth.engine.output.outputs import RequestOutput
 from hearth.engine.output.structured_output import JSON_OBJECT, JSON_SCHEMA, ConstraintSpec, tool_call_constraint
 from hearth.engine.output.token_text import TokenText
-from hearth.engine.sampling.sampling_params import ParamError, SamplingParams
+from hearth.engine.sampling.sampling_params import SamplingParams
 from hearth.engine.scheduling.sequence import TokenLogprobs
 from hearth.server.chat.protocol import ChatCompletionRequest, TextPart
 from hearth.server.chat.tool_calls import parse_tool_calls, render_call, tools_system_prompt
 from hearth.server.chat.tool_history import check_tool_history
 from hearth.server.chat.tool_plan import ToolPlan, tool_message, tool_plan
+from hearth.server.core.sampling import SamplingRequest, sampling_params
 from hearth.server.errors import APIError
 
 # OpenAI reports tokens of (practically) zero probability with this logprob; JSON has no -inf.
 MIN_LOGPROB = -9999.0
-
-# SamplingParams field -> request field, where they differ.
-_PARAM_NAMES = {"max_tokens": "max_completion_tokens", "stop_token_ids": "stop"}
 
 
 @dataclass(frozen=True)
@@ -207,56 +205,20 @@ class ChatAdapter:
         return rendered
 
     def sampling_params(self, req: ChatCompletionRequest) -> SamplingParams:
-        def pick(name: str, fallback: Any) -> Any:
-            value = getattr(req, name)
-            if value is not None:
-                return value
-            return self.defaults.get(name, fallback)
-
         if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
             raise APIError(400, "max_tokens and max_completion_tokens disagree; set only max_completion_tokens",
                            param="max_tokens")
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         if max_tokens is None:
             max_tokens = self.defaults.get("max_tokens")
-        logit_bias = {}
-        for key, value in (req.logit_bias or {}).items():
-            # int() would also take ' 5', '+5' and '1_0'; a token id is digits only.
-            if not key.isascii() or not key.isdigit():
-                raise APIError(400, f"logit_bias keys must be token ids given as strings of integers, got {key!r}",
-                               param="logit_bias")
-            token_id = int(key)
-            if not 0 <= token_id < self.vocab_size:
-                raise APIError(400, f"logit_bias key {token_id} is not a token id of this model "
-                               f"(vocab size {self.vocab_size})", param="logit_bias")
-            logit_bias[token_id] = value
-        stop = req.stop
-        stop = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        try:
-            return SamplingParams(
-                n=req.n if req.n is not None else 1,
-                max_tokens=max_tokens,
-                temperature=pick("temperature", 1.0),
-                top_p=pick("top_p", 1.0),
-                top_k=pick("top_k", 0),
-                min_p=pick("min_p", 0.0),
-                frequency_penalty=pick("frequency_penalty", 0.0),
-                presence_penalty=pick("presence_penalty", 0.0),
-                repetition_penalty=pick("repetition_penalty", 1.0),
-                logit_bias=logit_bias,
-                seed=req.seed,
-                stop=stop,
-                min_tokens=req.min_tokens or 0,
-                logprobs=bool(req.logprobs),
-                top_logprobs=req.top_logprobs or 0,
-            )
-        except ParamError as exc:
-            param = exc.param
-            if param == "max_tokens" and req.max_completion_tokens is None:
-                param = "max_tokens"
-            else:
-                param = _PARAM_NAMES.get(param, param)
-            raise APIError(400, str(exc).replace(exc.param, param, 1), param=param, code="invalid_value") from exc
+        names = {"max_tokens": "max_completion_tokens"} if req.max_completion_tokens is not None else {}
+        fields = SamplingRequest(
+            n=req.n, max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+            min_p=req.min_p, frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
+            repetition_penalty=req.repetition_penalty, logit_bias=req.logit_bias, seed=req.seed, stop=req.stop,
+            min_tokens=req.min_tokens, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs, names=names,
+        )
+        return sampling_params(fields, self.defaults, self.vocab_size)
 
     # ---- outputs -> response --------------------------------------------------------------------
 

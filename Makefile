@@ -12,7 +12,7 @@ LOCK_FILE := requirements.lock
 LOCK_VENV := .lock-venv
 UV_VERSION := 0.13.9
 
-.PHONY: setup model serve batch sweep test lock lint bench-sampler bench-serving clean
+.PHONY: setup model serve batch sweep test check-arm lock lint bench-sampler bench-serving clean
 
 # --system-site-packages keeps an existing (e.g. CUDA) torch visible; only when none is importable is
 # torch==2.13.0 installed, never an unpinned torch (which would pull several GB of CUDA wheels).
@@ -55,6 +55,16 @@ sweep: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The neon kernels (csrc/simd_neon.h) against this machine's x86 levels, bit for bit, without an ARM machine:
+# cross-compiled and run under qemu-aarch64. Installs the two Debian packages when missing (apt-get, as root
+# or through sudo); a missing tool then fails the test instead of skipping it.
+check-arm: $(STAMP)
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null \
+		|| { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update \
+		     && $$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive \
+		        apt-get install -y gcc-aarch64-linux-gnu qemu-user; }
+	HEARTH_REQUIRE_ARM_CHECK=1 $(PY) -m pytest -q tests/kernels/model/test_arm_cross_check.py
 
 # Re-resolves the newest versions pyproject.toml's ranges allow, in a fresh venv against torch==2.13.0 (pip's
 # resolver, so the lock holds the dependencies of the torch that set-up installs, not of PyPI's CUDA build),

@@ -8,6 +8,7 @@ machine runs every level at or below its own (a cap above the CPU's level is ref
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import platform
@@ -25,17 +26,50 @@ REQUIRED = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (x86 `flags`, aarch64 `Features`); empty elsewhere."""
+# aarch64 Linux's AT_HWCAP bits (asm/hwcap.h) for the flags the neon level needs: read where /proc/cpuinfo
+# names no features (some containers and emulators hide them).
+AT_HWCAP = 16
+ARM_HWCAP_BITS = {"asimd": 1 << 1, "asimddp": 1 << 20}
+
+
+def parse_cpuinfo(text: str) -> frozenset[str]:
+    """The feature flags in /proc/cpuinfo's text: x86's `flags` line, aarch64's `Features` (the first CPU's)."""
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def hwcap_flags(hwcap: int) -> frozenset[str]:
+    """The neon level's flags whose AT_HWCAP bits are set in `hwcap` (aarch64)."""
+    return frozenset(name for name, bit in ARM_HWCAP_BITS.items() if hwcap & bit)
+
+
+def _read_cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
+            return f.read()
     except OSError:
-        pass
-    return frozenset()
+        return ""
+
+
+def _read_hwcap() -> int:
+    try:
+        getauxval = ctypes.CDLL(None).getauxval
+    except (OSError, AttributeError):
+        return 0
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return int(getauxval(AT_HWCAP))
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (x86 `flags`, aarch64 `Features`), on aarch64 from AT_HWCAP
+    where cpuinfo has none; empty elsewhere."""
+    flags = parse_cpuinfo(_read_cpuinfo())
+    if not flags and _ladder() == ARM_LEVELS:
+        flags = hwcap_flags(_read_hwcap())
+    return flags
 
 
 def _ladder() -> tuple[str, ...]:
@@ -45,6 +79,11 @@ def _ladder() -> tuple[str, ...]:
     if machine in ("x86_64", "amd64"):
         return X86_LEVELS
     return ("generic",)
+
+
+def ladder() -> tuple[str, ...]:
+    """This machine's levels, lowest first: X86_LEVELS, ARM_LEVELS, or generic alone."""
+    return _ladder()
 
 
 @functools.lru_cache(maxsize=1)

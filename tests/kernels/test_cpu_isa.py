@@ -104,3 +104,78 @@ def test_below_avx512_a_bf16_dense_weight_is_not_prepacked_for_onednn(monkeypatc
         assert layer.is_prepacked == (cpu_isa.at_least("avx512") and torch.backends.mkldnn.is_available())
         reference = x.float() @ weight.float().T
         torch.testing.assert_close(layer.rows_invariant(x).float(), reference, atol=0.1, rtol=0.02)
+
+
+# /proc/cpuinfo as Linux writes it (abridged to the lines the probe reads and a few around them).
+GRAVITON2 = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs
+CPU implementer\t: 0x41
+CPU part\t: 0xd0c
+"""
+RASPBERRY_PI_4 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm crc32 cpuid
+CPU part\t: 0xd08
+"""
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu vme sse sse2 ssse3 fma cx16 sse4_1 sse4_2 avx f16c avx2 bmi2 vaes vpclmulqdq
+bugs\t\t: sysret_ss_attrs
+"""
+
+
+@pytest.mark.parametrize(("machine", "cpuinfo", "level"), [
+    ("aarch64", GRAVITON2, "neon"),       # Neoverse N1: dotprod
+    ("aarch64", RASPBERRY_PI_4, "generic"),  # Cortex-A72: NEON without dotprod
+    ("x86_64", ZEN3, "avx2"),
+    ("aarch64", "", "generic"),
+])
+def test_the_level_comes_from_cpuinfo_text(monkeypatch, machine, cpuinfo, level):
+    monkeypatch.delenv(cpu_isa.ENV, raising=False)
+    monkeypatch.setattr(cpu_isa.platform, "machine", lambda: machine)
+    monkeypatch.setattr(cpu_isa, "_read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(cpu_isa, "_read_hwcap", lambda: 0)
+    cpu_isa.cpu_flags.cache_clear()
+    cpu_isa.detected_level.cache_clear()
+    try:
+        assert cpu_isa.detected_level() == level
+        assert cpu_isa.runnable_levels()[-1] == level
+    finally:
+        cpu_isa.cpu_flags.cache_clear()
+        cpu_isa.detected_level.cache_clear()
+
+
+@pytest.mark.parametrize(("hwcap", "level"), [(1 << 1 | 1 << 20, "neon"), (1 << 1, "generic"), (1 << 20, "generic")])
+def test_on_aarch64_without_cpuinfo_features_the_hwcap_bits_decide(monkeypatch, hwcap, level):
+    """Some containers hide /proc/cpuinfo's Features; AT_HWCAP's ASIMD (bit 1) and ASIMDDP (bit 20) stand in."""
+    monkeypatch.delenv(cpu_isa.ENV, raising=False)
+    monkeypatch.setattr(cpu_isa.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(cpu_isa, "_read_cpuinfo", lambda: "processor\t: 0\n")
+    monkeypatch.setattr(cpu_isa, "_read_hwcap", lambda: hwcap)
+    cpu_isa.cpu_flags.cache_clear()
+    cpu_isa.detected_level.cache_clear()
+    try:
+        assert cpu_isa.detected_level() == level
+    finally:
+        cpu_isa.cpu_flags.cache_clear()
+        cpu_isa.detected_level.cache_clear()
+
+
+def test_neon_sits_above_generic_on_aarch64_only_and_has_its_own_build(fake_cpu, monkeypatch):
+    from hearth.kernels.model import c_library
+
+    fake_cpu("aarch64", {"fp", "asimd", "asimddp"})
+    monkeypatch.setenv(cpu_isa.ENV, "neon")
+    assert cpu_isa.runnable_levels() == ("generic", "neon")
+    assert cpu_isa.at_least("neon") and not cpu_isa.at_least("avx2")
+    assert c_library.flag_sets("neon") == [["-march=armv8.2-a+dotprod"]]
+    # The aarch64 gate admits neon: what is left is the compiler's verdict (an x86 gcc refuses the flag).
+    monkeypatch.setattr(c_library, "compile_source", lambda sources, flags: (_ for _ in ()).throw(
+        RuntimeError(f"gcc {' '.join(flags)} failed")))
+    library, reason = c_library.load_at([c_library.CSRC / "row_attention.c"], "neon")
+    assert library is None and reason.startswith("building hearth/kernels/model/csrc/row_attention.c failed")
+    assert "-march=armv8.2-a+dotprod" in reason
+    monkeypatch.setenv(cpu_isa.ENV, "generic")
+    assert c_library.load_at([c_library.CSRC / "row_attention.c"], "generic")[0] is None

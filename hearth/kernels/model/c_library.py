@@ -28,9 +28,12 @@ LEVEL_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c"],
     "avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni",
                "-mavx512bf16"],
+    "neon": ["-march=armv8.2-a+dotprod"],  # csrc/simd_neon.h (sdot)
 }
 AMX_FLAGS = ["-mamx-tile", "-mamx-int8", "-mamx-bf16"]
+# The lowest level with a build, on x86-64 and on aarch64: below it (generic) no C kernel runs.
 LOWEST_LEVEL = "avx2"
+LOWEST_ARM_LEVEL = "neon"
 
 
 def flag_sets(level: str) -> list[list[str]] | None:
@@ -81,9 +84,9 @@ def compile_source(sources: list[Path], flags: list[str]) -> Path:
 
 def load_at(sources: list[Path], level: str) -> tuple[ctypes.CDLL | None, str | None]:
     """(the library of `sources` built for CPU level `level`, None), or (None, why it cannot run: a level below
-    LOWEST_LEVEL, no compiler, or a failed build). Where a build exists for the level (flag_sets), the reason
-    is always a compiler's."""
-    reason = cpu_isa.missing_for(LOWEST_LEVEL)
+    the architecture's lowest (LOWEST_LEVEL, LOWEST_ARM_LEVEL), no compiler, or a failed build). Where a build
+    exists for the level (flag_sets), the reason is always a compiler's."""
+    reason = cpu_isa.missing_for(LOWEST_ARM_LEVEL if cpu_isa.ladder() == cpu_isa.ARM_LEVELS else LOWEST_LEVEL)
     flags = flag_sets(level)
     if reason is not None or flags is None:
         return None, reason or f"no build for the {level!r} level"

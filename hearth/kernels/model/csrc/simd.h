@@ -1,9 +1,10 @@
 /* The vector primitives every kernel in this folder is written against, and the helpers built from them.
  *
  * A kernel's text is the same at every instruction level; only the primitives differ: simd_avx512.h maps
- * each to AVX-512 (one instruction, mostly), simd_avx2.h to pairs of AVX2 halves. The level is the
- * compiler's target (hearth/kernels/model/c_library.py builds one library per level, with that level's
- * flags). Vectors are 16 lanes at every level: vf (float32), vi (int32 or 64 bytes), vmask.
+ * each to AVX-512 (one instruction, mostly), simd_avx2.h to pairs of AVX2 halves, simd_neon.h to four NEON
+ * quarters (aarch64 with dotprod). The level is the compiler's target (hearth/kernels/model/c_library.py
+ * builds one library per level, with that level's flags). Vectors are 16 lanes at every level: vf
+ * (float32), vi (int32 or 64 bytes), vmask.
  *
  * Included, so each source stays one translation unit; c_library.py hashes every header here into each
  * build. */
@@ -15,8 +16,10 @@
 #include "simd_avx512.h"
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include "simd_avx2.h"
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+#include "simd_neon.h"
 #else
-#error "hearth's C kernels need AVX2 + FMA + F16C or AVX-512 (VNNI, BF16): build with that level's flags"
+#error "hearth's C kernels need AVX2 + FMA + F16C, AVX-512 (VNNI, BF16) or aarch64 dotprod: build with that level's flags"
 #endif
 
 #ifndef HEARTH_SIMD_VQ8

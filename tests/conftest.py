@@ -68,13 +68,13 @@ def c_kernel_level(request):
 
 
 def skip_unless_mode_runs(quantization: str) -> None:
-    """`bf16` runs only on the C kernels (hearth.kernels.model.vnni_linear); below their level it is refused at
-    start, with the reason, and so is a test of it."""
-    from hearth.kernels.model import vnni_linear
+    """A weight format that cannot run at the current level (`bf16` below the C kernels' level) is refused at
+    start, with the reason (hearth.engine.model.formats), and so is a test of it."""
+    from hearth.engine.model.formats import parse_format
 
-    reason = vnni_linear.unavailable_reason() if quantization == "bf16" else None
+    reason = parse_format(quantization).unavailable_reason(torch.device("cpu"), torch.bfloat16)
     if reason is not None:
-        pytest.skip(f"quantization=bf16 is refused at CPU level {cpu_isa.level()!r}: {reason}")
+        pytest.skip(f"quantization={quantization} is refused at CPU level {cpu_isa.level()!r}: {reason}")
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hearth.engine.loading.quantization import Quantization
+from hearth.engine.model.formats import WeightFormat, parse_format
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16", "half": "float16", "float": "float32"}
@@ -53,8 +53,8 @@ class EngineConfig:
     prefill_chunk_size: int = 128
     logprobs_mode: str = "raw"
     use_native_model: bool = True
-    # Linear weights: none (as loaded, torch kernels), bf16 (hearth kernels), int8 or int4
-    # (hearth.engine.loading.quantization).
+    # Linear weights: none (as loaded, torch kernels), bf16 (hearth kernels), int8 or int4: the name of a weight
+    # format (hearth.engine.model.formats), its object is weight_format.
     quantization: str = "none"
     # Reuse the KV of prompt prefixes seen before (hearth.engine.scheduling.prefix_cache); native forward only.
     enable_prefix_caching: bool = True
@@ -88,7 +88,12 @@ class EngineConfig:
         if self.distributed_backend not in DISTRIBUTED_BACKENDS:
             raise ValueError(f"distributed_backend must be one of {DISTRIBUTED_BACKENDS}, got {self.distributed_backend!r}")
         resolve_dtype(self.dtype, torch.device("cpu"))
-        Quantization(self.quantization)
+        self.weight_format  # noqa: B018  (parsed here, so a bad name is refused at construction)
+
+    @property
+    def weight_format(self) -> WeightFormat:
+        """The one object `quantization` names (parse_format gives the same object for the same name)."""
+        return parse_format(self.quantization)
 
     @property
     def torch_device(self) -> torch.device:

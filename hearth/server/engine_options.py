@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hearth.engine.config import EngineConfig
-from hearth.engine.loading.quantization import QUANTIZATION_MODES
 from hearth.engine.loading.registry import ModelEntry, ModelNotFoundError, ModelRegistry
+from hearth.engine.model.formats import FORMAT_NAMES
 
 if TYPE_CHECKING:
     from hearth.engine.llm_engine import LLMEngine
@@ -26,7 +26,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto = cuda if available)")
     parser.add_argument("--dtype", default=None,
                         help="auto, bfloat16, float32 or float16 (default: the registry entry's, else auto = bfloat16)")
-    parser.add_argument("--quantization", choices=QUANTIZATION_MODES, default=None,
+    parser.add_argument("--quantization", choices=FORMAT_NAMES, default=None,
                         help="linear weights: none (torch's kernels, exact against transformers), bf16 (the same "
                              "values on hearth's kernels), int8 or int4 (default: the registry entry's, else none); "
                              "int4 loads a GGUF's 4-bit tensors as they are")

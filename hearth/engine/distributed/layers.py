@@ -1,8 +1,8 @@
 """A rank's layers: column- and row-parallel linears built from its slices, and the vocab-parallel embedding.
 
-The linears themselves are hearth.engine.model.linear's (dense, int8, int4), built by its LinearFactory from the
-rank's slice of each weight: a sharded layer is an ordinary layer of a smaller shape, calibrated for batch
-invariance like any other (hearth.engine.model.row_tiling). What makes it parallel is where its slice comes from
+The linears themselves are hearth.engine.model.linear's (dense, int8, int4), built by a LinearFactory (the model's
+weight format, hearth.engine.model.formats) from the rank's slice of each weight: a sharded layer is an ordinary
+layer of a smaller shape, calibrated for batch invariance like any other (hearth.engine.model.row_tiling). What makes it parallel is where its slice comes from
 and what follows it:
 - column-parallel (q/k/v, gate/up): output rows of the rank's heads / features; nothing follows, the
   output stays split (attention and SiLU(gate) * up are per head / per feature);
@@ -76,8 +76,8 @@ class ShardedLayers:
         names = [f"{name}.weight" for name, _ in parts]
         biases = torch.cat([self.vector(f"{name}.bias", rows) for name, rows in parts]) if bias else None
         if all(n in self.native for n in names):
-            return self.factory.from_q4([self._native(n).rows(*rows) for n, (_, rows) in zip(names, parts, strict=True)],
-                                        biases)
+            return self.factory.from_values([self._native(n).rows(*rows) for n, (_, rows) in zip(names, parts, strict=True)],
+                                            biases)
         if any(n in self.native for n in names):
             raise ValueError(f"weights {names} are partly 4-bit in the GGUF; the native loader needs all or none")
         return self.factory.linear(torch.cat([self.tensor(n, rows) for n, (_, rows) in zip(names, parts, strict=True)]),
@@ -88,7 +88,7 @@ class ShardedLayers:
         to the residual stream."""
         weight = f"{name}.weight"
         if weight in self.native:
-            return self.factory.from_q4([self._native(weight).cols(*cols)], None, adds_to_residual=True)
+            return self.factory.from_values([self._native(weight).cols(*cols)], None, adds_to_residual=True)
         return self.factory.linear(self.tensor(weight, cols=cols), None, adds_to_residual=True)
 
     def embedding_and_head(self, vocab: Range, is_tied: bool):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hearth.engine.model.linear_factory import QuantizedValues
+from hearth.engine.model.formats.values import QuantizedValues
 
 Q4_BLOCK = 32
 _LAYER_NAMES = {

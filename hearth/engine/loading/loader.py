@@ -15,8 +15,6 @@ from hearth.engine.config import EngineConfig
 from hearth.engine.distributed.group import TensorParallelGroup
 from hearth.engine.distributed.sharding import LlamaPartition
 from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
-from hearth.engine.loading.gguf_weights import read_gguf_q4
-from hearth.engine.loading.quantization import Quantization
 from hearth.engine.loading.registry import ModelEntry, cache_dir
 from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
@@ -105,8 +103,7 @@ def check_tensor_parallel(entry: ModelEntry, config: EngineConfig, hf_config=Non
         if reason is not None:
             raise ValueError(f"tensor_parallel_size={world_size} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
-        group_size = Quantization(config.quantization).group_size
-        LlamaPartition.build(LlamaShape.from_config(hf_config), 0, world_size, group_size)
+        LlamaPartition.build(LlamaShape.from_config(hf_config), 0, world_size, config.weight_format.group_size)
     return reason
 
 
@@ -137,18 +134,19 @@ def load_model(entry: ModelEntry, config: EngineConfig, group: TensorParallelGro
 def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, tokenizer, group, max_model_len: int,
           reason: str | None) -> LoadedModel:
     device, dtype = group.device, config.torch_dtype
-    quantization = Quantization(config.quantization)
+    weight_format = config.weight_format
     num_kv_heads = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
     max_rank_kv_heads, rank_bytes = num_kv_heads, ()
     if reason is None:
         native = {}
         gguf = source_gguf(entry, folder)
-        if quantization.mode == "int4" and gguf is not None:
-            native = read_gguf_q4(gguf, hf_config.num_attention_heads, num_kv_heads)
-            logger.info("int4: %d projections loaded as they are from %s", len(native), gguf.name)
+        if gguf is not None:
+            native = weight_format.gguf_values(gguf, hf_config.num_attention_heads, num_kv_heads)
+            if native:
+                logger.info("%s: %d projections loaded as they are from %s", weight_format.name, len(native), gguf.name)
         partition = LlamaPartition.build(LlamaShape.from_config(hf_config), group.rank, group.world_size,
-                                         quantization.group_size)
-        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, quantization, native,
+                                         weight_format.group_size)
+        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, weight_format, native,
                                        partition, group)
         num_kv_heads, max_rank_kv_heads = partition.num_kv_heads, partition.max_kv_heads
         rank_bytes = tuple(group.all_gather_int(model.resident_weight_bytes()))
@@ -160,8 +158,8 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
     else:
         from hearth.engine.model.models.hf_module import HFModule
 
-        if quantization.needs_native_forward:
-            raise ValueError(f"quantization={quantization.mode} needs the native forward, which {entry.id!r} "
+        if weight_format.needs_native_forward:
+            raise ValueError(f"quantization={weight_format.name} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
         model = HFModule.from_folder(folder, dtype, device)

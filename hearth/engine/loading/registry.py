@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hearth.engine.loading.quantization import QUANTIZATION_MODES
+from hearth.engine.model.formats import parse_format
 
 TOOL_CALL_FORMATS = ("hermes", "llama3_json")
 SAMPLING_DEFAULT_KEYS = (
@@ -78,10 +78,7 @@ class ModelEntry:
             raise ValueError(
                 f"defaults of {self.id!r} may only set {', '.join(SAMPLING_DEFAULT_KEYS)}; got {sorted(unknown)}"
             )
-        if self.quantization not in QUANTIZATION_MODES:
-            raise ValueError(
-                f"quantization of {self.id!r} must be one of {QUANTIZATION_MODES}, got {self.quantization!r}"
-            )
+        parse_format(self.quantization, field=f"quantization of {self.id!r}")
         if self.tool_call_format not in TOOL_CALL_FORMATS:
             raise ValueError(
                 f"tool_call_format of {self.id!r} must be one of {TOOL_CALL_FORMATS}, got {self.tool_call_format!r}"

@@ -1,5 +1,5 @@
 """Token embeddings of the native forward: a dense table, an int8 table with per-row scales, or the rows of a
-packed Q8_0 weight; a tied vocabulary head reads the same table (hearth.engine.model.linear_factory)."""
+packed Q8_0 weight; a tied vocabulary head reads the same table (hearth.engine.model.formats)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Linear layers of the native forward: dense (bf16 prepacked for oneDNN, or plain), int8, int4, or GGUF blocks on
-AVX2 and above (BlockQuantizedLinear); hearth.engine.model.linear_factory builds them per quantization mode.
+AVX2 and above (BlockQuantizedLinear); the weight formats (hearth.engine.model.formats) build them.
 
 Each layer is called in two ways:
 - `matmul_in_chunk(x, ...)`: one kernel call over a prefill chunk's rows, computed as they are within

@@ -26,22 +26,19 @@ from hearth.engine.model.attention import (
 )
 from hearth.engine.model.kv_cache import KVCache
 from hearth.engine.scheduling.scheduler import ScheduledChunk
-from hearth.kernels.model import row_attention
 
 logger = logging.getLogger(__name__)
 
 
 def row_attention_unavailable_reason(loaded: LoadedModel) -> str | None:
     """None when every row (decode and prefill) is attended by hearth.kernels.model.row_attention, else why SDPA attends
-    them: with bf16/int8/int4 weights, where the kernel takes the shape and CPU. `none` keeps SDPA, whose
-    lone decode row and short prompt are exact against transformers."""
+    them: the model's weight format says (hearth.engine.model.formats; the formats exact against transformers keep
+    SDPA, whose lone decode row and short prompt are exact against it), where the kernel takes the shape and CPU."""
     if not loaded.is_native:
         return "the transformers fallback attends with its own modules"
     model = loaded.model
-    if model.quantization.mode == "none":
-        return "quantization none: decode rows stay exact against transformers (SDPA)"
-    return row_attention.unavailable_reason(model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype,
-                                            loaded.device)
+    return model.weight_format.row_attention_reason(model.num_heads, model.num_kv_heads, model.shape.head_dim,
+                                                    model.dtype, loaded.device)
 
 
 class ModelRunner:

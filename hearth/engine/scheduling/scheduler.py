@@ -15,12 +15,12 @@ included, so the next turn of a conversation reuses its whole previous prompt. D
 another way (one row, its exact context) and their blocks are not cached. The first chunk is the
 exception to the whole-chunk geometry (it is computed over its own rows, as transformers computes a
 short prompt): it is cached only when full, and a prompt shorter than one chunk reuses nothing.
-Where the model computes every row on its own (has_batch_invariant_kv: bf16/int8/int4 weights on the row
-attention kernel, hearth.engine.model.model_runner), none of this applies: a token's keys and values are the
-same however its sequence was cut or batched, decode steps included, so every full block is cached, the
-previous answer's too, and any cached block is reused. A finished sequence's last, partly filled block is
-cached as well (PrefixCache partial blocks), and a sequence that shares some of its first tokens starts
-from a copy of it: a chat's next turn computes only its new tokens.
+Where the model computes every row on its own (has_batch_invariant_kv: its weight format's hits end at any
+token, PrefixHits.ANY_TOKEN in hearth.engine.model.formats, and every layer packed), none of this applies: a
+token's keys and values are the same however its sequence was cut or batched, decode steps included, so
+every full block is cached, the previous answer's too, and any cached block is reused. A finished
+sequence's last, partly filled block is cached as well (PrefixCache partial blocks), and a sequence that
+shares some of its first tokens starts from a copy of it: a chat's next turn computes only its new tokens.
 A waiting sequence whose next uncached block a running sequence's prefill is computing right now waits
 for it (admission skips it, keeping its place): requests that arrive together with one system prompt
 compute it once instead of each computing it before any has cached it.

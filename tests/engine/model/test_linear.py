@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hearth.engine.loading.quantization import Quantization
+from hearth.engine.model.formats import parse_format
 from hearth.engine.model.linear_factory import LinearFactory
 from tests.conftest import skip_unless_mode_runs
 
@@ -16,7 +16,7 @@ CHUNK = 128
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
 def test_chunk_rows_equal_whole_chunk_rows_cut_anywhere(mode, dtype, cpu_level):
     skip_unless_mode_runs(mode)
-    factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))
+    factory = LinearFactory(parse_format(mode), dtype, torch.device("cpu"))
     generator = torch.Generator().manual_seed(5)
     linear = factory.linear(torch.randn(384, 576, generator=generator) * 0.05, None)
     rows = torch.randn(CHUNK, 576, generator=generator).to(dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hearth.engine.loading.quantization import Quantization
+from hearth.engine.model.formats import parse_format
 from hearth.engine.model.linear_factory import LinearFactory
 from hearth.engine.model.row_tiling import RowTiling, RowTilingStore, calibrate_row_tiling
 from tests.conftest import skip_unless_mode_runs
@@ -54,7 +54,7 @@ SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536), (49152, 576)]
                                          ("int8", torch.bfloat16), ("int4", torch.bfloat16)])
 def test_rows_are_identical_in_any_batch_size_for_every_mode(mode, dtype, cpu_level):
     skip_unless_mode_runs(mode)
-    factory = LinearFactory(Quantization(mode), dtype, torch.device("cpu"))
+    factory = LinearFactory(parse_format(mode), dtype, torch.device("cpu"))
     store = RowTilingStore(None)  # measured here, not read from an earlier run
     generator = torch.Generator().manual_seed(3)
     for out_features, in_features in SHAPES:
@@ -91,5 +91,5 @@ def test_stores_sharing_a_file_keep_each_others_calibrations(tmp_path):
 def test_a_quantized_mode_without_kernels_on_the_device_is_refused_before_loading():
     for mode in ("bf16", "int8", "int4"):
         with pytest.raises(ValueError, match=f"quantization={mode} cannot run here"):
-            LinearFactory(Quantization(mode), torch.bfloat16, torch.device("meta"))
-    LinearFactory(Quantization("none"), torch.bfloat16, torch.device("meta"))
+            LinearFactory(parse_format(mode), torch.bfloat16, torch.device("meta"))
+    LinearFactory(parse_format("none"), torch.bfloat16, torch.device("meta"))

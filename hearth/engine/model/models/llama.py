@@ -18,12 +18,12 @@ from hearth.engine.distributed.group import TensorParallelGroup
 from hearth.engine.distributed.layers import ShardedLayers
 from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition, resident_bytes
 from hearth.engine.loading.gguf_weights import Q4Tensor
-from hearth.engine.loading.quantization import Quantization
 from hearth.engine.loading.registry import cache_dir
 from hearth.engine.model.attention import AttentionMetadata, paged_attention
+from hearth.engine.model.formats import DEFAULT_FORMAT, WeightFormat
 from hearth.engine.model.kv_cache import KVCache
 from hearth.engine.model.linear import BlockQuantizedLinear, Linear
-from hearth.engine.model.linear_factory import LinearFactory, residual_dtype
+from hearth.engine.model.linear_factory import LinearFactory
 from hearth.engine.model.row_tiling import RowTilingStore
 from hearth.kernels.model import fused_layer
 from hearth.kernels.model.huge_pages import HugePageArena
@@ -123,14 +123,14 @@ class LlamaModel:
     to rank 0. With one rank the partition is the whole model and the group's collectives are identities."""
 
     def __init__(self, config, dtype: torch.dtype, device: torch.device, max_positions: int,
-                 quantization: Quantization | None = None, partition: LlamaPartition | None = None,
+                 weight_format: WeightFormat | None = None, partition: LlamaPartition | None = None,
                  group: TensorParallelGroup | None = None) -> None:
         self.config = config
         self.shape = LlamaShape.from_config(config)
         self.dtype = dtype
         self.device = device
-        self.quantization = quantization or Quantization()
-        self.partition = partition or LlamaPartition.build(self.shape, 0, 1, self.quantization.group_size)
+        self.weight_format = weight_format or DEFAULT_FORMAT
+        self.partition = partition or LlamaPartition.build(self.shape, 0, 1, self.weight_format.group_size)
         self.group = group or TensorParallelGroup.single(device)
         # This rank's heads: attention runs on them alone.
         self.num_heads, self.num_kv_heads = self.partition.num_heads, self.partition.num_kv_heads
@@ -138,7 +138,7 @@ class LlamaModel:
         half = sin.shape[-1] // 2
         self.signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
         self.scale = self.shape.head_dim ** -0.5
-        self.residual_dtype = residual_dtype(self.quantization.mode, dtype)
+        self.residual_dtype = self.weight_format.residual_dtype(dtype)
         self.layers: list[dict] = []
         self.embedding = None
         self.final_norm: Tensor | None = None
@@ -159,12 +159,12 @@ class LlamaModel:
 
     @classmethod
     def from_folder(cls, folder: Path, config, dtype: torch.dtype, device: torch.device, max_positions: int,
-                    quantization: Quantization | None = None, native: dict[str, Q4Tensor] | None = None,
+                    weight_format: WeightFormat | None = None, native: dict[str, Q4Tensor] | None = None,
                     partition: LlamaPartition | None = None, group: TensorParallelGroup | None = None) -> LlamaModel:
         """This rank's slices of the folder's safetensors, except 4-bit weights given in `native` (GGUF)."""
-        model = cls(config, dtype, device, max_positions, quantization, partition, group)
+        model = cls(config, dtype, device, max_positions, weight_format, partition, group)
         with CheckpointReader(folder) as reader:
-            factory = LinearFactory(model.quantization, dtype, device)
+            factory = LinearFactory(model.weight_format, dtype, device)
             model.load_weights(ShardedLayers(reader, native or {}, factory, model.group))
         model.calibrate(RowTilingStore(cache_dir() / "row_tiling.json"))
         return model

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hearth.server.chat.protocol import ChatCompletionRequest
+from hearth.server.completions.protocol import CompletionRequest
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
           405: "invalid_request_error", 413: "invalid_request_error", 429: "requests", 500: "server_error",
@@ -40,12 +41,12 @@ class APIError(Exception):
         return f"data: {json.dumps(self.body())}\n\n"
 
 
-def _location(loc: tuple) -> str | None:
+def _location(loc: tuple, model: type = ChatCompletionRequest) -> str | None:
     """pydantic's error location as OpenAI names a parameter: `messages.0.content`. Its union-branch tags
     ('user' for a message's role, 'json_schema' for a response_format's type, 'str', 'list[...]') are not
     fields of the request, so they go: found by walking the request model along the location."""
     kept = []
-    annotation = ChatCompletionRequest
+    annotation = model
     for part in (p for p in loc if p != "body"):
         branches = _union_branches(annotation)
         if branches is not None and (str(part) in branches or _branch_name(part) in branches):
@@ -108,18 +109,24 @@ def _field(annotation, part):
     return None
 
 
-def validation_message(exc: RequestValidationError) -> APIError:
+def request_model(path: str) -> type:
+    """The request model of the route at `path` (chat's where no other API is served there)."""
+    models = {"/v1/completions": CompletionRequest}
+    return models.get(path.rstrip("/"), ChatCompletionRequest)
+
+
+def validation_message(exc: RequestValidationError, model: type = ChatCompletionRequest) -> APIError:
     errors = exc.errors()
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         return APIError(400, "We could not parse the JSON body of your request: " + str(first.get("msg")),
                         code="invalid_json")
-    param = _location(tuple(first.get("loc", ())))
+    param = _location(tuple(first.get("loc", ())), model)
     if first.get("type") == "extra_forbidden":
         return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
                         code="unrecognized_argument")
     if param is None and first.get("input") is None:  # no body (or null): name the first field a body needs
-        param = next(name for name, f in ChatCompletionRequest.model_fields.items() if f.is_required())
+        param = next(name for name, f in model.model_fields.items() if f.is_required())
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if param is None:
         return APIError(400, "The request body must be a JSON object.", code="invalid_value")
@@ -130,7 +137,7 @@ def validation_message(exc: RequestValidationError) -> APIError:
 
 
 async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return validation_message(exc).response()
+    return validation_message(exc, request_model(request.url.path)).response()
 
 
 async def handle_api_error(request: Request, exc: APIError) -> JSONResponse:

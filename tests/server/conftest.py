@@ -41,3 +41,22 @@ def wait_until_idle(url: str, timeout_s: float = 20.0) -> dict:
         if (health["num_requests"] == 0 and health["kv_blocks_used"] == 0) or time.monotonic() > deadline:
             return health
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def served_client():
+    """The official openai client against `python -m hearth.server` on the default model, as served (its
+    entry's weights), for the completions and responses tests."""
+    from openai import OpenAI
+
+    from tests.conftest import spawn_server
+
+    process, url = spawn_server("--log-level", "warning")
+    try:
+        yield OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except Exception:
+            process.kill()

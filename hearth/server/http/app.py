@@ -1,4 +1,4 @@
-"""The FastAPI application: /v1/chat/completions, /v1/models, /health, /metrics, /docs."""
+"""The FastAPI application: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics, /docs."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from hearth.server.errors import (
 from hearth.server.http.admission import Admission
 from hearth.server.http.auth import AuthMiddleware, KeyChecker
 from hearth.server.http.body_limit import BodyLimitMiddleware
+from hearth.server.http.completions import install_completions
 from hearth.server.http.disconnect import ClientDisconnected, unless_disconnected
 from hearth.server.http.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
 from hearth.server.http.openapi import chat_responses, error_responses, install_docs, install_openapi
@@ -68,7 +69,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             async_engine.stop()
 
     app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="OpenAI-style chat completions served by a local engine.")
+                  description="OpenAI-style chat and text completions served by a local engine.")
     app.state.async_engine = async_engine
     app.state.adapter = adapter
     app.state.admission = admission
@@ -149,4 +150,5 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             raise request_error(exc) from exc
         return JSONResponse(completion.body())
 
+    install_completions(app)
     return app

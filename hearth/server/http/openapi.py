@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
+from hearth.server.completions.protocol import Completion
 
 DOCS_STATIC = "/docs/static"
 _DESCRIPTIONS = {
@@ -30,22 +31,21 @@ _DESCRIPTIONS = {
 }
 
 
-# One server-sent event (the schema of an event stream describes each event, as Open API 3.2 has it):
-# its data is a ChatCompletionChunk, an ErrorResponse when the request fails mid-stream, or [DONE].
-SSE_EVENT = {
-    "type": "object",
-    "required": ["data"],
-    "properties": {
-        "event": {"type": "string"},
-        "data": {"anyOf": [
-            {"const": "[DONE]"},
-            {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
-                {"$ref": "#/components/schemas/ChatCompletionChunk"},
-                {"$ref": "#/components/schemas/ErrorResponse"},
-            ]}},
-        ]},
-    },
-}
+def sse_event(*schemas: str) -> dict[str, Any]:
+    """One server-sent event (the schema of an event stream describes each event, as Open API 3.2 has it):
+    its data is one of `schemas`, an ErrorResponse when the request fails mid-stream, or [DONE]."""
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in (*schemas, "ErrorResponse")]
+    return {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {"anyOf": [
+                {"const": "[DONE]"},
+                {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": refs}},
+            ]},
+        },
+    }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -58,7 +58,18 @@ def chat_responses() -> dict[int | str, dict[str, Any]]:
         "description": "A chat.completion object; with `stream: true`, server-sent events whose data are "
                        "ChatCompletionChunk objects, then `data: [DONE]` (or an ErrorResponse event if the "
                        "request fails once streaming)",
-        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        "content": {"text/event-stream": {"schema": sse_event("ChatCompletionChunk")}},
+    }
+    return {200: ok, **error_responses(400, 401, 404, 413, 429, 500, 503)}
+
+
+def completion_responses() -> dict[int | str, dict[str, Any]]:
+    ok = {
+        "model": Completion,
+        "description": "A text_completion object; with `stream: true`, server-sent events whose data are "
+                       "text_completion objects holding what each choice added, then `data: [DONE]` (or an "
+                       "ErrorResponse event if the request fails once streaming)",
+        "content": {"text/event-stream": {"schema": sse_event("Completion")}},
     }
     return {200: ok, **error_responses(400, 401, 404, 413, 429, 500, 503)}
 

@@ -31,6 +31,20 @@ def test_chat_completions_documents_its_responses(app_client):
         assert ref in components, ref
 
 
+def test_completions_documents_its_responses(app_client):
+    schema = app_client.get("/openapi.json").json()
+    operation = schema["paths"]["/v1/completions"]["post"]
+    responses = operation["responses"]
+    assert set(responses) == {"200", "400", "401", "404", "413", "429", "500", "503"}
+    ok = responses["200"]["content"]
+    assert ok["application/json"]["schema"]["$ref"] == "#/components/schemas/Completion"
+    event_data = ok["text/event-stream"]["schema"]["properties"]["data"]["anyOf"]
+    refs = [r["$ref"] for branch in event_data for r in branch.get("contentSchema", {}).get("anyOf", [])]
+    assert refs == ["#/components/schemas/Completion", ERROR_REF]
+    request = schema["components"]["schemas"]["CompletionRequest"]
+    assert {"prompt", "echo", "logprobs", "best_of", "suffix", "stream"} <= set(request["properties"])
+
+
 def test_documented_schemas_match_real_responses(app_client):
     from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
 

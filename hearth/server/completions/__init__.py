@@ -1,0 +1,1 @@
+"""POST /v1/completions: the legacy text-completion API over the shared sampling core."""

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hearth.server.chat.protocol import ChatCompletionRequest
 from hearth.server.completions.protocol import CompletionRequest
+from hearth.server.responses.protocol import ResponseRequest
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
           405: "invalid_request_error", 413: "invalid_request_error", 429: "requests", 500: "server_error",
@@ -57,6 +58,11 @@ def _location(loc: tuple, model: type = ChatCompletionRequest) -> str | None:
         kept.append(str(part))
         annotation = _field(annotation, part)
     return ".".join(kept) or None
+
+
+def param_path(loc: tuple, model: type) -> str | None:
+    """A pydantic error location within `model` as OpenAI names the parameter."""
+    return _location(loc, model)
 
 
 def _unwrap(annotation):
@@ -111,7 +117,7 @@ def _field(annotation, part):
 
 def request_model(path: str) -> type:
     """The request model of the route at `path` (chat's where no other API is served there)."""
-    models = {"/v1/completions": CompletionRequest}
+    models = {"/v1/completions": CompletionRequest, "/v1/responses": ResponseRequest}
     return models.get(path.rstrip("/"), ChatCompletionRequest)
 
 

@@ -1,4 +1,5 @@
-"""The FastAPI application: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics, /docs."""
+"""The FastAPI application: /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, /health,
+/metrics, /docs."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from hearth.server.http.completions import install_completions
 from hearth.server.http.disconnect import ClientDisconnected, unless_disconnected
 from hearth.server.http.metrics import CLIENT_CLOSED, Metrics, MetricsMiddleware
 from hearth.server.http.openapi import chat_responses, error_responses, install_docs, install_openapi
+from hearth.server.http.responses import install_responses
 from hearth.server.http.shutdown import Shutdown, ShutdownMiddleware, shutting_down_error
 
 logger = logging.getLogger("hearth.server")
@@ -69,7 +71,7 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
             async_engine.stop()
 
     app = FastAPI(title="hearth", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="OpenAI-style chat and text completions served by a local engine.")
+                  description="OpenAI-style chat completions, text completions and responses served by a local engine.")
     app.state.async_engine = async_engine
     app.state.adapter = adapter
     app.state.admission = admission
@@ -151,4 +153,5 @@ def build_app(engine: LLMEngine, entry: ModelEntry, is_engine_external: bool = F
         return JSONResponse(completion.body())
 
     install_completions(app)
+    install_responses(app)
     return app

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
 from hearth.server.completions.protocol import Completion
+from hearth.server.responses.schemas import ResponseObject, ResponseStreamEvent
 
 DOCS_STATIC = "/docs/static"
 _DESCRIPTIONS = {
@@ -74,6 +75,17 @@ def completion_responses() -> dict[int | str, dict[str, Any]]:
     return {200: ok, **error_responses(400, 401, 404, 413, 429, 500, 503)}
 
 
+def response_responses() -> dict[int | str, dict[str, Any]]:
+    ok = {
+        "model": ResponseObject,
+        "description": "A response object; with `stream: true`, server-sent events (`event:` the type, `data:` a "
+                       "ResponseStreamEvent) from response.created to response.completed or response.incomplete, "
+                       "or an error event if the request fails once streaming",
+        "content": {"text/event-stream": {"schema": sse_event("ResponseStreamEvent")}},
+    }
+    return {200: ok, **error_responses(400, 401, 404, 413, 429, 500, 503)}
+
+
 def install_openapi(app: FastAPI, has_keys: bool) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -85,10 +97,11 @@ def install_openapi(app: FastAPI, has_keys: bool) -> None:
                 operation.get("responses", {}).pop("422", None)
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
-        chunk = ChatCompletionChunk.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-        for name, definition in chunk.pop("$defs", {}).items():
-            schemas.setdefault(name, definition)
-        schemas["ChatCompletionChunk"] = chunk
+        for model in (ChatCompletionChunk, ResponseStreamEvent):
+            chunk = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            for name, definition in chunk.pop("$defs", {}).items():
+                schemas.setdefault(name, definition)
+            schemas[model.__name__] = chunk
         if has_keys:
             schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
             for path, item in schema["paths"].items():

@@ -45,6 +45,19 @@ def test_completions_documents_its_responses(app_client):
     assert {"prompt", "echo", "logprobs", "best_of", "suffix", "stream"} <= set(request["properties"])
 
 
+def test_responses_documents_its_responses(app_client):
+    schema = app_client.get("/openapi.json").json()
+    responses = schema["paths"]["/v1/responses"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "401", "404", "413", "429", "500", "503"}
+    ok = responses["200"]["content"]
+    assert ok["application/json"]["schema"]["$ref"] == "#/components/schemas/ResponseObject"
+    event_data = ok["text/event-stream"]["schema"]["properties"]["data"]["anyOf"]
+    refs = [r["$ref"] for branch in event_data for r in branch.get("contentSchema", {}).get("anyOf", [])]
+    assert refs == ["#/components/schemas/ResponseStreamEvent", ERROR_REF]
+    request = schema["components"]["schemas"]["ResponseRequest"]
+    assert {"input", "instructions", "tools", "text", "store", "previous_response_id"} <= set(request["properties"])
+
+
 def test_documented_schemas_match_real_responses(app_client):
     from hearth.server.chat.responses import ChatCompletion, ChatCompletionChunk, ErrorResponse
 

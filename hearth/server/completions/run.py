@@ -5,6 +5,7 @@ chunks a stream sends as they come."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from hearth.engine.output.outputs import RequestOutput
@@ -40,13 +41,16 @@ class CompletionRun:
     async def _prompt_outputs(self, index: int, generate: Generate) -> AsyncIterator[tuple[str, RequestOutput | None]]:
         prompt = list(self.plan.prompts[index].token_ids)
         request_id = f"{self.plan.request_id}-{index}"
+        # aclosing: a consumer that stops early aborts the engine request now, not when collected.
         if self.plan.scores_prompt and len(prompt) > 1:
-            async for output in generate(f"{request_id}-echo", prompt, self.plan.scoring_params()):
-                yield SCORED, output
+            async with aclosing(generate(f"{request_id}-echo", prompt, self.plan.scoring_params())) as outputs:
+                async for output in outputs:
+                    yield SCORED, output
         yield SCORED, None
         if self.plan.params is not None:
-            async for output in generate(request_id, prompt, self.plan.params):
-                yield GENERATED, output
+            async with aclosing(generate(request_id, prompt, self.plan.params)) as outputs:
+                async for output in outputs:
+                    yield GENERATED, output
 
     # ---- gathering --------------------------------------------------------------------------------
 

@@ -38,3 +38,25 @@ def test_streaming_client_that_disconnects_is_aborted(live_url):
         assert httpx.get(live_url + "/health").json()["kv_blocks_used"] > 0
     health = wait_until_idle(live_url)
     assert health["num_requests"] == 0 and health["kv_blocks_used"] == 0, health
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": ["Once upon a time", "In a land far away"], "echo": True, "logprobs": 1,
+                         "seed": 1}),
+    ("/v1/responses", {"input": "Write a very long story."}),
+])
+def test_a_client_that_goes_away_frees_every_engine_request(live_url, path, body):
+    length = "max_tokens" if path == "/v1/completions" else "max_output_tokens"
+    payload = {"model": "smollm2-135m-instruct", length: 3000, "temperature": 1.0, **body}
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", live_url + path, json=dict(payload, stream=True)) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert any(next(lines).startswith("data: ") for _ in range(8))
+            assert httpx.get(live_url + "/health").json()["num_requests"] >= 1
+        health = wait_until_idle(live_url)
+        assert health["num_requests"] == 0 and health["kv_blocks_used"] == 0, health
+        with pytest.raises(httpx.ReadTimeout):
+            http.post(live_url + path, json=payload, timeout=httpx.Timeout(30, read=1.5))
+    health = wait_until_idle(live_url)
+    assert health["num_requests"] == 0 and health["kv_blocks_used"] == 0, health

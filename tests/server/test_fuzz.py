@@ -2,8 +2,9 @@
 valid or not, gets an answer the document describes (status, content type, schema) and never a 5xx.
 
 Generated bodies are adjusted before they are sent (cap()): a string `model` becomes the served model's
-id (a random name only ever meets the 404), completions are capped at MAX_TOKENS tokens and n at MAX_N
-(asking for more only takes longer), so the run stays well under two minutes. The examples are
+id (a random name only ever meets the 404), completions are capped at MAX_TOKENS tokens, n and best_of at
+MAX_N, prompts at MAX_N of MAX_PROMPT tokens or characters (an echoed prompt is scored a token a step)
+(asking for more only takes longer), so the run stays within a few minutes. The examples are
 derandomized: CI sends the same requests every run.
 """
 
@@ -24,13 +25,17 @@ from schemathesis.specs.openapi.checks import (
 )
 
 CHAT_EXAMPLES = 1000
+# The other generating APIs: fewer fields than chat's to cover.
+EXAMPLES = {"/v1/chat/completions": CHAT_EXAMPLES, "/v1/completions": 150, "/v1/responses": 150}
 OTHER_EXAMPLES = 25
 MAX_TOKENS = 1
 MAX_N = 2
+MAX_PROMPT = 8
+LENGTH_FIELDS = {"/v1/completions": "max_tokens", "/v1/responses": "max_output_tokens"}
 MODEL = "smollm2-135m-instruct"
 CONCURRENCY = 32
 # Generous: a slow shared machine must not turn into a failure; a hang still ends the test.
-CALL_TIMEOUT_S = 120
+CALL_TIMEOUT_S = 300
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -54,19 +59,30 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def cap(body):
+def cap(body, path: str = "/v1/chat/completions"):
     """Bound the work a generated request asks for, leaving invalid values as generated."""
     if not isinstance(body, dict):
         return body
     if isinstance(body.get("model"), str):  # a random name is only ever a 404; reach the engine instead
         body["model"] = MODEL
-    for field in ("max_tokens", "max_completion_tokens"):
+    fields = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+    for field in fields:
         if _is_number(body.get(field)) and body[field] > MAX_TOKENS:
             body[field] = MAX_TOKENS
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
-        body["max_completion_tokens"] = MAX_TOKENS
-    if _is_number(body.get("n")) and body["n"] > MAX_N:
-        body["n"] = MAX_N
+    length_field = LENGTH_FIELDS.get(path, "max_completion_tokens")
+    if all(body.get(field) is None for field in fields):
+        body[length_field] = MAX_TOKENS
+    for field in ("n", "best_of"):
+        if _is_number(body.get(field)) and body[field] > MAX_N:
+            body[field] = MAX_N
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        body["prompt"] = prompt[:MAX_PROMPT]
+    elif isinstance(prompt, list):
+        # Each prompt runs as its own engine request (n choices, and a scoring one when echoed).
+        body["prompt"] = [p[:MAX_PROMPT] if isinstance(p, (str, list)) else p for p in prompt[:MAX_PROMPT]]
+        if body["prompt"] and not all(isinstance(p, int) for p in body["prompt"]):
+            body["prompt"] = body["prompt"][:MAX_N]
     return body
 
 
@@ -78,7 +94,7 @@ def send_generated(operation, examples: int, pool: ThreadPoolExecutor) -> list[F
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def generate(case) -> None:
-        case.body = cap(case.body)
+        case.body = cap(case.body, operation.path)
         if futures:
             futures.append(pool.submit(call_and_check, case))
             return
@@ -114,7 +130,7 @@ def test_generated_requests_never_get_a_5xx(app_client):
         futures = []
         for result in schema.get_all_operations():
             operation = result.ok()
-            examples = CHAT_EXAMPLES if operation.path == "/v1/chat/completions" else OTHER_EXAMPLES
+            examples = EXAMPLES.get(operation.path, OTHER_EXAMPLES)
             futures += send_generated(operation, examples, pool)
         outcomes = [future.result() for future in futures]
     statuses = collections.Counter(status for status, _ in outcomes)

@@ -1,9 +1,10 @@
-"""Read a GGUF file's 4-bit tensors (Q4_0, Q4_1) as they are, for the int4 kernels: no float round trip.
+"""Read a GGUF file's 4-bit tensors (Q4_0, Q4_1, Q4_K) as they are, for the int4 kernels: no float round trip.
 
 A Q4 block holds 32 weights of one output row: Q4_1 is d, m (float16) and 16 bytes of nibbles with
 w = d q + m; Q4_0 is d and the nibbles with w = d (q - 8). Byte j holds weight j in its low nibble and
 weight j + 16 in its high one. In the int4 kernels' form, w = (q - 8) * scale + zero: scale = d and
-zero = m + 8 d (Q4_1) or 0 (Q4_0), both exact in float32.
+zero = m + 8 d (Q4_1) or 0 (Q4_0), both exact in float32. A Q4_K super-block of 256 is 8 such blocks of 32
+(hearth.engine.loading.gguf_blocks): scale = d sc is exact, zero = 8 d sc - dmin m is rounded once in float32.
 
 llama.cpp's converter permutes the rows of attn_q and attn_k of 'llama' GGUFs for its rotary layout;
 transformers undoes it when it loads one (LlamaTensorProcessor), and so does this reader, on whole rows.
@@ -17,9 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hearth.engine.loading.gguf_blocks import decode_q4_k
 from hearth.engine.model.formats.values import QuantizedValues
 
 Q4_BLOCK = 32
+# The types read as they are: name -> (weights, bytes) per block, the unit a tensor splits at.
+Q4_TYPES = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
+# Projections one layer fuses (hearth.engine.distributed.layers): read as they are only all together.
+_FUSED = (("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up"))
 _LAYER_NAMES = {
     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -56,13 +62,24 @@ def decode_q4(data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool) -> 
     return QuantizedValues(q=q, scale=d, zero=zero, group_size=Q4_BLOCK)
 
 
+def decode_q4_k_values(data: np.ndarray, num_rows: int) -> QuantizedValues:
+    """data [num_rows, bytes per row] uint8 of Q4_K super-blocks -> the int4 kernels' values, groups of 32."""
+    values = decode_q4_k(data, num_rows)
+    return QuantizedValues(q=values.q, scale=values.scale, zero=values.minimum + 8 * values.scale, group_size=Q4_BLOCK)
+
+
 class Q4Tensor:
     """One 4-bit GGUF tensor, decoded only as far as asked: a tensor-parallel rank reads its own rows or
     columns from the memory-mapped file and never decodes the whole. Rows are in HF order (llama.cpp's
     q/k permutation undone through `order`)."""
 
-    def __init__(self, data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool, order: torch.Tensor | None) -> None:
-        self.data, self.num_rows, self.num_cols, self.is_q4_1, self.order = data, num_rows, num_cols, is_q4_1, order
+    def __init__(self, data: np.ndarray, num_rows: int, num_cols: int, kind: str, order: torch.Tensor | None) -> None:
+        self.data, self.num_rows, self.num_cols, self.kind, self.order = data, num_rows, num_cols, kind, order
+
+    def _decode(self, data: np.ndarray, num_rows: int, num_cols: int) -> QuantizedValues:
+        if self.kind == "Q4_K":
+            return decode_q4_k_values(data, num_rows)
+        return decode_q4(data, num_rows, num_cols, self.kind == "Q4_1")
 
     def _stored_rows(self, start: int, stop: int) -> np.ndarray | slice:
         return slice(start, stop) if self.order is None else self.order[start:stop].numpy()
@@ -70,23 +87,24 @@ class Q4Tensor:
     def rows(self, start: int = 0, stop: int | None = None) -> QuantizedValues:
         """Output rows [start, stop) (all by default)."""
         stop = self.num_rows if stop is None else stop
-        return decode_q4(self.data[self._stored_rows(start, stop)], stop - start, self.num_cols, self.is_q4_1)
+        return self._decode(self.data[self._stored_rows(start, stop)], stop - start, self.num_cols)
 
     def cols(self, start: int, stop: int) -> QuantizedValues:
-        """Input columns [start, stop), which must be whole 32-weight blocks."""
-        if start % Q4_BLOCK or stop % Q4_BLOCK:
-            raise ValueError(f"a 4-bit GGUF tensor splits only between {Q4_BLOCK}-weight blocks; columns "
+        """Input columns [start, stop), which must be whole blocks (32 weights; 256 for Q4_K)."""
+        block, block_bytes = Q4_TYPES[self.kind]
+        if start % block or stop % block:
+            raise ValueError(f"a {self.kind} GGUF tensor splits only between {block}-weight blocks; columns "
                              f"[{start}, {stop}) do not (choose another tensor_parallel_size or quantization)")
-        block_bytes = 20 if self.is_q4_1 else 18
-        blocks = self.data.reshape(self.num_rows, self.num_cols // Q4_BLOCK, block_bytes)
-        blocks = blocks[self._stored_rows(0, self.num_rows), start // Q4_BLOCK:stop // Q4_BLOCK]
-        return decode_q4(blocks.reshape(self.num_rows, -1), self.num_rows, stop - start, self.is_q4_1)
+        blocks = self.data.reshape(self.num_rows, self.num_cols // block, block_bytes)
+        blocks = blocks[self._stored_rows(0, self.num_rows), start // block:stop // block]
+        return self._decode(blocks.reshape(self.num_rows, -1), self.num_rows, stop - start)
 
 
 def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4Tensor]:
-    """HF weight name -> its 4-bit tensor, for every Q4_0/Q4_1 projection in the file (others are not read).
-    Nothing is decoded yet: see Q4Tensor."""
-    from gguf import GGMLQuantizationType, GGUFReader
+    """HF weight name -> its 4-bit tensor, for every Q4_TYPES projection in the file (others are not read; nor
+    are a layer's fused projections unless all of them are 4-bit, as Q4_K_M's attn_v in Q6_K leaves attn_q
+    and attn_k). Nothing is decoded yet: see Q4Tensor."""
+    from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
     field = reader.fields.get("general.architecture")
@@ -95,11 +113,35 @@ def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4T
     for tensor in reader.tensors:
         name = hf_name(tensor.name)
         kind = tensor.tensor_type
-        if name is None or kind not in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1):
+        if name is None or kind.name not in Q4_TYPES:
             continue
         num_cols, num_rows = (int(n) for n in tensor.shape)  # GGUF lists dims innermost first
         heads = num_heads if ".q_proj" in name else num_kv_heads if ".k_proj" in name else None
         order = reverse_permute_rows(num_rows, heads) if heads is not None and architecture == "llama" else None
         data = tensor.data.reshape(num_rows, -1)
-        result[name] = Q4Tensor(data, num_rows, num_cols, kind == GGMLQuantizationType.Q4_1, order)
-    return result
+        result[tensor.name] = Q4Tensor(data, num_rows, num_cols, kind.name, order)
+    return {hf_name(gguf_name): t for gguf_name, t in result.items() if _fused_are_read(gguf_name, result)}
+
+
+def _fused_are_read(gguf_name: str, read: dict) -> bool:
+    """blk.N.attn_q.weight is kept only with blk.N.attn_k and attn_v (likewise ffn_gate with ffn_up)."""
+    prefix, kind, suffix = gguf_name.rsplit(".", 2)
+    group = next((g for g in _FUSED if kind in g), (kind,))
+    return all(f"{prefix}.{member}.{suffix}" in read for member in group)
+
+
+# Types whose values reach a model served in int8 or int4 as the file holds them: floats (through the converted folder),
+# Q4_TYPES (read here), and Q8_0, whose blocks int8's Q8_0 records and the int4/int8 head recover exactly from
+# their float32 dequantization (max |q| is 127 in each block, so d = max |w| / 127 comes back).
+SERVED_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", *Q4_TYPES})
+
+
+def unserved_tensors(path: Path) -> list[tuple[str, str]]:
+    """(GGUF tensor name, type name) of every tensor in a type outside SERVED_TYPES (Q5_K, Q6_K, Q2_K, Q3_K,
+    IQ*, ...), in file order: the loader dequantizes them to float and the quantized formats round them again,
+    so a caller can name them. A served type's tensor can still be re-quantized: a Q4_K attn_q whose attn_v
+    is not 4-bit (read_gguf_q4), or a Q4_K token_embd, which the 8-bit head re-quantizes."""
+    from gguf import GGUFReader
+
+    return [(t.name, t.tensor_type.name) for t in GGUFReader(str(path)).tensors
+            if t.tensor_type.name not in SERVED_TYPES]

@@ -1,5 +1,5 @@
 """`int4`: 4-bit weights per group of inputs, w = (q - 8) * scale + zero: quantized on load (min/max per group, as
-GGUF's Q4_1), or a GGUF file's Q4_0/Q4_1 tensors packed as they are.
+GGUF's Q4_1), or a GGUF file's Q4_0/Q4_1/Q4_K tensors packed as they are.
 
 Q4_1 blocks on hearth.kernels.model.vnni_linear where it runs and the values fit its float16 block values, else
 aten's int4 kernel; a weight that does not pack as int4 (rows not in tiles of 16, inputs not in whole groups)
@@ -31,7 +31,7 @@ class Int4Format(Int8Format):
     aten_kernels = ("int8", "int4")
 
     def gguf_values(self, path: Path, num_heads: int, num_kv_heads: int) -> dict:
-        """Every Q4_0/Q4_1 projection in the file (hearth.engine.loading.gguf_weights.Q4Tensor)."""
+        """Every Q4_0/Q4_1/Q4_K projection in the file (hearth.engine.loading.gguf_weights.Q4Tensor)."""
         # Imported here: gguf_weights builds this package's QuantizedValues, so it imports the package.
         from hearth.engine.loading.gguf_weights import read_gguf_q4
 

@@ -50,7 +50,7 @@ def batch_lines() -> list:
     lines = [line(f"good-{i}-{j}", body) for j in range(3) for i, body in enumerate(GOOD)]
     lines += [line(f"bad-{i}", body) for i, body in enumerate(BAD)]
     lines += [
-        line("wrong-url", chat("x"), url="/v1/completions"),
+        line("wrong-url", chat("x"), url="/v1/embeddings"),
         line("wrong-method", chat("x"), method="GET"),
     ]
     return lines
@@ -62,6 +62,7 @@ MALFORMED = [
     {"method": "POST", "url": URL, "body": chat("x")},
     {**line("extra-field", chat("x")), "priority": 1},
     line("streamed", chat("x", stream=True)),
+    line("completions-url", {"model": "smollm2-135m-instruct", "prompt": "x"}, url="/v1/completions"),
 ]
 
 
@@ -69,7 +70,7 @@ MALFORMED = [
 def batch_run(tmp_path_factory, batch_runner):
     folder = tmp_path_factory.mktemp("batch")
     lines = batch_lines()
-    assert len(lines) + len(MALFORMED) == 58
+    assert len(lines) + len(MALFORMED) == 59
     source = write_lines(folder / "requests.jsonl", lines + MALFORMED)
     summary = BatchJob(source, folder / "results.jsonl").run(batch_runner, is_quiet=True)
     return lines, read_records(folder / "results.jsonl"), summary
@@ -78,10 +79,10 @@ def batch_run(tmp_path_factory, batch_runner):
 def test_every_line_gets_exactly_one_record(batch_run):
     lines, records, summary = batch_run
     ids = [r["custom_id"] for r in records]
-    expected = [item["custom_id"] for item in lines] + ["broken", "extra-field", "streamed"]
+    expected = [item["custom_id"] for item in lines] + ["broken", "extra-field", "streamed", "completions-url"]
     assert sorted(i for i in ids if i is not None) == sorted(expected)
     assert ids.count(None) == 2  # the non-object line and the line without a custom_id
-    assert summary.is_complete and summary.num_written == 58
+    assert summary.is_complete and summary.num_written == 59
     assert summary.statuses[200] == 3 * len(GOOD)
 
 
@@ -108,6 +109,9 @@ def test_malformed_lines_get_an_error_record_and_the_run_goes_on(batch_run):
     assert "priority" in by_id["extra-field"]["error"]["message"]
     streamed = by_id["streamed"]["response"]
     assert streamed["status_code"] == 400 and streamed["body"]["error"]["param"] == "stream"
+    elsewhere = by_id["completions-url"]["response"]
+    assert elsewhere["status_code"] == 400 and elsewhere["body"]["error"]["param"] == "url"
+    assert "/v1/chat/completions lines only" in elsewhere["body"]["error"]["message"]
     anonymous = sorted(r["error"]["message"] for r in records if r["custom_id"] is None)
     assert anonymous[0].startswith("line 55 must be a JSON object") and anonymous[1] == "line 56 has no custom_id"
 

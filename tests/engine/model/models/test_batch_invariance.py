@@ -32,8 +32,8 @@ def check_batch_invariance(default_entry, dtype: str, quantization: str) -> None
     assert engine.runner.attends_rows_alone == (quantization != "none" and row_attention.unavailable_reason(
         model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype, engine.loaded.device) is None)
     questions = ["What is rain?", "Name a fruit.", "Why do cats purr? Explain.", "Write one word.", "Hi!"]
-    params = [SamplingParams(temperature=0, max_tokens=16, ignore_eos=True),
-              SamplingParams(temperature=0.9, seed=11, max_tokens=16, ignore_eos=True)]
+    params = [SamplingParams(temperature=0, max_tokens=12, ignore_eos=True),
+              SamplingParams(temperature=0.9, seed=11, max_tokens=12, ignore_eos=True)]
     requests = [(f"{i}-{j}", q, p) for i, q in enumerate(questions) for j, p in enumerate(params)]
     alone = {}
     for request_id, question, p in requests:

@@ -19,6 +19,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SamplingExtensions(Strict):
+    """hearth's sampling fields beyond OpenAI's API, off unless set; the chat and completion requests share them."""
+
+    top_k: Int64 | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: Int64 | None = None
+
+
 # ---- messages ---------------------------------------------------------------------------------------
 
 class TextPart(Strict):
@@ -166,7 +175,7 @@ class StreamOptions(Strict):
 
 # ---- the request ------------------------------------------------------------------------------------
 
-class ChatCompletionRequest(Strict):
+class ChatCompletionRequest(SamplingExtensions):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
     frequency_penalty: float | None = None
@@ -191,8 +200,3 @@ class ChatCompletionRequest(Strict):
     top_logprobs: Int64 | None = None
     top_p: float | None = None
     user: str | None = None
-    # Extensions (not in OpenAI's API; off unless set).
-    top_k: Int64 | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: Int64 | None = None

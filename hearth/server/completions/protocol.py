@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from hearth.server.chat.protocol import Int64, StreamOptions, Strict
+from hearth.server.chat.protocol import Int64, SamplingExtensions, StreamOptions
 from hearth.server.chat.responses import Usage
 
 # OpenAI's legacy logprobs: the chosen token and up to 5 alternatives.
@@ -19,7 +19,7 @@ MAX_LOGPROBS = 5
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
-class CompletionRequest(Strict):
+class CompletionRequest(SamplingExtensions):
     model: str
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     best_of: Int64 | None = None
@@ -38,11 +38,6 @@ class CompletionRequest(Strict):
     temperature: float | None = None
     top_p: float | None = None
     user: str | None = None
-    # Extensions (not in OpenAI's API; off unless set).
-    top_k: Int64 | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: Int64 | None = None
 
 
 # ---- answers (they document the OpenAPI responses; the server builds the bodies as dicts) --------------

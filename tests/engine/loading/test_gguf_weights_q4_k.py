@@ -11,7 +11,7 @@ from hearth.engine.loading.gguf_weights import read_gguf_q4, unserved_tensors
 from hearth.engine.model.formats import Placement, parse_format
 from hearth.engine.model.linear import BlockQuantizedLinear
 from hearth.kernels.model import vnni_linear
-from tests.engine.loading.kquant_files import HEADS, KV_HEADS, LAYERS
+from tests.engine.loading.kquant_files import HEADS, KV_HEADS, LAYERS, more_bits_layers
 
 # float32's unit roundoff: the int4 form's zero = 8 d sc - dmin m is one float32 rounding away from exact.
 U32 = 2.0 ** -24
@@ -31,12 +31,12 @@ def _weights(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.
 
 
 def test_q4_k_projections_are_read_only_where_their_fused_partners_are_4_bit_too(kquant_gguf):
-    """Layers 2 and 3 hold attn_v and ffn_down in Q6_K: their attn_q and attn_k (fused with attn_v) are left
+    """The more_bits_layers() hold attn_v and ffn_down in Q6_K: their attn_q and attn_k (fused with attn_v) are left
     to the float path, as are the Q6_K tensors; everything else in Q4_K is read as it is."""
     read = read_gguf_q4(kquant_gguf["Q4_K_M"], HEADS, KV_HEADS)
     expected = set()
     for layer in range(LAYERS):
-        names = ["q", "k", "v", "o", "gate", "up", "down"] if layer < 2 else ["o", "gate", "up"]
+        names = ["o", "gate", "up"] if layer in more_bits_layers() else ["q", "k", "v", "o", "gate", "up", "down"]
         expected |= {f"model.layers.{layer}.{'mlp' if n in ('gate', 'up', 'down') else 'self_attn'}.{n}_proj.weight"
                      for n in names}
     assert set(read) == expected
@@ -45,7 +45,7 @@ def test_q4_k_projections_are_read_only_where_their_fused_partners_are_4_bit_too
 def test_q4_k_values_give_the_ggufs_own_weights_rows_in_hf_order(kquant_gguf):
     """Within one float32 rounding of zero and one of the sum, for every projection read; q rows un-permuted
     as transformers un-permutes them."""
-    from hearth.engine.loading.gguf_weights import reverse_permute_rows
+    from hearth.engine.loading.gguf_checkpoint import reverse_permute_rows
 
     path = kquant_gguf["Q4_K_M"]
     for name, tensor in read_gguf_q4(path, HEADS, KV_HEADS).items():
@@ -108,7 +108,7 @@ def test_a_packed_q4_k_layer_is_within_float16_rounding_of_its_block_scales(kqua
 
 def test_tensors_hearth_cannot_serve_as_they_are_are_named_with_their_type(kquant_gguf):
     expected = [("output.weight", "Q6_K")] + [(f"blk.{layer}.{name}.weight", "Q6_K")
-                                              for layer in (2, 3) for name in ("attn_v", "ffn_down")]
+                                              for layer in more_bits_layers() for name in ("attn_v", "ffn_down")]
     assert sorted(unserved_tensors(kquant_gguf["Q4_K_M"])) == sorted(expected)
     assert {kind for _, kind in unserved_tensors(kquant_gguf["Q5_K_M"])} == {"Q5_K", "Q6_K"}
     assert unserved_tensors(kquant_gguf["Q8_0"]) == [] and unserved_tensors(kquant_gguf["F32"]) == []

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from hearth.engine.llm_engine import ContextLengthError, LLMEngine
 from hearth.engine.loading.registry import ModelEntry
@@ -41,16 +41,17 @@ def chat_adapter(engine: LLMEngine, entry: ModelEntry) -> ChatAdapter:
     )
 
 
-def parse_request(body: Any) -> ChatCompletionRequest:
-    """The body FastAPI would hand the endpoint, or the APIError the server answers it with."""
+def parse_request(body: Any, model: type[BaseModel] = ChatCompletionRequest) -> Any:
+    """The `model` (the endpoint's request model) FastAPI would hand the endpoint, or the APIError the
+    server answers the body with."""
     if body is None:  # FastAPI reads a null or absent body as a missing one
         errors = [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-        raise validation_message(RequestValidationError(errors))
+        raise validation_message(RequestValidationError(errors), model)
     try:
-        return ChatCompletionRequest.model_validate(body, from_attributes=True)  # as FastAPI validates
+        return model.model_validate(body, from_attributes=True)  # as FastAPI validates
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        raise validation_message(RequestValidationError(errors)) from None
+        raise validation_message(RequestValidationError(errors), model) from None
 
 
 def compile_constraint(engine: LLMEngine, plan: ChatPlan) -> ChatPlan:

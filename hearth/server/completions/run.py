@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, NamedTuple
 
 from hearth.engine.output.outputs import RequestOutput
 from hearth.engine.sampling.sampling_params import SamplingParams
@@ -19,6 +19,12 @@ from hearth.server.errors import APIError
 # request id, prompt token ids, params -> the engine's outputs for that request.
 Generate = Callable[[str, list[int], SamplingParams], AsyncIterator[RequestOutput]]
 SCORED, GENERATED = "scored", "generated"
+
+
+class EngineRequest(NamedTuple):
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
 
 
 class CompletionRun:
@@ -38,17 +44,29 @@ class CompletionRun:
         of its scoring, then its generation's outputs."""
         return merged([self._prompt_outputs(index, generate) for index in range(len(self.plan.prompts))])
 
-    async def _prompt_outputs(self, index: int, generate: Generate) -> AsyncIterator[tuple[str, RequestOutput | None]]:
+    def engine_requests(self, index: int) -> tuple[EngineRequest | None, EngineRequest | None]:
+        """Prompt `index`'s engine requests, run one after the other: its scoring (None when the prompt is
+        not scored) and its generation (None at max_tokens 0). Once the scoring has ended (or at once
+        when there is none), add(index, SCORED, None) is called before any generated output."""
         prompt = list(self.plan.prompts[index].token_ids)
         request_id = f"{self.plan.request_id}-{index}"
-        # aclosing: a consumer that stops early aborts the engine request now, not when collected.
+        scoring = generation = None
         if self.plan.scores_prompt and len(prompt) > 1:
-            async with aclosing(generate(f"{request_id}-echo", prompt, self.plan.scoring_params())) as outputs:
+            scoring = EngineRequest(f"{request_id}-echo", prompt, self.plan.scoring_params())
+        if self.plan.params is not None:
+            generation = EngineRequest(request_id, prompt, self.plan.params)
+        return scoring, generation
+
+    async def _prompt_outputs(self, index: int, generate: Generate) -> AsyncIterator[tuple[str, RequestOutput | None]]:
+        scoring, generation = self.engine_requests(index)
+        # aclosing: a consumer that stops early aborts the engine request now, not when collected.
+        if scoring is not None:
+            async with aclosing(generate(*scoring)) as outputs:
                 async for output in outputs:
                     yield SCORED, output
         yield SCORED, None
-        if self.plan.params is not None:
-            async with aclosing(generate(request_id, prompt, self.plan.params)) as outputs:
+        if generation is not None:
+            async with aclosing(generate(*generation)) as outputs:
                 async for output in outputs:
                     yield GENERATED, output
 

@@ -1,7 +1,8 @@
 """python -m hearth.server.batch: answer a file of OpenAI Batch API requests offline, through the server's adapter
 and engine with no HTTP.
 
-Each input line is {"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}; each
+Each input line is {"custom_id", "method": "POST", "url", "body": {...}}, url /v1/chat/completions,
+/v1/completions or /v1/responses, the body answered as the server answers it non-streamed; each
 output line {"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}, in completion
 order. Re-running with the same output file skips the custom_ids it already has. Exit status: 0 when every
 line has a record (whatever its status), 1 when some have none, 2 when the files are refused, 130 when

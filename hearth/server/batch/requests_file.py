@@ -16,9 +16,8 @@ from typing import Any
 
 from hearth.server.errors import APIError
 
-URL = "/v1/chat/completions"
-# Paths the server answers but a batch run does not take: a clear 400, not the 404 of an unknown path.
-SERVED_ELSEWHERE = ("/v1/completions", "/v1/responses")
+# The paths a batch line may name, as OpenAI's Batch API takes them: each answered as the server answers it.
+URLS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 LINE_FIELDS = ("custom_id", "method", "url", "body")
 # Recovers the custom_id of a line that is not valid JSON, so its error record can still name it.
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*("(?:[^"\\]|\\.)*")')
@@ -33,6 +32,7 @@ class BatchLine:
     number: int  # 1-based line number in the input file
     custom_id: str | None
     body: Any = None
+    url: str = URLS[0]
     # Set when the line itself (not its body) is unusable: its record carries this error.
     error: APIError | None = None
 
@@ -71,16 +71,12 @@ def parse_line(number: int, data: bytes) -> BatchLine:
         return BatchLine(number, custom_id, error=APIError(
             400, f"line {number}: unrecognized batch line field(s) {', '.join(unknown)}; a line has "
             f"{', '.join(LINE_FIELDS)}", param=unknown[0], code="unrecognized_argument"))
-    if raw.get("url") in SERVED_ELSEWHERE:
-        return BatchLine(number, custom_id, error=APIError(
-            400, f"line {number}: a batch run takes {URL} lines only; {raw['url']} is served by `hearth serve`",
-            param="url", code="unsupported_url"))
     # What the server answers a request to another path or with another method.
-    if raw.get("url") != URL:
+    if raw.get("url") not in URLS:
         return BatchLine(number, custom_id, error=APIError(404, "Not Found", code="not_found"))
     if raw.get("method") != "POST":
         return BatchLine(number, custom_id, error=APIError(405, "Method Not Allowed"))
-    return BatchLine(number, custom_id, raw.get("body"))
+    return BatchLine(number, custom_id, raw.get("body"), url=raw["url"])
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearth.engine.llm_engine import LLMEngine
+from hearth.server.batch.answers import Answer, answer_for
 from hearth.server.batch.requests_file import BatchLine
 from hearth.server.batch.results_file import error_record, record
 from hearth.server.chat.adapter import ChatAdapter
-from hearth.server.chat.completion import Completion, compile_constraint, parse_request, request_error
+from hearth.server.chat.completion import request_error
+from hearth.server.completions.run import EngineRequest
 from hearth.server.errors import APIError
 
 logger = logging.getLogger(__name__)
@@ -35,17 +37,13 @@ class BatchResult:
 
 @dataclass
 class _Live:
+    """One engine request of a line (a completion line may run several, one after another per prompt)."""
+
     line: BatchLine
-    completion: Completion
+    answer: Answer
+    num_seqs: int
+    num_prompt_tokens: int
     has_output: bool = False
-
-    @property
-    def num_seqs(self) -> int:
-        return self.completion.plan.params.n
-
-    @property
-    def num_prompt_tokens(self) -> int:
-        return len(self.completion.plan.prompt_token_ids)
 
 
 class BatchRunner:
@@ -94,25 +92,37 @@ class BatchRunner:
         if line.error is not None:
             return BatchResult(line, error_record(line.custom_id, line.error))
         try:
-            request = parse_request(line.body)
-            if request.stream:
-                raise APIError(400, "stream is not supported in a batch run: each result is written whole",
-                               param="stream", code="invalid_value")
-            plan = compile_constraint(self.engine, self.adapter.plan(request))
-            if plan.params.n > self.engine.config.max_num_seqs:  # the scheduler would wait for slots forever
-                raise APIError(400, f"n={plan.params.n} is more than this engine's max_num_seqs "
-                               f"({self.engine.config.max_num_seqs}): its choices could never run together",
-                               param="n", code="invalid_value")
-            self.engine.add_request(plan.request_id, plan.prompt_token_ids, plan.params)
+            answer = answer_for(line.url, self.engine, self.adapter, line.body)
         except Exception as exc:  # the server's answer to this body, whatever failed
             if not isinstance(exc, (APIError, ValueError)):
                 logger.exception("line %d failed", line.number)
             return BatchResult(line, error_record(line.custom_id, request_error(exc)))
-        live = _Live(line, Completion(self.adapter, plan))
-        self._live[plan.request_id] = live
-        self._pending_seqs += live.num_seqs
-        self._pending_tokens += live.num_prompt_tokens
+        return self._add(line, answer, answer.start())
+
+    def _add(self, line: BatchLine, answer: Answer, requests: list[EngineRequest]) -> BatchResult | None:
+        """Adds the line's next engine requests; its result once it is answered or has failed."""
+        for request in requests:
+            try:
+                self.engine.add_request(*request)
+            except Exception as exc:  # the engine refused it: as the server answers
+                if not isinstance(exc, (APIError, ValueError)):
+                    logger.exception("line %d failed", line.number)
+                return self._fail(line, answer, answer.error(exc))
+            live = _Live(line, answer, request.params.n, len(request.prompt_token_ids))
+            self._live[request.request_id] = live
+            self._pending_seqs += live.num_seqs
+            self._pending_tokens += live.num_prompt_tokens
+        if answer.is_done:
+            body = answer.body()
+            return BatchResult(line, record(line.custom_id, 200, body, body["id"]), answer.num_completion_tokens)
         return None
+
+    def _fail(self, line: BatchLine, answer: Answer, error: APIError) -> BatchResult:
+        """Aborts the line's other engine requests: it is answered with `error`."""
+        for request_id in [rid for rid, live in self._live.items() if live.answer is answer]:
+            self.engine.abort_request(request_id)
+            self._forget(request_id)
+        return BatchResult(line, error_record(line.custom_id, error), answer.num_completion_tokens)
 
     def _forget(self, request_id: str) -> _Live:
         live = self._live.pop(request_id)
@@ -128,11 +138,14 @@ class BatchRunner:
             if self.engine.failure is not None:  # a rank died: stop here, a rerun resumes these lines
                 raise
             logger.exception("engine step raised")
+            failed = {}
             for request_id in list(self._live):
                 self.engine.abort_request(request_id)
                 live = self._forget(request_id)
+                failed.setdefault(id(live.answer), live)
+            for live in failed.values():
                 yield BatchResult(live.line, error_record(live.line.custom_id, request_error(exc)),
-                                  live.completion.num_completion_tokens)
+                                  live.answer.num_completion_tokens)
             return
         for output in outputs:
             live = self._live.get(output.request_id)
@@ -142,14 +155,14 @@ class BatchRunner:
                 live.has_output = True
                 self._pending_seqs -= live.num_seqs
                 self._pending_tokens -= live.num_prompt_tokens
+            if output.is_finished or output.error is not None:  # the engine has dropped it
+                self._forget(output.request_id)
             try:
-                live.completion.add(output)
-            except APIError as exc:  # the engine failed this request and has already dropped it
-                self._forget(output.request_id)
-                yield BatchResult(live.line, error_record(live.line.custom_id, exc), live.completion.num_completion_tokens)
+                requests = live.answer.add(output)
+            except APIError as exc:  # the engine failed this request
+                yield self._fail(live.line, live.answer, exc)
                 continue
-            if output.is_finished:
-                self._forget(output.request_id)
-                body = live.completion.body()
-                yield BatchResult(live.line, record(live.line.custom_id, 200, body, body["id"]),
-                                  live.completion.num_completion_tokens)
+            if output.is_finished or requests:
+                result = self._add(live.line, live.answer, requests)
+                if result is not None:
+                    yield result

@@ -46,9 +46,31 @@ BAD = [
 ]
 
 
+COMPLETION = {"model": "smollm2-135m-instruct", "prompt": "x", "max_tokens": 4}
+RESPONSE = {"model": "smollm2-135m-instruct", "input": "x", "max_output_tokens": 4}
+# Bodies the server's /v1/completions and /v1/responses refuse (a batch line takes those urls too).
+BAD_ELSEWHERE = {
+    "/v1/completions": [
+        {**COMPLETION, "suffix": " the end."}, {**COMPLETION, "logprobs": 6}, {**COMPLETION, "best_of": 1, "n": 2},
+        {**COMPLETION, "colour": "red"}, {**COMPLETION, "prompt": [[1, 2], []]}, {**COMPLETION, "prompt": [49152]},
+        {**COMPLETION, "prompt": "word " * 10_000}, {**COMPLETION, "model": "gpt-7"}, {"model": "smollm2-135m-instruct"},
+        None,
+    ],
+    "/v1/responses": [
+        {**RESPONSE, "store": True}, {**RESPONSE, "previous_response_id": "resp_1"},
+        {**RESPONSE, "tools": [{"type": "web_search"}]}, {**RESPONSE, "reasoning": {"effort": "high"}},
+        {**RESPONSE, "background": True}, {**RESPONSE, "temperature": 2.5}, {**RESPONSE, "tool_choice": "required"},
+        {**RESPONSE, "input": [{"type": "item_reference", "id": "msg_1"}]}, {"model": "smollm2-135m-instruct"},
+        {**RESPONSE, "input": "word " * 10_000},
+    ],
+}
+
+
 def batch_lines() -> list:
     lines = [line(f"good-{i}-{j}", body) for j in range(3) for i, body in enumerate(GOOD)]
     lines += [line(f"bad-{i}", body) for i, body in enumerate(BAD)]
+    lines += [line(f"bad-{url}-{i}", body, url=url) for url, bodies in BAD_ELSEWHERE.items()
+              for i, body in enumerate(bodies)]
     lines += [
         line("wrong-url", chat("x"), url="/v1/embeddings"),
         line("wrong-method", chat("x"), method="GET"),
@@ -62,7 +84,8 @@ MALFORMED = [
     {"method": "POST", "url": URL, "body": chat("x")},
     {**line("extra-field", chat("x")), "priority": 1},
     line("streamed", chat("x", stream=True)),
-    line("completions-url", {"model": "smollm2-135m-instruct", "prompt": "x"}, url="/v1/completions"),
+    line("streamed-completion", {**COMPLETION, "stream": True}, url="/v1/completions"),
+    line("streamed-response", {**RESPONSE, "stream": True}, url="/v1/responses"),
 ]
 
 
@@ -70,7 +93,7 @@ MALFORMED = [
 def batch_run(tmp_path_factory, batch_runner):
     folder = tmp_path_factory.mktemp("batch")
     lines = batch_lines()
-    assert len(lines) + len(MALFORMED) == 59
+    assert len(lines) + len(MALFORMED) == 80
     source = write_lines(folder / "requests.jsonl", lines + MALFORMED)
     summary = BatchJob(source, folder / "results.jsonl").run(batch_runner, is_quiet=True)
     return lines, read_records(folder / "results.jsonl"), summary
@@ -79,10 +102,11 @@ def batch_run(tmp_path_factory, batch_runner):
 def test_every_line_gets_exactly_one_record(batch_run):
     lines, records, summary = batch_run
     ids = [r["custom_id"] for r in records]
-    expected = [item["custom_id"] for item in lines] + ["broken", "extra-field", "streamed", "completions-url"]
+    expected = [item["custom_id"] for item in lines] + ["broken", "extra-field", "streamed", "streamed-completion",
+                                                        "streamed-response"]
     assert sorted(i for i in ids if i is not None) == sorted(expected)
     assert ids.count(None) == 2  # the non-object line and the line without a custom_id
-    assert summary.is_complete and summary.num_written == 59
+    assert summary.is_complete and summary.num_written == 80
     assert summary.statuses[200] == 3 * len(GOOD)
 
 
@@ -101,19 +125,19 @@ def test_bad_requests_get_the_servers_status_and_error(batch_run, app_client):
 
 
 def test_malformed_lines_get_an_error_record_and_the_run_goes_on(batch_run):
-    _, records, _ = batch_run
+    lines, records, _ = batch_run
     by_id = {r["custom_id"]: r for r in records}
+    first = len(lines) + 1  # the line number of MALFORMED[0]
     assert by_id["broken"]["error"]["code"] == "invalid_json"
-    assert "line 54 is not valid JSON" in by_id["broken"]["error"]["message"]
+    assert f"line {first} is not valid JSON" in by_id["broken"]["error"]["message"]
     assert by_id["extra-field"]["error"]["code"] == "unrecognized_argument"
     assert "priority" in by_id["extra-field"]["error"]["message"]
-    streamed = by_id["streamed"]["response"]
-    assert streamed["status_code"] == 400 and streamed["body"]["error"]["param"] == "stream"
-    elsewhere = by_id["completions-url"]["response"]
-    assert elsewhere["status_code"] == 400 and elsewhere["body"]["error"]["param"] == "url"
-    assert "/v1/chat/completions lines only" in elsewhere["body"]["error"]["message"]
+    for custom_id in ("streamed", "streamed-completion", "streamed-response"):  # whatever the url
+        streamed = by_id[custom_id]["response"]
+        assert streamed["status_code"] == 400 and streamed["body"]["error"]["param"] == "stream", custom_id
     anonymous = sorted(r["error"]["message"] for r in records if r["custom_id"] is None)
-    assert anonymous[0].startswith("line 55 must be a JSON object") and anonymous[1] == "line 56 has no custom_id"
+    assert anonymous[0].startswith(f"line {first + 1} must be a JSON object")
+    assert anonymous[1] == f"line {first + 2} has no custom_id"
 
 
 def assert_equal_to_the_servers(app_client, records: list[dict], indexes: list[int], copies: int) -> None:

@@ -146,3 +146,16 @@ def test_errors_name_the_responses_fields(app_client):
     assert_error(app_client.post("/v1/responses", json={"model": MODEL}), 400, param="input",
                  code="missing_required_parameter")
     assert respond(app_client).status_code == 200  # the engine still serves
+
+
+def test_a_named_tool_choice_calls_that_function(app_client):
+    tools = TOOLS + [{"type": "function", "name": "get_time", "description": "The time in a city",
+                      "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                                     "required": ["city"], "additionalProperties": False}}]
+    body = answer(app_client, input="What is the weather in Paris?", tools=tools, max_output_tokens=40,
+                  tool_choice={"type": "function", "name": "get_time"}, top_p=0.5)
+    [call] = body.output
+    assert call.type == "function_call" and call.name == "get_time" and "city" in json.loads(call.arguments)
+    assert body.tool_choice == {"type": "function", "name": "get_time"} and body.top_p == 0.5
+    error = assert_error(respond(app_client, tools=tools, tool_choice={"type": "function", "name": "nope"}), 400)
+    assert error["param"].startswith("tool_choice") and "messages" not in error["message"]

@@ -68,7 +68,7 @@ def engine_config(args: argparse.Namespace, entry: ModelEntry) -> EngineConfig:
     return EngineConfig(
         model_path=str(entry.path),
         dtype=args.dtype or entry.dtype,
-        quantization=args.quantization or entry.quantization,
+        quantization=args.quantization or entry.serving_format(),
         device=args.device,
         max_model_len=args.max_model_len,
         kv_cache_memory_gib=args.kv_cache_memory_gib,

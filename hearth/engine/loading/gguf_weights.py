@@ -6,45 +6,32 @@ weight j + 16 in its high one. In the int4 kernels' form, w = (q - 8) * scale + 
 zero = m + 8 d (Q4_1) or 0 (Q4_0), both exact in float32. A Q4_K super-block of 256 is 8 such blocks of 32
 (hearth.engine.loading.gguf_blocks): scale = d sc is exact, zero = 8 d sc - dmin m is rounded once in float32.
 
-llama.cpp's converter permutes the rows of attn_q and attn_k of 'llama' GGUFs for its rotary layout;
-transformers undoes it when it loads one (LlamaTensorProcessor), and so does this reader, on whole rows.
+Rows are in HF order: llama.cpp's q/k permutation is undone on whole rows (gguf_checkpoint.stored_order).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hearth.engine.loading.gguf_blocks import decode_q4_k
+from hearth.engine.loading.gguf_checkpoint import stored_order
+from hearth.engine.loading.gguf_file import Q4_BLOCKS, field_value, hf_name, open_gguf, tensor_types
 from hearth.engine.model.formats.values import QuantizedValues
 
 Q4_BLOCK = 32
 # The types read as they are: name -> (weights, bytes) per block, the unit a tensor splits at.
-Q4_TYPES = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
+Q4_TYPES = Q4_BLOCKS
 # Projections one layer fuses (hearth.engine.distributed.layers): read as they are only all together.
 _FUSED = (("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up"))
-_LAYER_NAMES = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
 
 
-def hf_name(gguf_name: str) -> str | None:
-    """blk.3.attn_q.weight -> model.layers.3.self_attn.q_proj.weight; None for tensors not mapped."""
-    match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", gguf_name)
-    if match and match.group(2) in _LAYER_NAMES:
-        return f"model.layers.{match.group(1)}.{_LAYER_NAMES[match.group(2)]}.weight"
-    return None
-
-
-def reverse_permute_rows(num_rows: int, num_heads: int) -> torch.Tensor:
-    """Row order that undoes llama.cpp's q/k permutation (transformers' _reverse_permute_weights)."""
-    dim = num_rows // num_heads // 2
-    return torch.arange(num_rows).view(num_heads, dim, 2).transpose(1, 2).reshape(num_rows)
+def projection_name(gguf_name: str) -> str | None:
+    """The HF name of a layer projection's weight (blk.3.attn_q.weight -> ...q_proj.weight), else None."""
+    name = hf_name(gguf_name)
+    return name if name is not None and name.endswith("_proj.weight") else None
 
 
 def decode_q4(data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool) -> QuantizedValues:
@@ -104,23 +91,19 @@ def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4T
     """HF weight name -> its 4-bit tensor, for every Q4_TYPES projection in the file (others are not read; nor
     are a layer's fused projections unless all of them are 4-bit, as Q4_K_M's attn_v in Q6_K leaves attn_q
     and attn_k). Nothing is decoded yet: see Q4Tensor."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-    field = reader.fields.get("general.architecture")
-    architecture = bytes(field.parts[field.data[0]]).decode() if field is not None else ""
+    reader = open_gguf(path)
+    architecture = field_value(reader, "general.architecture", "")
     result: dict[str, Q4Tensor] = {}
     for tensor in reader.tensors:
-        name = hf_name(tensor.name)
+        name = projection_name(tensor.name)
         kind = tensor.tensor_type
         if name is None or kind.name not in Q4_TYPES:
             continue
         num_cols, num_rows = (int(n) for n in tensor.shape)  # GGUF lists dims innermost first
-        heads = num_heads if ".q_proj" in name else num_kv_heads if ".k_proj" in name else None
-        order = reverse_permute_rows(num_rows, heads) if heads is not None and architecture == "llama" else None
+        order = stored_order(name, num_rows, architecture, num_heads, num_kv_heads)
         data = tensor.data.reshape(num_rows, -1)
         result[tensor.name] = Q4Tensor(data, num_rows, num_cols, kind.name, order)
-    return {hf_name(gguf_name): t for gguf_name, t in result.items() if _fused_are_read(gguf_name, result)}
+    return {projection_name(gguf_name): t for gguf_name, t in result.items() if _fused_are_read(gguf_name, result)}
 
 
 def _fused_are_read(gguf_name: str, read: dict) -> bool:
@@ -130,7 +113,7 @@ def _fused_are_read(gguf_name: str, read: dict) -> bool:
     return all(f"{prefix}.{member}.{suffix}" in read for member in group)
 
 
-# Types whose values reach a model served in int8 or int4 as the file holds them: floats (through the converted folder),
+# Types whose values reach a model served in int8 or int4 as the file holds them: floats (read in place: hearth.engine.loading.gguf_checkpoint),
 # Q4_TYPES (read here), and Q8_0, whose blocks int8's Q8_0 records and the int4/int8 head recover exactly from
 # their float32 dequantization (max |q| is 127 in each block, so d = max |w| / 127 comes back).
 SERVED_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", *Q4_TYPES})
@@ -141,7 +124,4 @@ def unserved_tensors(path: Path) -> list[tuple[str, str]]:
     IQ*, ...), in file order: the loader dequantizes them to float and the quantized formats round them again,
     so a caller can name them. A served type's tensor can still be re-quantized: a Q4_K attn_q whose attn_v
     is not 4-bit (read_gguf_q4), or a Q4_K token_embd, which the 8-bit head re-quantizes."""
-    from gguf import GGUFReader
-
-    return [(t.name, t.tensor_type.name) for t in GGUFReader(str(path)).tensors
-            if t.tensor_type.name not in SERVED_TYPES]
+    return [(name, kind) for name, kind in tensor_types(path).items() if kind not in SERVED_TYPES]

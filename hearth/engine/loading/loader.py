@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -13,9 +12,11 @@ import torch
 
 from hearth.engine.config import EngineConfig
 from hearth.engine.distributed.group import TensorParallelGroup
-from hearth.engine.distributed.sharding import LlamaPartition
-from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
-from hearth.engine.loading.registry import ModelEntry, cache_dir
+from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition
+from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
+from hearth.engine.loading.gguf_convert import MARKER as CONVERTED_MARKER
+from hearth.engine.loading.gguf_metadata import metadata_folder
+from hearth.engine.loading.registry import ModelEntry
 from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
 logger = logging.getLogger(__name__)
@@ -45,31 +46,32 @@ class LoadedModel:
 
 
 def hf_folder(entry: ModelEntry) -> Path:
-    """The entry's HF folder; a .gguf entry is converted once into the cache."""
+    """The entry's config and tokenizer folder: its HF folder, or a .gguf file's small metadata folder
+    (hearth.engine.loading.gguf_metadata; the weights are read from the file in place)."""
     if not entry.exists():
         raise FileNotFoundError(
             f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m hearth.engine.loading.fetch` "
             "for registry models with a source)"
         )
-    if not entry.is_gguf:
-        return entry.path
-    stat = entry.path.stat()
-    key = hashlib.sha256(f"{entry.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir() / "converted" / f"{entry.path.stem}-{key}"
-    if not (folder / "config.json").is_file():
-        convert_gguf(entry.path, folder)
-    return folder
+    return metadata_folder(entry.path) if entry.is_gguf else entry.path
 
 
 def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:
     """The GGUF file the model's weights came from, if it is still on disk (hearth.engine.loading.fetch keeps it)."""
     if entry.is_gguf:
         return entry.path
-    marker = folder / MARKER
+    marker = folder / CONVERTED_MARKER
     if not marker.is_file():
         return None
     path = folder / json.loads(marker.read_text()).get("gguf", "")
     return path if path.is_file() and path.suffix == ".gguf" else None
+
+
+def checkpoint(entry: ModelEntry, folder: Path, num_heads: int, num_kv_heads: int):
+    """Where the weights are read from: a .gguf file in place, else the folder's safetensors."""
+    if entry.is_gguf:
+        return GGUFCheckpoint(entry.path, num_heads, num_kv_heads)
+    return CheckpointReader(folder)
 
 
 def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
@@ -146,8 +148,11 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
                 logger.info("%s: %d projections loaded as they are from %s", weight_format.name, len(native), gguf.name)
         partition = LlamaPartition.build(LlamaShape.from_config(hf_config), group.rank, group.world_size,
                                          weight_format.group_size)
-        model = LlamaModel.from_folder(folder, hf_config, dtype, device, max_model_len + 1, weight_format, native,
-                                       partition, group)
+        with checkpoint(entry, folder, hf_config.num_attention_heads, num_kv_heads) as weights:
+            model = LlamaModel.from_checkpoint(weights, hf_config, dtype, device, max_model_len + 1, weight_format,
+                                               native, partition, group)
+        if gguf is not None:
+            log_rounded_tensors(gguf, weight_format.name, dtype, set(native))
         num_kv_heads, max_rank_kv_heads = partition.num_kv_heads, partition.max_kv_heads
         rank_bytes = tuple(group.all_gather_int(model.resident_weight_bytes()))
         if group.is_distributed:
@@ -162,7 +167,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
             raise ValueError(f"quantization={weight_format.name} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
-        model = HFModule.from_folder(folder, dtype, device)
+        model = HFModule.from_folder(folder, dtype, device, gguf_file=entry.path if entry.is_gguf else None)
         is_native = False
     return LoadedModel(
         folder=folder,
@@ -180,3 +185,23 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
         max_rank_kv_heads=max_rank_kv_heads,
         rank_weight_bytes=rank_bytes,
     )
+
+
+def log_rounded_tensors(gguf: Path, format_name: str, dtype: torch.dtype, packed: set[str]) -> None:
+    """Warns, by type, of the quantized tensors the format rounds again from their float32 values (the ones
+    it does not pack as they are): a served file is never re-quantized silently. `none` in float32 rounds
+    nothing."""
+    from hearth.engine.loading.gguf_file import FLOAT_TYPES, hf_name, tensor_types
+
+    if format_name == "none" and dtype == torch.float32:
+        return
+    exact_in_8_bits = format_name in ("int8", "int4")
+    rounded: dict[str, list[str]] = {}
+    for name, kind in tensor_types(gguf).items():
+        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and exact_in_8_bits):
+            continue
+        rounded.setdefault(kind, []).append(name)
+    if rounded:
+        logger.warning("%s rounds these %s tensors again from their float32 values: %s", format_name, gguf.name,
+                       "; ".join(f"{kind}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+                                 for kind, names in rounded.items()))

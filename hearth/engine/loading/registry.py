@@ -62,7 +62,8 @@ class ModelEntry:
     path: Path
     aliases: tuple[str, ...] = ()
     dtype: str = "auto"
-    quantization: str = "none"
+    # None: the weights decide (a GGUF file's own types: gguf_file.format_for; `none` for an HF folder).
+    quantization: str | None = None
     max_model_len: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     tool_call_format: str = "hermes"
@@ -78,7 +79,8 @@ class ModelEntry:
             raise ValueError(
                 f"defaults of {self.id!r} may only set {', '.join(SAMPLING_DEFAULT_KEYS)}; got {sorted(unknown)}"
             )
-        parse_format(self.quantization, field=f"quantization of {self.id!r}")
+        if self.quantization is not None:
+            parse_format(self.quantization, field=f"quantization of {self.id!r}")
         if self.tool_call_format not in TOOL_CALL_FORMATS:
             raise ValueError(
                 f"tool_call_format of {self.id!r} must be one of {TOOL_CALL_FORMATS}, got {self.tool_call_format!r}"
@@ -87,6 +89,16 @@ class ModelEntry:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.id, *self.aliases)
+
+    def serving_format(self) -> str:
+        """The weight format the entry is served in when no --quantization is given."""
+        if self.quantization is not None:
+            return self.quantization
+        if self.is_gguf and self.exists():
+            from hearth.engine.loading.gguf_file import format_for
+
+            return format_for(self.path)
+        return "none"
 
     @property
     def is_gguf(self) -> bool:
@@ -110,7 +122,7 @@ def entry_from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> ModelE
         path=expand_path(str(raw["path"]), base_dir),
         aliases=tuple(str(a) for a in raw.get("aliases") or ()),
         dtype=str(raw.get("dtype") or "auto"),
-        quantization=str(raw.get("quantization") or "none"),
+        quantization=str(raw["quantization"]) if raw.get("quantization") else None,
         max_model_len=raw.get("max_model_len"),
         defaults=dict(raw.get("defaults") or {}),
         tool_call_format=str(raw.get("tool_call_format") or "hermes"),

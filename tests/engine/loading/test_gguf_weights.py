@@ -9,7 +9,8 @@ import torch
 from hearth.engine.chat import render_chat
 from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
-from hearth.engine.loading.gguf_weights import decode_q4, reverse_permute_rows
+from hearth.engine.loading.gguf_checkpoint import reverse_permute_rows
+from hearth.engine.loading.gguf_weights import decode_q4
 from hearth.engine.loading.loader import source_gguf
 from hearth.engine.model.attention import AttentionMetadata, PrefillSegment
 

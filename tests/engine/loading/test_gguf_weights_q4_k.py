@@ -45,7 +45,7 @@ def test_q4_k_projections_are_read_only_where_their_fused_partners_are_4_bit_too
 def test_q4_k_values_give_the_ggufs_own_weights_rows_in_hf_order(kquant_gguf):
     """Within one float32 rounding of zero and one of the sum, for every projection read; q rows un-permuted
     as transformers un-permutes them."""
-    from hearth.engine.loading.gguf_weights import reverse_permute_rows
+    from hearth.engine.loading.gguf_checkpoint import reverse_permute_rows
 
     path = kquant_gguf["Q4_K_M"]
     for name, tensor in read_gguf_q4(path, HEADS, KV_HEADS).items():

@@ -23,10 +23,17 @@ class HFModule:
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
-    def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device) -> HFModule:
+    def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device, gguf_file: Path | None = None) -> HFModule:
+        """The folder's model; with `gguf_file`, the folder holds its config only and the weights are the file's
+        (transformers dequantizes them)."""
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        if gguf_file is not None:
+            model = AutoModelForCausalLM.from_pretrained(Path(gguf_file).parent, gguf_file=Path(gguf_file).name,
+                                                         config=folder, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        model = model.to(device).eval()
         return cls(model)
 
     @torch.inference_mode()

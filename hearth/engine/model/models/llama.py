@@ -162,10 +162,19 @@ class LlamaModel:
                     weight_format: WeightFormat | None = None, native: dict[str, Q4Tensor] | None = None,
                     partition: LlamaPartition | None = None, group: TensorParallelGroup | None = None) -> LlamaModel:
         """This rank's slices of the folder's safetensors, except 4-bit weights given in `native` (GGUF)."""
-        model = cls(config, dtype, device, max_positions, weight_format, partition, group)
         with CheckpointReader(folder) as reader:
-            factory = LinearFactory(model.weight_format, dtype, device)
-            model.load_weights(ShardedLayers(reader, native or {}, factory, model.group))
+            return cls.from_checkpoint(reader, config, dtype, device, max_positions, weight_format, native, partition,
+                                       group)
+
+    @classmethod
+    def from_checkpoint(cls, reader, config, dtype: torch.dtype, device: torch.device, max_positions: int,
+                        weight_format: WeightFormat | None = None, native: dict[str, Q4Tensor] | None = None,
+                        partition: LlamaPartition | None = None, group: TensorParallelGroup | None = None) -> LlamaModel:
+        """This rank's slices of `reader`'s weights (CheckpointReader or GGUFCheckpoint: names() and
+        read(name, rows, cols)), except 4-bit weights given in `native` (GGUF)."""
+        model = cls(config, dtype, device, max_positions, weight_format, partition, group)
+        factory = LinearFactory(model.weight_format, dtype, device)
+        model.load_weights(ShardedLayers(reader, native or {}, factory, model.group))
         model.calibrate(RowTilingStore(cache_dir() / "row_tiling.json"))
         return model
 

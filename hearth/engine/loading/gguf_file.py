@@ -179,7 +179,8 @@ def format_for(path: Path) -> str:
     if coarse:
         name, kind = coarse[0]
         raise ValueError(f"{Path(path).name}: tensor {name} is {kind} ({len(coarse)} tensors in types hearth does "
-                         f"not serve as they are); pass quantization int4 or int8 to re-quantize them on purpose")
+                         f"not serve as they are); pass --quantization int4 or int8 (in models.yaml: quantization) to re-quantize "
+                         "them on purpose")
     values = set(kinds.values())
     if values & Q4_TYPES:
         return "int4"

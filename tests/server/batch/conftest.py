@@ -60,5 +60,9 @@ def read_records(path: Path) -> list[dict]:
 
 
 def comparable(body: dict) -> dict:
-    """A response body without what differs between two runs of the same request (ids, times)."""
-    return {k: v for k, v in body.items() if k not in ("id", "created")}
+    """A response body without what differs between two runs of the same request (ids, times, and the prompt
+    tokens the prefix cache held, which depends on what ran before)."""
+    kept = {k: v for k, v in body.items() if k not in ("id", "created")}
+    if isinstance(kept.get("usage"), dict):
+        kept["usage"] = {k: v for k, v in kept["usage"].items() if k != "prompt_tokens_details"}
+    return kept

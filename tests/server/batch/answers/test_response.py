@@ -36,8 +36,10 @@ GOOD = [
 
 
 def comparable(body: dict) -> dict:
-    """A response object without what differs between two runs of the same request (ids, call ids, times)."""
+    """A response object without what differs between two runs of the same request (ids, call ids, times, and
+    the prompt tokens the prefix cache held, which depends on what ran before)."""
     kept = {k: v for k, v in body.items() if k not in ("id", "created_at", "completed_at")}
+    kept["usage"] = {k: v for k, v in body["usage"].items() if k != "input_tokens_details"}
     kept["output"] = [{k: v for k, v in item.items() if k not in ("id", "call_id")} for item in body["output"]]
     return kept
 

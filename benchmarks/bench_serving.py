@@ -24,6 +24,15 @@ once per --quantization mode given, default the registry's), --compare-transform
 ~/.cache/hearth/models/SmolLM2-135M-Instruct offline in their own 'auto' dtype (hearth: bfloat16,
 transformers: the checkpoint's float32) unless --dtype sets one for both.
 
+GGUF files as downloaded: --gguf FILE [FILE ...] serves each file with hearth (`--model FILE`, no
+--quantization: the file's own types choose the format) and, with --compare-llama-server, with llama-server
+(LLAMA_SERVER_GGUF=FILE), and prints per file both servers' out tok/s and TPOT p50 and their ratio. Then a
+cold start of each server on the file: process launch to the first answer of a 1-token chat request (polled
+every 50 ms), hearth with HEARTH_CACHE a fresh temp folder holding copies of the real cache's kernels/ (the
+compiled C kernels) and row_tiling.json (the measured row counts), so its gguf/ folder starts empty; disk
+written is the bytes of every file that start created or changed under that HEARTH_CACHE (and % of the
+file's size), plus the process's own /proc/PID/io write_bytes for both servers.
+
 Prefix caching: --compare-prefix-caching starts hearth twice, with and without --no-prefix-caching, both
 up at once, and runs every level on each in ABBA order (on, off, off, on, ...) for --rounds rounds, so
 that the guest's drift falls on both alike; it prints each level's ratio of summed output tok/s (this
@@ -49,9 +58,13 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -172,6 +185,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="start hearth once per mode (default: once, in the registry entry's mode)")
     p.add_argument("--compare-llama-server", action="store_true",
                    help="also launch llama.cpp's llama-server (benchmarks/peers/llama_server.sh)")
+    p.add_argument("--gguf", type=Path, nargs="+",
+                   help="serve each .gguf file with hearth (no --quantization) and, with --compare-llama-server, "
+                        "llama-server; print tok/s, TPOT, cold start and disk written per file")
     p.add_argument("--isa", choices=cpu_isa.LEVELS,
                    help=f"cap hearth at this CPU level ({cpu_isa.ENV}); a launched llama-server is built for the same "
                         "level (avx2: AVX2 + FMA + F16C, no AVX-512)")
@@ -190,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="with --start-hearth: run the levels again with response_format json_schema, print the cost")
     p.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "out" / "serving.png")
     args = p.parse_args(argv)
-    if not (args.url or args.start_hearth or args.compare_transformers or args.compare_llama_server):
+    if not (args.gguf or args.url or args.start_hearth or args.compare_transformers or args.compare_llama_server):
         p.error("name a server: --url, --start-hearth, --compare-transformers and/or --compare-llama-server")
     if args.url and urlparse(args.url).hostname not in LOCAL_HOSTS:
         p.error("--url must point at 127.0.0.1 (this benchmark only talks to the local machine)")
@@ -237,10 +253,132 @@ def compare_prefix_caching(label: str, hearth_args: list[str], args) -> dict[str
     return merged
 
 
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def write_bytes(pid: int) -> int:
+    """The process's write_bytes from /proc/PID/io (bytes it caused to be written to storage); -1 if unreadable."""
+    with contextlib.suppress(OSError, StopIteration, ValueError), open(f"/proc/{pid}/io") as f:
+        return int(next(ln for ln in f if ln.startswith("write_bytes:")).split()[1])
+    return -1
+
+
+def cold_start(name: str, cmd: list[str], port: int, env: dict[str, str], cache: Path | None) -> dict:
+    """Launch `cmd`, time to the first answer of a 1-token chat request; the bytes it wrote under `cache`."""
+    before = file_sizes(cache) if cache else {}
+    log_path = ROOT / "benchmarks" / "out" / f"{name}-cold.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        model = None
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before its first answer; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
+                if model is None and httpx.get(f"{base}/health", timeout=2, trust_env=False).is_success:
+                    model = served_model(f"{base}/v1")
+                if model is not None:
+                    r = httpx.post(f"{base}/v1/chat/completions", timeout=60, trust_env=False, json={
+                        "model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})
+                    if r.is_success:
+                        break
+            if time.monotonic() - start > 300:
+                raise RuntimeError(f"{name}: no answer after 300 s; see {log_path}")
+            time.sleep(0.05)
+        seconds = time.monotonic() - start
+        io = write_bytes(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    after = file_sizes(cache) if cache else {}
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    return {"seconds": seconds, "written": sum(changed.values()), "files": changed, "io": io}
+
+
+def fresh_cache() -> Path:
+    """A temp HEARTH_CACHE with the real cache's compiled kernels and row tiling, and no gguf/ folder."""
+    folder = Path(tempfile.mkdtemp(prefix="hearth-cold-"))
+    if (HEARTH_CACHE / "kernels").is_dir():
+        shutil.copytree(HEARTH_CACHE / "kernels", folder / "kernels")
+    if (HEARTH_CACHE / "row_tiling.json").is_file():
+        shutil.copy2(HEARTH_CACHE / "row_tiling.json", folder / "row_tiling.json")
+    return folder
+
+
+def bench_gguf(args) -> None:
+    """Each file on hearth (its own format) and llama-server: throughput, then a cold start of each."""
+    script = ROOT / "benchmarks" / "peers" / "llama_server.sh"
+    if args.compare_llama_server:
+        subprocess.run(["bash", str(script), "build"], check=True, stdout=subprocess.DEVNULL)
+    c = args.concurrency[0]
+    summary = []
+    for path in args.gguf:
+        path = path.resolve()
+        size = path.stat().st_size
+        def hearth_cmd(port: int, path: Path = path) -> list[str]:
+            return [sys.executable, "-m", "hearth.server", "--model", str(path), "--port", str(port),
+                    *shlex.split(args.hearth_args)]
+        row: dict = {"file": path.name, "size": size}
+        port = free_port()
+        with launched(f"hearth-{path.stem}", hearth_cmd(port), port):
+            url = f"http://127.0.0.1:{port}/v1"
+            row["hearth"] = bench_server(f"hearth {path.name}", url, served_model(url), "the file's", args)[c]
+        cache, port = fresh_cache(), free_port()
+        try:
+            row["hearth_cold"] = cold_start(f"hearth-{path.stem}", hearth_cmd(port), port,
+                                            {"HEARTH_CACHE": str(cache)}, cache)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        if args.compare_llama_server:
+            os.environ["LLAMA_SERVER_GGUF"] = str(path)
+            port = free_port()
+            with launched(f"llama-server-{path.stem}", ["bash", str(script), "serve", str(port)], port):
+                row["llama"] = bench_server(f"llama-server {path.name} (2 threads, 32 slots)",
+                                            f"http://127.0.0.1:{port}/v1", "smollm2-135m-instruct", "file's", args)[c]
+            port = free_port()
+            row["llama_cold"] = cold_start(f"llama-server-{path.stem}", ["bash", str(script), "serve", str(port)],
+                                           port, {"LLAMA_SERVER_GGUF": str(path)}, None)
+        cold = row["hearth_cold"]
+        print(f"\nhearth cold start {path.name}: {cold['seconds']:.2f} s, wrote {cold['written']} B under HEARTH_CACHE "
+              f"({sorted(cold['files'])}); /proc io write_bytes {cold['io']}", flush=True)
+        summary.append(row)
+    print(f"\nGGUF files at {c} client(s), {args.max_tokens} max tokens ({machine()}; level "
+          f"{os.environ.get(cpu_isa.ENV) or cpu_isa.level()})")
+    print(f"{'file':<34}{'MB':>7}{'hearth tok/s':>13}{'llama tok/s':>12}{'ratio':>7}{'hearth TPOT':>12}"
+          f"{'llama TPOT':>11}{'ratio':>7}{'cold h s':>9}{'cold l s':>9}{'ratio':>7}{'h disk B':>10}{'% file':>8}"
+          f"{'h io B':>10}{'l io B':>9}")
+    for r in summary:
+        h, hc = r["hearth"], r["hearth_cold"]
+        ll, lc = r.get("llama"), r.get("llama_cold")
+        nan = float("nan")
+        print(f"{r['file']:<34}{r['size'] / 1e6:>7.1f}{h['tok_s']:>13.1f}{ll['tok_s'] if ll else nan:>12.1f}"
+              f"{ratio(h['tok_s'], ll['tok_s']) if ll else nan:>7.2f}{h['tpot_p50']:>12.1f}"
+              f"{ll['tpot_p50'] if ll else nan:>11.1f}{ratio(h['tpot_p50'], ll['tpot_p50']) if ll else nan:>7.2f}"
+              f"{hc['seconds']:>9.2f}{lc['seconds'] if lc else nan:>9.2f}"
+              f"{ratio(hc['seconds'], lc['seconds']) if lc else nan:>7.2f}{hc['written']:>10}"
+              f"{100 * hc['written'] / r['size']:>7.2f}%{hc['io']:>10}{lc['io'] if lc else -1:>9}")
+    print("(ratios: hearth / llama-server; TPOT p50 in ms; cold start: launch to the first answer of a 1-token "
+          "request; h disk B: bytes of files created or changed under a fresh HEARTH_CACHE; io B: /proc/PID/io "
+          "write_bytes of the server process)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.isa:
         os.environ[cpu_isa.ENV] = args.isa  # inherited by every server this launches
+    if args.gguf:
+        (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+        print(f"machine: {machine()}")
+        bench_gguf(args)
+        return 0
     (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
     print(f"load: {args.concurrency} clients, max({args.requests_per_client} x clients, {args.min_requests}) "

@@ -168,8 +168,9 @@ def projection_types(path: Path) -> dict[str, str]:
 
 def format_for(path: Path) -> str:
     """The weight format a file's own projection types call for, when no `quantization` is given:
-    int4 for 4-bit files (their Q4 tensors packed as they are), int8 for 5-, 6- and 8-bit ones, bf16 for
-    16-bit floats and none (the float32 torch path) for float32. ValueError, naming the first tensor and
+    int4 for files whose projections are all 4-bit (packed as they are), int8 for those with 5-, 6- or
+    8-bit ones (never a grid coarser than a tensor's own), bf16 for 16-bit floats and none (the float32
+    torch path) for float32. ValueError, naming the first tensor and
     its type, for types that no format holds at least as finely (Q2_K, Q3_K, IQ*): pass --quantization to
     re-quantize them on purpose."""
     kinds = projection_types(path)
@@ -182,8 +183,10 @@ def format_for(path: Path) -> str:
                          f"not serve as they are); pass --quantization int4 or int8 (in models.yaml: quantization) to re-quantize "
                          "them on purpose")
     values = set(kinds.values())
-    if values & Q4_TYPES:
+    if values <= Q4_TYPES:
         return "int4"
-    if values & FINER_IN_INT8:
+    if values & (Q4_TYPES | FINER_IN_INT8):
+        # A 4-bit file with finer tensors (a Q4_K_M's Q6_K, llama-quantize's Q5_0 where rows are not whole
+        # super-blocks): int4 would round those to 4 bits; int8 holds every one within 1/8 of its own step.
         return "int8"
     return "none" if values == {"F32"} else "bf16"

@@ -195,10 +195,11 @@ def log_rounded_tensors(gguf: Path, format_name: str, dtype: torch.dtype, packed
 
     if format_name == "none" and dtype == torch.float32:
         return
-    exact_in_8_bits = format_name in ("int8", "int4")
     rounded: dict[str, list[str]] = {}
     for name, kind in tensor_types(gguf).items():
-        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and exact_in_8_bits):
+        # Q8_0 comes back exactly from 8-bit blocks: int8's layers, and int4's vocabulary tables.
+        is_8_bit_here = format_name == "int8" or (format_name == "int4" and name in ("token_embd.weight", "output.weight"))
+        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and is_8_bit_here):
             continue
         rounded.setdefault(kind, []).append(name)
     if rounded:

@@ -17,7 +17,10 @@ from pathlib import Path
 from hearth.kernels import cpu_isa
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-BASE_FLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC"]
+# -ffp-contract=off: the compiler never fuses a plain C a * b + c into an FMA (gcc's default is "fast", and
+# whether it fuses depends on each level's flags), so a kernel's float operations are the ones its text and
+# the primitives (csrc/simd_*.h, whose FMAs are explicit intrinsics) say, the same at every level.
+BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
 NO_COMPILER_HINT = ("install gcc (Debian/Ubuntu: `apt-get install gcc`, Fedora: `dnf install gcc`, "
                     "Alpine: `apk add build-base`) or set $CC")
 

@@ -28,7 +28,7 @@
  * schedule (a prefetch never faults). */
 static inline void prefetch_record(const uint8_t *record) {
     for (int line = 0; line < B16_RECORD_BYTES; line += 64)
-        _mm_prefetch((const char *)(record + B16_PREFETCH_RECORDS * B16_RECORD_BYTES + line), _MM_HINT_T0);
+        hearth_prefetch(record + B16_PREFETCH_RECORDS * B16_RECORD_BYTES + line);
 }
 
 /* Outputs 16 t .. 16 t + 15 of every row, on vdpbf16ps: per row, y += w[pair s] x[pair s], pairs in order. */

@@ -15,6 +15,9 @@ typedef struct { __m256 lo, hi; } vf;
 typedef struct { __m256i lo, hi; } vi;
 typedef struct { __m256 lo, hi; } vmask;  /* all-ones or zero lanes */
 
+/* The cache line at p fetched into every cache level; never faults. */
+static inline void hearth_prefetch(const void *p) { _mm_prefetch((const char *)p, _MM_HINT_T0); }
+
 #define VF_MAP2(name, op) static inline vf name(vf a, vf b) { return (vf){op(a.lo, b.lo), op(a.hi, b.hi)}; }
 #define VI_MAP2(name, op) static inline vi name(vi a, vi b) { return (vi){op(a.lo, b.lo), op(a.hi, b.hi)}; }
 

@@ -15,15 +15,13 @@
 
 #define HEARTH_SIMD_LEVEL "neon"
 
-/* bf16_linear.c and vnni_linear.c prefetch with the x86 spelling; T0 (every cache level) is locality 3. */
-#ifndef _MM_HINT_T0
-#define _MM_HINT_T0 3
-#define _mm_prefetch(p, hint) __builtin_prefetch((p), 0, (hint))
-#endif
-
 typedef struct { float32x4_t q[4]; } vf;  /* lanes 4 i .. 4 i + 3 in q[i] */
 typedef struct { int32x4_t q[4]; } vi;    /* or bytes 16 i .. 16 i + 15 */
 typedef struct { uint32x4_t q[4]; } vmask;  /* all-ones or zero lanes */
+
+/* The cache line at p fetched for reading into every cache level (x86's _MM_HINT_T0: locality 3); never
+ * faults. */
+static inline void hearth_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
 #define NEON_MAP1(type, a, op) ((type){{op((a).q[0]), op((a).q[1]), op((a).q[2]), op((a).q[3])}})
 #define NEON_MAP2(type, a, b, op) \

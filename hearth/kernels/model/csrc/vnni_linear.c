@@ -94,7 +94,7 @@ static inline vi block_dot(const vi quad[8], const struct activations *a, int64_
  * tile's, which this thread computes next under a static schedule). */
 static inline void prefetch(const uint8_t *record, int record_bytes) {
     for (int line = 0; line < record_bytes; line += 64)
-        _mm_prefetch((const char *)(record + PREFETCH_BLOCKS * record_bytes + line), _MM_HINT_T0);
+        hearth_prefetch(record + PREFETCH_BLOCKS * record_bytes + line);
 }
 
 /* Rows [0, amx_rows) of a call go through the AMX path: its full groups of 16, when tiles can run here. */

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 
 import torch
 
@@ -22,7 +21,9 @@ from hearth.engine.model.model_runner import ModelRunner
 from hearth.engine.output.detokenizer import IncrementalDetokenizer
 from hearth.engine.output.outputs import ChoiceDelta, RequestOutput
 from hearth.engine.output.token_text import TokenText
+from hearth.engine.request_state import ContextLengthError, RequestState, check_request
 from hearth.engine.runtime import configure_host_allocator
+from hearth.engine.sampling.forced_tokens import force_json_endings, force_scored_tokens
 from hearth.engine.sampling.sampling_params import SamplingParams
 from hearth.engine.sampling.sampling_state import SamplingState
 from hearth.engine.scheduling.block_allocator import BlockAllocator
@@ -34,28 +35,7 @@ from hearth.kernels import Sampler, SamplerOutput
 
 logger = logging.getLogger(__name__)
 
-
-# Tokens before the end of its budget from which a json_object answer is checked for needing to close.
-JSON_ENDING_LOOKAHEAD = 64
-
-
-class ContextLengthError(ValueError):
-    """The prompt plus the tokens asked for do not fit the model's context."""
-
-
-@dataclass
-class RequestState:
-    request_id: str
-    params: SamplingParams
-    seed: int
-    num_prompt_tokens: int
-    seqs: list[Sequence] = field(default_factory=list)
-    # time.monotonic() when a chunk of it was first scheduled (the end of its queue time).
-    first_scheduled_time: float | None = None
-
-    @property
-    def is_finished(self) -> bool:
-        return len(self.seqs) == self.params.n and all(s.is_finished for s in self.seqs)
+__all__ = ["ContextLengthError", "LLMEngine", "RequestState"]  # the request's types live in request_state
 
 
 class LLMEngine:
@@ -135,27 +115,9 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use")
-        if not prompt_token_ids:
-            raise ValueError("the prompt is empty")
-        params.validate_for_vocab(self.vocab_size)
-        if params.n > self.config.max_num_seqs:  # its choices could never all run: it would wait forever
-            raise ValueError(f"n must be at most {self.config.max_num_seqs} (the server's --max-num-seqs), "
-                             f"got {params.n}")
         num_prompt = len(prompt_token_ids)
-        if params.is_scoring and num_prompt < 2:
-            raise ValueError("a scored prompt needs at least 2 tokens (the first has no logprob)")
-        if params.is_scoring and self.config.logprobs_mode == "processed":
-            # Processed logprobs are of the masked distribution, where a forced token always has 0.
-            raise ValueError("prompt logprobs are of the raw distribution; this server reports processed "
-                             "logprobs (--logprobs-mode processed)")
-        # A scored prompt generates nothing: it fits when its own tokens do.
-        wanted = 0 if params.is_scoring else params.max_tokens or 1
-        if num_prompt + wanted > self.max_model_len:
-            raise ContextLengthError(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{num_prompt + wanted} tokens ({num_prompt} in the messages, {wanted} in the completion). "
-                "Please reduce the length of the messages or completion."
-            )
+        check_request(params, num_prompt, vocab_size=self.vocab_size, max_model_len=self.max_model_len,
+                      max_num_seqs=self.config.max_num_seqs, logprobs_mode=self.config.logprobs_mode)
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         state = RequestState(request_id, params, seed, num_prompt)
         if params.is_scoring:
@@ -292,9 +254,9 @@ class LLMEngine:
         bitmask = None
         if any(seq.matcher is not None for seq in rows):
             bitmask = self.grammar.fill_bitmask([seq.matcher for seq in rows], logits.device)
-            self._force_json_endings(rows, bitmask)
+            force_json_endings(rows, bitmask, self.tokenizer, self.max_model_len)
         if any(seq.forced_token_ids for seq in rows):
-            bitmask = self._force_scored_tokens(rows, bitmask)
+            bitmask = force_scored_tokens(rows, bitmask, self.vocab_size)
         if bitmask is not None:
             bitmask = bitmask.to(logits.device)
         md = self.sampling_state.build(rows, banned, bitmask)
@@ -307,44 +269,6 @@ class LLMEngine:
         self.sampling_state.record(slots, columns, out.token_ids)
         return out
 
-    def _force_scored_tokens(self, rows: list[Sequence], bitmask: torch.Tensor | None) -> torch.Tensor:
-        """A scored prompt's next token is the only one allowed: greedy picks it, and its raw logprob (the
-        mask changes no allowed logit) is the model's for that token."""
-        from hearth.engine.output.structured_output import allow_only
-
-        if bitmask is None:
-            bitmask = torch.full((len(rows), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
-        for row, seq in enumerate(rows):
-            if seq.forced_token_ids:
-                allow_only(bitmask, row, seq.forced_token_ids[seq.num_output_tokens])
-        return bitmask
-
-    def _force_json_endings(self, rows: list[Sequence], bitmask: torch.Tensor) -> None:
-        """A json_object answer about to run out of max_tokens is closed instead of cut off: once the
-        tokens left only just cover the shortest completion of its JSON (and the end token), those
-        tokens are forced one by one."""
-        from hearth.engine.output.json_completion import json_completion
-        from hearth.engine.output.structured_output import JSON_OBJECT, allow_only, is_allowed
-
-        for row, seq in enumerate(rows):
-            constraint = seq.params.constraint
-            if seq.matcher is None or constraint.spec.kind != JSON_OBJECT or seq.matcher.is_terminated():
-                continue
-            left = min(seq.max_tokens, self.max_model_len - seq.num_prompt_tokens) - seq.num_output_tokens
-            if left > JSON_ENDING_LOOKAHEAD:
-                continue
-            suffix = json_completion(seq.detokenizer.text)
-            if not suffix:
-                continue
-            ids = self.tokenizer.encode(suffix, add_special_tokens=False)
-            if len(ids) + 1 < left:
-                continue
-            for candidate in (ids[0], *self.tokenizer.encode(suffix[0], add_special_tokens=False)[:1]):
-                if is_allowed(bitmask, row, candidate):
-                    allow_only(bitmask, row, candidate)
-                    seq.is_ending_forced = True
-                    break
-
     def _fail(self, seqs: list[Sequence], message: str) -> list[RequestOutput]:
         outputs = []
         for request_id in dict.fromkeys(s.request_id for s in seqs):
@@ -354,8 +278,8 @@ class LLMEngine:
             for seq in state.seqs:
                 if not seq.is_finished:
                     self._finish(seq, FinishReason.ERROR, message)
-            outputs.append(RequestOutput(request_id, [], state.num_prompt_tokens,
-                                         sum(s.num_output_tokens for s in state.seqs), True, error=message))
+            outputs.append(RequestOutput(request_id, [], state.num_prompt_tokens, state.num_output_tokens, True,
+                                         error=message))
         return outputs
 
     def _process(self, rows: list[Sequence], out: SamplerOutput) -> list[RequestOutput]:
@@ -383,8 +307,7 @@ class LLMEngine:
                 continue
             finished = state.is_finished
             outputs.append(RequestOutput(
-                request_id, choice_deltas, state.num_prompt_tokens,
-                sum(s.num_output_tokens for s in state.seqs), finished,
+                request_id, choice_deltas, state.num_prompt_tokens, state.num_output_tokens, finished,
                 num_cached_tokens=state.seqs[0].num_cached_tokens or 0,
                 first_scheduled_time=state.first_scheduled_time,
             ))

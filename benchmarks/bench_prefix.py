@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench_serving import ROOT, served_model
-from server_process import free_port, launched, machine
+from server_process import ROOT, free_port, launched, machine, served_model
 from streaming_load import LevelResult, RequestResult
 
 RULES = ["greet the customer by name", "confirm the order number before any change", "never promise a delivery date",

@@ -59,19 +59,17 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_process import ROOT, free_port, launched, machine  # noqa: E402
+from cold_start import cold_start, fresh_cache  # noqa: E402
+from server_process import ROOT, free_port, launched, machine, served_model  # noqa: E402
 from streaming_load import run_level  # noqa: E402
 
 from hearth.kernels import cpu_isa  # noqa: E402
@@ -94,11 +92,6 @@ def default_dtype(server: str) -> str:
             return f"auto = {str(resolve_dtype('auto', None)).removeprefix('torch.')}"
         return f"auto = {json.loads((MODEL_DIR / 'config.json').read_text())['dtype']} (config.json)"
     return "auto"
-
-
-def served_model(url: str) -> str:
-    """The first model a server lists at /v1/models."""
-    return httpx.get(f"{url}/models", timeout=10, trust_env=False).json()["data"][0]["id"]
 
 
 def ratio(a: float, b: float) -> float:
@@ -251,66 +244,6 @@ def compare_prefix_caching(label: str, hearth_args: list[str], args) -> dict[str
         print(f"{c:>4} clients: {ratio(on[c]['tok_s'], off[c]['tok_s']):.3f}  ({on[c]['tok_s']:.1f} vs "
               f"{off[c]['tok_s']:.1f} tok/s; per round {per_round})")
     return merged
-
-
-def file_sizes(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
-
-
-def write_bytes(pid: int) -> int:
-    """The process's write_bytes from /proc/PID/io (bytes it caused to be written to storage); -1 if unreadable."""
-    with contextlib.suppress(OSError, StopIteration, ValueError), open(f"/proc/{pid}/io") as f:
-        return int(next(ln for ln in f if ln.startswith("write_bytes:")).split()[1])
-    return -1
-
-
-def cold_start(name: str, cmd: list[str], port: int, env: dict[str, str], cache: Path | None) -> dict:
-    """Launch `cmd`, time to the first answer of a 1-token chat request; the bytes it wrote under `cache`."""
-    before = file_sizes(cache) if cache else {}
-    log_path = ROOT / "benchmarks" / "out" / f"{name}-cold.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
-    start = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        model = None
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}) before its first answer; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
-                if model is None and httpx.get(f"{base}/health", timeout=2, trust_env=False).is_success:
-                    model = served_model(f"{base}/v1")
-                if model is not None:
-                    r = httpx.post(f"{base}/v1/chat/completions", timeout=60, trust_env=False, json={
-                        "model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})
-                    if r.is_success:
-                        break
-            if time.monotonic() - start > 300:
-                raise RuntimeError(f"{name}: no answer after 300 s; see {log_path}")
-            time.sleep(0.05)
-        seconds = time.monotonic() - start
-        io = write_bytes(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    after = file_sizes(cache) if cache else {}
-    changed = {k: v for k, v in after.items() if before.get(k) != v}
-    return {"seconds": seconds, "written": sum(changed.values()), "files": changed, "io": io}
-
-
-def fresh_cache() -> Path:
-    """A temp HEARTH_CACHE with the real cache's compiled kernels and row tiling, and no gguf/ folder."""
-    folder = Path(tempfile.mkdtemp(prefix="hearth-cold-"))
-    if (HEARTH_CACHE / "kernels").is_dir():
-        shutil.copytree(HEARTH_CACHE / "kernels", folder / "kernels")
-    if (HEARTH_CACHE / "row_tiling.json").is_file():
-        shutil.copy2(HEARTH_CACHE / "row_tiling.json", folder / "row_tiling.json")
-    return folder
 
 
 def bench_gguf(args) -> None:

@@ -48,12 +48,22 @@ def launched(name: str, cmd: list[str], port: int, timeout: float = 300.0):
         yield proc
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGINT (a graceful drain), then a kill after 20 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def served_model(url: str) -> str:
+    """The first model a server lists at /v1/models."""
+    return httpx.get(f"{url}/models", timeout=10, trust_env=False).json()["data"][0]["id"]
 
 
 def machine() -> str:

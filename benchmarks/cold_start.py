@@ -1,0 +1,71 @@
+"""A server's cold start: launch to its first answer, and what it wrote to disk on the way (bench_serving --gguf)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from server_process import ROOT, served_model, stop
+
+HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def write_bytes(pid: int) -> int:
+    """The process's write_bytes from /proc/PID/io (bytes it caused to be written to storage); -1 if unreadable."""
+    with contextlib.suppress(OSError, StopIteration, ValueError), open(f"/proc/{pid}/io") as f:
+        return int(next(ln for ln in f if ln.startswith("write_bytes:")).split()[1])
+    return -1
+
+
+def cold_start(name: str, cmd: list[str], port: int, env: dict[str, str], cache: Path | None) -> dict:
+    """Launch `cmd`, time to the first answer of a 1-token chat request; the bytes it wrote under `cache`."""
+    before = file_sizes(cache) if cache else {}
+    log_path = ROOT / "benchmarks" / "out" / f"{name}-cold.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        model = None
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before its first answer; see {log_path}")
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
+                if model is None and httpx.get(f"{base}/health", timeout=2, trust_env=False).is_success:
+                    model = served_model(f"{base}/v1")
+                if model is not None:
+                    r = httpx.post(f"{base}/v1/chat/completions", timeout=60, trust_env=False, json={
+                        "model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})
+                    if r.is_success:
+                        break
+            if time.monotonic() - start > 300:
+                raise RuntimeError(f"{name}: no answer after 300 s; see {log_path}")
+            time.sleep(0.05)
+        seconds = time.monotonic() - start
+        io = write_bytes(proc.pid)
+    finally:
+        stop(proc)
+    after = file_sizes(cache) if cache else {}
+    changed = {k: v for k, v in after.items() if before.get(k) != v}
+    return {"seconds": seconds, "written": sum(changed.values()), "files": changed, "io": io}
+
+
+def fresh_cache(hearth_cache: Path = HEARTH_CACHE) -> Path:
+    """A temp HEARTH_CACHE with the real cache's compiled kernels and row tiling, and no gguf/ folder."""
+    folder = Path(tempfile.mkdtemp(prefix="hearth-cold-"))
+    if (hearth_cache / "kernels").is_dir():
+        shutil.copytree(hearth_cache / "kernels", folder / "kernels")
+    if (hearth_cache / "row_tiling.json").is_file():
+        shutil.copy2(hearth_cache / "row_tiling.json", folder / "row_tiling.json")
+    return folder

@@ -58,10 +58,10 @@ class TensorInfo:
 
 
 class GGUFIndex:
-    """The file's scalar and string metadata and its tensors. gguf.GGUFReader builds a numpy view per element
-    of every metadata array (a tokenizer's ~100k tokens and merges: seconds per parse); this reads the same
-    layout (GGUF v2/v3, little-endian) and skips the arrays, which transformers reads itself when it builds the
-    tokenizer once (gguf_metadata)."""
+    """The file's scalar and string metadata, its arrays on request, and its tensors. gguf.GGUFReader builds
+    a numpy view per element of every metadata array (a tokenizer's ~100k tokens and merges: seconds per
+    parse); this reads the same layout (GGUF v2/v3, little-endian), notes where each array lies and decodes
+    one only when asked (`array`): the tokenizer's, once per start (gguf_metadata)."""
 
     _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
     _STRING, _ARRAY = 8, 9
@@ -79,11 +79,17 @@ class GGUFIndex:
         if magic != b"GGUF" or version not in (2, 3):
             raise ValueError(f"{path}: not a little-endian GGUF v2/v3 file (magic {magic!r}, version {version})")
         tensor_count, kv_count = self._read("<QQ")
+        # Scalars and strings by key; an array's key maps to None here and to (item type, count, offset) in
+        # _arrays.
         self.metadata: dict[str, object] = {}
+        self._arrays: dict[str, tuple[int, int, int]] = {}
         for _ in range(kv_count):
             key = self._string()
             (value_type,) = self._read("<I")
-            self.metadata[key] = self._value(value_type)
+            if value_type == self._ARRAY:
+                item_type, count = self._read("<IQ")
+                self._arrays[key] = (item_type, count, self._pos)
+            self.metadata[key] = self._value(value_type, *((item_type, count) if value_type == self._ARRAY else ()))
         infos = []
         for _ in range(tensor_count):
             name = self._string()
@@ -118,11 +124,34 @@ class GGUFIndex:
         self._pos += length
         return text
 
-    def _value(self, value_type: int):
+    def array_length(self, key: str) -> int | None:
+        """How many items the metadata array `key` holds, without decoding it; None if absent."""
+        return self._arrays[key][1] if key in self._arrays else None
+
+    def array(self, key: str) -> list | None:
+        """The metadata array `key` decoded (strings as str, numbers as Python numbers), None if absent."""
+        if key not in self._arrays:
+            return None
+        import numpy as np
+
+        item_type, count, pos = self._arrays[key]
+        if item_type == self._STRING:
+            values, buffer, unpack = [], self._buffer, self._unpack
+            for _ in range(count):
+                (length,) = unpack("<Q", buffer, pos)
+                values.append(str(buffer[pos + 8:pos + 8 + length], "utf-8", "replace"))
+                pos += 8 + length
+            return values
+        if item_type == self._ARRAY:
+            raise ValueError(f"metadata {key!r} is an array of arrays, which hearth does not read")
+        return np.frombuffer(self._buffer, np.dtype(self._SCALARS[item_type]), count, pos).tolist()
+
+    def _value(self, value_type: int, item_type: int | None = None, count: int = 0):
         if value_type == self._STRING:
             return self._string()
         if value_type == self._ARRAY:
-            item_type, count = self._read("<IQ")
+            if item_type is None:
+                item_type, count = self._read("<IQ")
             if item_type == self._STRING:
                 for _ in range(count):
                     (length,) = self._unpack("<Q", self._buffer, self._pos)
@@ -134,7 +163,7 @@ class GGUFIndex:
                 import struct
 
                 self._pos += count * struct.calcsize(self._SCALARS[item_type])
-            return None  # arrays are skipped (see the class docstring)
+            return None  # an array is decoded on request (array)
         return self._read(self._SCALARS[value_type])[0]
 
 

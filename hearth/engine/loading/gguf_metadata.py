@@ -1,62 +1,103 @@
-"""The small Hugging Face folder a GGUF file's model needs beside its weights: config.json, the tokenizer
-(with the chat template) and generation_config.json, all from the file's own metadata.
+"""A GGUF file's config, tokenizer (with its chat template) and end-of-turn ids, built in memory from the
+file's own metadata: serving a .gguf writes nothing to disk.
 
-transformers builds both from a GGUF (`gguf_file=`), but parsing the file's token and merge arrays takes
-seconds each time; written once under ~/.cache/hearth/gguf/ they load in a fraction of a second. No
-weights are written: they are read from the file in place (hearth.engine.loading.gguf_checkpoint).
+transformers builds both from a GGUF itself (`gguf_file=`), but its readers walk the file's token and merge
+arrays in Python (several seconds per start for a 49k-token vocabulary). These build the same objects
+from hearth's own index of the file (gguf_file.GGUFIndex: the arrays decode in ~0.1 s) with transformers'
+own tables: its GGUF key renames for the config and tokenizer, and its tokenizer converters. Architectures
+whose config transformers builds with special cases (anything but plain llama) go through transformers'
+own loader, slower but the same.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
+import functools
 import tempfile
 from pathlib import Path
 
-from hearth.engine.loading.registry import cache_dir
+from hearth.engine.loading.gguf_file import GGUFIndex, open_gguf
 
-MARKER = "hearth-gguf.json"
-
-
-def metadata_folder(gguf_path: Path) -> Path:
-    """The folder of `gguf_path` (written on first use), keyed by the file's path, size and mtime."""
-    gguf_path = Path(gguf_path)
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    folder = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
-    if not (folder / MARKER).is_file():
-        write_metadata_folder(gguf_path, folder)
-    return folder
+# The architectures whose config is the plain rename of their metadata keys (transformers'
+# load_gguf_checkpoint adds nothing else for them but tie_word_embeddings and the vocabulary size).
+PLAIN_CONFIG_ARCHITECTURES = frozenset({"llama"})
 
 
-def write_metadata_folder(gguf_path: Path, out_dir: Path) -> Path:
-    """Config, tokenizer and generation config of `gguf_path` into `out_dir` (atomically)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+def _metadata(index: GGUFIndex, key: str):
+    value = index.metadata.get(key)
+    return index.array(key) if value is None else value
 
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    # A folder of the file alone: transformers would read any tokenizer files beside it instead.
+
+def _by_transformers(gguf_path: Path, build):
+    """`build(folder, name)` on a folder holding the file alone (transformers would read files beside it)."""
     with tempfile.TemporaryDirectory() as alone:
-        (Path(alone) / gguf_path.name).symlink_to(gguf_path.resolve())
-        tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=gguf_path.name)
-        config = AutoConfig.from_pretrained(alone, gguf_file=gguf_path.name)
+        (Path(alone) / gguf_path.name).symlink_to(Path(gguf_path).resolve())
+        return build(alone, gguf_path.name)
+
+
+@functools.lru_cache(maxsize=4)
+def _config(gguf_path: Path):
+    from transformers import AutoConfig
+    from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    index = open_gguf(gguf_path)
+    architecture = index.metadata["general.architecture"]
+    if architecture not in PLAIN_CONFIG_ARCHITECTURES or index.metadata.get("general.name") == "mistral":
+        config = _by_transformers(gguf_path, lambda folder, name: AutoConfig.from_pretrained(folder, gguf_file=name))
+    else:
+        values = {"tie_word_embeddings": all(t.name != "output.weight" for t in index.tensors),
+                  **GGUF_CONFIG_DEFAULTS_MAPPING.get(architecture, {})}
+        for key in index.metadata:
+            prefix, _, rest = key.partition(".")
+            renamed = GGUF_CONFIG_MAPPING.get(prefix, {}).get(rest)
+            if renamed is not None and renamed != -1:
+                values[renamed] = _metadata(index, key)
+        if "vocab_size" not in values:
+            values["vocab_size"] = index.array_length("tokenizer.ggml.tokens")
+        config = CONFIG_MAPPING[values["model_type"]].from_dict(values)
     if hasattr(config, "quantization_config"):
-        del config.quantization_config
+        del config.quantization_config  # transformers' note that it dequantizes: hearth reads the weights itself
     if not getattr(config, "architectures", None):
-        config.architectures = [AutoModelForCausalLM._model_mapping[type(config)].__name__]
-    tokenizer.save_pretrained(partial)
-    config.save_pretrained(partial)
-    eos_ids = sorted({i for i in (tokenizer.eos_token_id, config.eos_token_id) if i is not None})
-    GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=eos_ids,
-                     pad_token_id=config.pad_token_id).save_pretrained(partial)
-    (partial / MARKER).write_text(json.dumps({"gguf": str(gguf_path.resolve()), "size": gguf_path.stat().st_size}))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
-    return out_dir
+        # By name: looking the class up would import its modeling module (seconds) before it is needed.
+        config.architectures = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[config.model_type]]
+    return config
 
 
-def written_bytes(folder: Path) -> int:
-    """Bytes the folder holds on disk: what serving a GGUF wrote."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+def gguf_config(gguf_path: Path):
+    """The transformers config of the model in `gguf_path` (shared: do not modify)."""
+    return _config(Path(gguf_path).resolve())
+
+
+def gguf_tokenizer(gguf_path: Path):
+    """The file's tokenizer, as transformers' AutoTokenizer.from_pretrained(gguf_file=) builds it, chat template
+    and special tokens included."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf import GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import _SPECIAL_TOKENS
+
+    index = open_gguf(gguf_path)
+    grouped = {group: {name: _metadata(index, f"tokenizer.{key}") for key, name in renames.items()
+                       if f"tokenizer.{key}" in index.metadata}
+               for group, renames in GGUF_TOKENIZER_MAPPING.items()}
+    tokenizer_dict, tokenizer_config = grouped["tokenizer"], grouped["tokenizer_config"]
+    # As transformers' get_gguf_tokenizer: llama.cpp adds BOS to a sentencepiece vocabulary that does not say
+    # otherwise, and gemma4's template writes its own.
+    if tokenizer_dict.get("tokenizer_type") == "llama":
+        tokenizer_config.setdefault("add_bos_token", True)
+    elif tokenizer_dict.get("tokenizer_type") == "gemma4":
+        tokenizer_config["add_bos_token"] = False
+    for name, key in _SPECIAL_TOKENS.items():
+        token_id = index.metadata.get(f"tokenizer.ggml.{key}")
+        tokenizer_config[name] = tokenizer_dict["tokens"][token_id] if token_id is not None else None
+    backend, extra = convert_gguf_tokenizer(index.metadata["general.architecture"], tokenizer_dict)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **tokenizer_config, **extra)
+
+
+def gguf_eos_token_ids(gguf_path: Path, tokenizer) -> tuple[int, ...]:
+    """The ids that end a turn: the tokenizer's end-of-sequence token and the config's."""
+    config = gguf_config(gguf_path)
+    ids = {tokenizer.eos_token_id}
+    value = config.eos_token_id
+    ids.update(value if isinstance(value, list) else [value])
+    return tuple(sorted(i for i in ids if i is not None))

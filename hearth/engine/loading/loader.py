@@ -15,7 +15,7 @@ from hearth.engine.distributed.group import TensorParallelGroup
 from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition
 from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
 from hearth.engine.loading.gguf_convert import MARKER as CONVERTED_MARKER
-from hearth.engine.loading.gguf_metadata import metadata_folder
+from hearth.engine.loading.gguf_metadata import gguf_config, gguf_eos_token_ids, gguf_tokenizer
 from hearth.engine.loading.registry import ModelEntry
 from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
@@ -45,15 +45,28 @@ class LoadedModel:
     rank_weight_bytes: tuple[int, ...] = ()
 
 
-def hf_folder(entry: ModelEntry) -> Path:
-    """The entry's config and tokenizer folder: its HF folder, or a .gguf file's small metadata folder
-    (hearth.engine.loading.gguf_metadata; the weights are read from the file in place)."""
+def _check_exists(entry: ModelEntry) -> None:
     if not entry.exists():
         raise FileNotFoundError(
             f"model {entry.id!r} not found at {entry.path} (run `make setup` or `python -m hearth.engine.loading.fetch` "
             "for registry models with a source)"
         )
-    return metadata_folder(entry.path) if entry.is_gguf else entry.path
+
+
+def model_config(entry: ModelEntry):
+    """The entry's transformers config: its folder's config.json, or built from a .gguf file's metadata."""
+    from transformers import AutoConfig
+
+    _check_exists(entry)
+    return gguf_config(entry.path) if entry.is_gguf else AutoConfig.from_pretrained(entry.path)
+
+
+def model_tokenizer(entry: ModelEntry):
+    """The entry's tokenizer (with its chat template): its folder's, or built from a .gguf file's metadata."""
+    from transformers import AutoTokenizer
+
+    _check_exists(entry)
+    return gguf_tokenizer(entry.path) if entry.is_gguf else AutoTokenizer.from_pretrained(entry.path)
 
 
 def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:
@@ -74,7 +87,10 @@ def checkpoint(entry: ModelEntry, folder: Path, num_heads: int, num_kv_heads: in
     return CheckpointReader(folder)
 
 
-def eos_token_ids(config, tokenizer, folder: Path) -> tuple[int, ...]:
+def eos_token_ids(entry: ModelEntry, config, tokenizer) -> tuple[int, ...]:
+    if entry.is_gguf:
+        return gguf_eos_token_ids(entry.path, tokenizer)
+    folder = entry.path
     ids: set[int] = set()
     try:
         from transformers import GenerationConfig
@@ -96,9 +112,7 @@ def check_tensor_parallel(entry: ModelEntry, config: EngineConfig, hf_config=Non
     """Raises ValueError when the entry cannot be sharded over config.tensor_parallel_size ranks (checked before
     any rank starts); returns why the native forward cannot run it (None when it can)."""
     if hf_config is None:
-        from transformers import AutoConfig
-
-        hf_config = AutoConfig.from_pretrained(hf_folder(entry))
+        hf_config = model_config(entry)
     reason = supports_native(hf_config) if config.use_native_model else "native forward disabled"
     world_size = config.tensor_parallel_size
     if world_size > 1:
@@ -112,11 +126,8 @@ def check_tensor_parallel(entry: ModelEntry, config: EngineConfig, hf_config=Non
 def load_model(entry: ModelEntry, config: EngineConfig, group: TensorParallelGroup | None = None) -> LoadedModel:
     """The entry's model; under tensor parallelism the shard of `group`'s rank (the caller starts or joins
     the group first: hearth.engine.worker). Without a group, one process holds the whole model."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    folder = hf_folder(entry)
-    hf_config = AutoConfig.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    folder = entry.path
+    hf_config, tokenizer = model_config(entry), model_tokenizer(entry)
     limit = getattr(hf_config, "max_position_embeddings", None) or 4096
     max_model_len = min(x for x in (config.max_model_len, entry.max_model_len, limit) if x)
     reason = check_tensor_parallel(entry, config, hf_config)
@@ -167,7 +178,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
             raise ValueError(f"quantization={weight_format.name} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
-        model = HFModule.from_folder(folder, dtype, device, gguf_file=entry.path if entry.is_gguf else None)
+        model = HFModule.from_folder(folder, dtype, device, config=hf_config if entry.is_gguf else None)
         is_native = False
     return LoadedModel(
         folder=folder,
@@ -175,7 +186,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
         tokenizer=tokenizer,
         model=model,
         is_native=is_native,
-        eos_token_ids=eos_token_ids(hf_config, tokenizer, folder),
+        eos_token_ids=eos_token_ids(entry, hf_config, tokenizer),
         max_model_len=max_model_len,
         vocab_size=hf_config.vocab_size,
         dtype=dtype,

@@ -23,14 +23,14 @@ class HFModule:
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @classmethod
-    def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device, gguf_file: Path | None = None) -> HFModule:
-        """The folder's model; with `gguf_file`, the folder holds its config only and the weights are the file's
-        (transformers dequantizes them)."""
+    def from_folder(cls, folder: Path, dtype: torch.dtype, device: torch.device, config=None) -> HFModule:
+        """The model of an HF folder, or of a .gguf file (`folder`) with its `config` (transformers dequantizes
+        the file's weights)."""
         from transformers import AutoModelForCausalLM
 
-        if gguf_file is not None:
-            model = AutoModelForCausalLM.from_pretrained(Path(gguf_file).parent, gguf_file=Path(gguf_file).name,
-                                                         config=folder, dtype=dtype)
+        if Path(folder).suffix == ".gguf":
+            model = AutoModelForCausalLM.from_pretrained(Path(folder).parent, gguf_file=Path(folder).name,
+                                                         config=config, dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         model = model.to(device).eval()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import mmap
+
 import torch
 from torch import Tensor
 
@@ -16,6 +19,19 @@ def num_cache_blocks(memory_gib: float, num_layers: int, block_size: int, num_kv
     most KV heads any rank holds, so that all ranks get the same number of blocks (rank 0's block tables
     index every rank's cache)."""
     return int(memory_gib * (1 << 30)) // bytes_per_block(num_layers, block_size, num_kv_heads, head_dim, dtype)
+
+
+def zeroed(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A zero tensor. On the CPU it is an anonymous mapping, which the OS zeroes page by page as it is first
+    touched: a cache of gigabytes costs nothing at start (torch.zeros writes every page, seconds for 2 GiB on a
+    small machine), and only the blocks in use become resident."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    count = math.prod(shape)
+    if count == 0:
+        return torch.zeros(shape, dtype=dtype)
+    pages = mmap.mmap(-1, count * torch.empty((), dtype=dtype).element_size())
+    return torch.frombuffer(pages, dtype=dtype, count=count).view(shape)
 
 
 class KVCache:
@@ -37,9 +53,8 @@ class KVCache:
     ) -> None:
         self.num_blocks = num_blocks
         self.block_size = block_size
-        self.data = torch.zeros(
-            num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim, dtype=dtype, device=device
-        )
+        shape = (num_layers, num_blocks * block_size, 2, num_kv_heads, head_dim)
+        self.data = zeroed(shape, dtype, device)
 
     def layer(self, index: int) -> Tensor:
         """One layer's [num_slots, 2, num_kv_heads, head_dim]: keys at [:, 0], values at [:, 1]."""

@@ -68,7 +68,7 @@ from urllib.parse import urlparse
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cold_start import cold_start, fresh_cache  # noqa: E402
+from cold_start import cold_start, fresh_cache, llama_server_command  # noqa: E402
 from server_process import ROOT, free_port, launched, machine, served_model  # noqa: E402
 from streaming_load import run_level  # noqa: E402
 
@@ -277,8 +277,8 @@ def bench_gguf(args) -> None:
                 row["llama"] = bench_server(f"llama-server {path.name} (2 threads, 32 slots)",
                                             f"http://127.0.0.1:{port}/v1", "smollm2-135m-instruct", "file's", args)[c]
             port = free_port()
-            row["llama_cold"] = cold_start(f"llama-server-{path.stem}", ["bash", str(script), "serve", str(port)],
-                                           port, {"LLAMA_SERVER_GGUF": str(path)}, None)
+            row["llama_cold"] = cold_start(f"llama-server-{path.stem}", llama_server_command(script, port, path),
+                                           port, {}, None)
         cold = row["hearth_cold"]
         print(f"\nhearth cold start {path.name}: {cold['seconds']:.2f} s, wrote {cold['written']} B under HEARTH_CACHE "
               f"({sorted(cold['files'])}); /proc io write_bytes {cold['io']}", flush=True)

@@ -1,4 +1,9 @@
-"""A server's cold start: launch to its first answer, and what it wrote to disk on the way (bench_serving --gguf)."""
+"""A server's cold start: launch to its first answer, and what it wrote to disk on the way (bench_serving --gguf).
+
+Alone, without the throughput runs (hearth, then llama-server's binary, alternating, --rounds times per file):
+
+    .venv/bin/python benchmarks/cold_start.py FILE.gguf [FILE.gguf ...] [--rounds 3] [--compare-llama-server]
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from server_process import ROOT, served_model, stop
+from server_process import ROOT, free_port, machine, served_model, stop
 
 HEARTH_CACHE = Path(os.environ.get("HEARTH_CACHE", Path.home() / ".cache" / "hearth"))
 
@@ -69,3 +74,52 @@ def fresh_cache(hearth_cache: Path = HEARTH_CACHE) -> Path:
     if (hearth_cache / "row_tiling.json").is_file():
         shutil.copy2(hearth_cache / "row_tiling.json", folder / "row_tiling.json")
     return folder
+
+
+def llama_server_command(script: Path, port: int, gguf: Path) -> list[str]:
+    """llama_server.sh's serve command for `gguf`, resolved before the clock starts: the binary itself is
+    timed, not the script's level probe (a Python that imports torch)."""
+    out = subprocess.run(["bash", str(script), "command", str(port)], check=True, capture_output=True, text=True,
+                         env={**os.environ, "LLAMA_SERVER_GGUF": str(gguf)}).stdout
+    return out.splitlines()
+
+
+def main() -> None:
+    import argparse
+    import statistics
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("gguf", type=Path, nargs="+")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compare-llama-server", action="store_true")
+    args = p.parse_args()
+    script = ROOT / "benchmarks" / "peers" / "llama_server.sh"
+    print(machine(), flush=True)
+    for path in args.gguf:
+        path = path.resolve()
+        hearth, llama, written = [], [], []
+        for _ in range(args.rounds):
+            cache, port = fresh_cache(), free_port()
+            try:
+                cold = cold_start(f"hearth-{path.stem}", [sys.executable, "-m", "hearth.server", "--model", str(path),
+                                                          "--port", str(port)], port, {"HEARTH_CACHE": str(cache)}, cache)
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+            hearth.append(cold["seconds"])
+            written.append(cold["written"])
+            if args.compare_llama_server:
+                port = free_port()
+                llama.append(cold_start(f"llama-server-{path.stem}", llama_server_command(script, port, path), port,
+                                        {}, None)["seconds"])
+        size = path.stat().st_size
+        line = (f"{path.name}: hearth cold start {' '.join(f'{s:.2f}' for s in hearth)} s (median "
+                f"{statistics.median(hearth):.2f}), wrote {max(written)} B = {100 * max(written) / size:.3f}% of the file")
+        if llama:
+            line += (f"; llama-server {' '.join(f'{s:.2f}' for s in llama)} s (median {statistics.median(llama):.2f}); "
+                     f"ratio {statistics.median(hearth) / statistics.median(llama):.2f}")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 #
 #   benchmarks/peers/llama_server.sh build          # once: ~10 min on 2 cores; prints the binary's path
 #   benchmarks/peers/llama_server.sh serve PORT     # 2 threads, 32 slots, on the default model's Q4_1 GGUF
+#   benchmarks/peers/llama_server.sh command PORT   # the serve command line, one word per line
 #
 # At hearth's avx2 level (this CPU's, or capped by HEARTH_CPU_ISA=avx2) it builds, in a folder of its own, and
 # serves llama.cpp's AVX2 + FMA + F16C build; at avx512 and amx the AVX-512 build below.
@@ -53,12 +54,17 @@ build() {
   echo "$BIN"
 }
 
+server_command() {
+  [ -f "$GGUF" ] || { echo "no GGUF at $GGUF: run make setup" >&2; exit 2; }
+  SERVER_COMMAND=("$(build)" -m "$GGUF" --host 127.0.0.1 --port "$1" -t 2 -tb 2 -np 32 -c $((32 * 2048)) \
+    --alias smollm2-135m-instruct --no-webui)
+}
+
 case "${1:-}" in
   build) build ;;
-  serve)
-    port=${2:?usage: $0 serve PORT}
-    [ -f "$GGUF" ] || { echo "no GGUF at $GGUF: run make setup" >&2; exit 2; }
-    exec "$(build)" -m "$GGUF" --host 127.0.0.1 --port "$port" -t 2 -tb 2 -np 32 -c $((32 * 2048)) \
-      --alias smollm2-135m-instruct --no-webui ;;
-  *) echo "usage: $0 build | serve PORT" >&2; exit 2 ;;
+  serve) server_command "${2:?usage: $0 serve PORT}"; exec "${SERVER_COMMAND[@]}" ;;
+  # The serve command, one word per line: a cold start times the binary alone, not this script's level probe
+  # (which imports torch).
+  command) server_command "${2:?usage: $0 command PORT}"; printf '%s\n' "${SERVER_COMMAND[@]}" ;;
+  *) echo "usage: $0 build | serve PORT | command PORT" >&2; exit 2 ;;
 esac

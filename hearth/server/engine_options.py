@@ -28,8 +28,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="auto, bfloat16, float32 or float16 (default: the registry entry's, else auto = bfloat16)")
     parser.add_argument("--quantization", choices=FORMAT_NAMES, default=None,
                         help="linear weights: none (torch's kernels, exact against transformers), bf16 (the same "
-                             "values on hearth's kernels), int8 or int4 (default: the registry entry's, else none); "
-                             "int4 loads a GGUF's 4-bit tensors as they are")
+                             "values on hearth's kernels), int8, int4 or mixed (default: the registry entry's; for a "
+                             ".gguf what its types call for; else none); int4 loads a GGUF's 4-bit tensors as they "
+                             "are, mixed those and 8-bit records for its finer ones")
     parser.add_argument("--max-model-len", type=int, default=None, help="cap on prompt + completion tokens")
     parser.add_argument("--kv-cache-memory-gib", type=float, default=2.0, help="KV cache budget in GiB (default: 2)")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="most sequences decoded at once (default: 64)")

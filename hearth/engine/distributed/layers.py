@@ -81,7 +81,7 @@ class ShardedLayers:
         if any(n in self.native for n in names):
             raise ValueError(f"weights {names} are partly 4-bit in the GGUF; the native loader needs all or none")
         return self.factory.linear(torch.cat([self.tensor(n, rows) for n, (_, rows) in zip(names, parts, strict=True)]),
-                                   biases)
+                                   biases, source_bits=self._source_bits(names))
 
     def row(self, name: str, cols: Range) -> Linear:
         """Row-parallel: columns `cols` of `name`.weight; its output is a partial sum over the ranks, added
@@ -89,7 +89,8 @@ class ShardedLayers:
         weight = f"{name}.weight"
         if weight in self.native:
             return self.factory.from_values([self._native(weight).cols(*cols)], None, adds_to_residual=True)
-        return self.factory.linear(self.tensor(weight, cols=cols), None, adds_to_residual=True)
+        return self.factory.linear(self.tensor(weight, cols=cols), None, adds_to_residual=True,
+                                   source_bits=self._source_bits([weight]))
 
     def embedding_and_head(self, vocab: Range, is_tied: bool):
         """The embedding and lm_head over vocabulary rows `vocab` (tied: one table serves both)."""
@@ -102,6 +103,11 @@ class ShardedLayers:
         if self.group.is_distributed:
             embedding = VocabParallelEmbedding(embedding, vocab, self.group)
         return embedding, lm_head
+
+    def _source_bits(self, names: list[str]) -> int | None:
+        """The bits per weight of the finest quantized tensor among `names` (fused ones), None if any is float."""
+        bits = [self.reader.source_bits(name) for name in names]
+        return None if None in bits else max(bits)
 
     def _native(self, name: str) -> Q4Tensor:
         self._used.add(name)

@@ -125,6 +125,10 @@ class CheckpointReader:
     def names(self) -> set[str]:
         return set(self._handles)
 
+    def source_bits(self, name: str) -> int | None:
+        """None: a folder's safetensors hold float weights (GGUFCheckpoint.source_bits gives a quantized type's)."""
+        return None
+
     def read(self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> Tensor:
         """The tensor, or its rows [start, stop), or its columns [start, stop), as a contiguous tensor of its
         own: safetensors' slices can be views into the memory-mapped file that keep the whole tensor's

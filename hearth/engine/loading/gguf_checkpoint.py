@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hearth.engine.loading.gguf_file import IGNORED, hf_name, open_gguf
+from hearth.engine.loading.gguf_file import IGNORED, QUANTIZED_BITS, hf_name, open_gguf
 
 Range = tuple[int, int]
 
@@ -67,6 +67,10 @@ class GGUFCheckpoint:
 
     def type_name(self, name: str) -> str:
         return self._tensors[name].tensor_type.name
+
+    def source_bits(self, name: str) -> int | None:
+        """Bits per weight of the tensor's quantized type (Q4_K: 4, Q6_K: 6, Q8_0: 8), None for a float type."""
+        return QUANTIZED_BITS.get(self.type_name(name))
 
     def read(self, name: str, rows: Range | None = None, cols: Range | None = None) -> Tensor:
         """The tensor (float16/bfloat16/float32 as stored, float32 for quantized types), or its rows

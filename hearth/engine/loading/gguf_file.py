@@ -33,6 +33,8 @@ Q4_TYPES = frozenset(Q4_BLOCKS)
 # Types a format re-quantizes on purpose with a warning, because the result is at least as fine as the file's
 # own grid: 8-bit blocks of 32 round a 5- or 6-bit K-quant weight by at most 1/8 of its own step.
 FINER_IN_INT8 = frozenset({"Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q5_1"})
+# Bits per weight of the quantized types hearth serves (the `mixed` format keeps each at its own grid).
+QUANTIZED_BITS = {**{kind: 4 for kind in Q4_TYPES}, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q6_K": 6, "Q8_0": 8}
 
 
 def hf_name(gguf_name: str) -> str | None:
@@ -197,9 +199,10 @@ def projection_types(path: Path) -> dict[str, str]:
 
 def format_for(path: Path) -> str:
     """The weight format a file's own projection types call for, when no `quantization` is given:
-    int4 for files whose projections are all 4-bit (packed as they are), int8 for those with 5-, 6- or
-    8-bit ones (never a grid coarser than a tensor's own), bf16 for 16-bit floats and none (the float32
-    torch path) for float32. ValueError, naming the first tensor and
+    int4 for files whose projections are all 4-bit (packed as they are), mixed for 4-bit ones beside 5- to
+    8-bit ones (a Q4_K_M: each at its own grid), int8 for 5- to 8-bit ones alone (never a grid coarser than
+    a tensor's own), bf16 for 16-bit floats and none (the float32 torch path) for float32. ValueError,
+    naming the first tensor and
     its type, for types that no format holds at least as finely (Q2_K, Q3_K, IQ*): pass --quantization to
     re-quantize them on purpose."""
     kinds = projection_types(path)
@@ -214,8 +217,12 @@ def format_for(path: Path) -> str:
     values = set(kinds.values())
     if values <= Q4_TYPES:
         return "int4"
-    if values & (Q4_TYPES | FINER_IN_INT8):
+    if values <= Q4_TYPES | FINER_IN_INT8 and values & Q4_TYPES:
         # A 4-bit file with finer tensors (a Q4_K_M's Q6_K, llama-quantize's Q5_0 where rows are not whole
-        # super-blocks): int4 would round those to 4 bits; int8 holds every one within 1/8 of its own step.
+        # super-blocks): int4 would round those to 4 bits, int8 would double the 4-bit ones' memory.
+        return "mixed"
+    if values & (Q4_TYPES | FINER_IN_INT8):
+        # 5- to 8-bit projections, or quantized ones beside 16-bit floats: int8 holds every quantized one
+        # within 1/8 of its own step.
         return "int8"
     return "none" if values == {"F32"} else "bf16"

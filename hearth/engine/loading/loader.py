@@ -209,7 +209,8 @@ def log_rounded_tensors(gguf: Path, format_name: str, dtype: torch.dtype, packed
     rounded: dict[str, list[str]] = {}
     for name, kind in tensor_types(gguf).items():
         # Q8_0 comes back exactly from 8-bit blocks: int8's layers, and int4's vocabulary tables.
-        is_8_bit_here = format_name == "int8" or (format_name == "int4" and name in ("token_embd.weight", "output.weight"))
+        is_8_bit_here = format_name == "int8" or (format_name in ("int4", "mixed") and name in ("token_embd.weight", "output.weight")) \
+            or (format_name == "mixed" and kind == "Q8_0")
         if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and is_8_bit_here):
             continue
         rounded.setdefault(kind, []).append(name)

@@ -20,9 +20,11 @@ class LinearFactory:
         self.dtype, self.device = dtype, device
         self.placement = weight_format.place(device, dtype)
 
-    def linear(self, weight: Tensor, bias: Tensor | None, adds_to_residual: bool = False) -> Linear:
-        """weight [out, in] as stored (any float dtype): packed from its own values, not a bf16 copy."""
-        return self.weight_format.linear(weight, bias, self.placement, adds_to_residual)
+    def linear(self, weight: Tensor, bias: Tensor | None, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
+        """weight [out, in] as stored (any float dtype): packed from its own values, not a bf16 copy.
+        `source_bits`: WeightFormat.linear's."""
+        return self.weight_format.linear(weight, bias, self.placement, adds_to_residual, source_bits)
 
     def from_values(self, parts: list[QuantizedValues], bias: Tensor | None, adds_to_residual: bool = False) -> Linear:
         """Fused rows of already-quantized GGUF weights (q/k/v or gate/up), packed as they are."""

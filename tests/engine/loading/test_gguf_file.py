@@ -43,8 +43,9 @@ def test_every_tensor_of_the_default_model_has_its_hf_name(default_gguf):
 
 def test_a_files_own_types_decide_its_format(default_gguf, kquant_gguf):
     assert format_for(default_gguf) == "int4"  # Q4_1 projections only
-    # Q4_K_M's Q6_K tensors would be rounded to 4 bits in int4: a file with any finer projection serves int8.
-    expected = {"F32": "none", "Q4_K_M": "int8", "Q5_K_M": "int8", "Q6_K": "int8", "Q8_0": "int8"}
+    # Q4_K_M's Q6_K tensors would be rounded to 4 bits in int4: 4-bit and finer projections together serve
+    # mixed (each at its own grid), finer ones alone int8.
+    expected = {"F32": "none", "Q4_K_M": "mixed", "Q5_K_M": "int8", "Q6_K": "int8", "Q8_0": "int8"}
     assert {kind: format_for(path) for kind, path in kquant_gguf.items() if kind in expected} == expected
 
 

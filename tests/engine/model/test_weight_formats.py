@@ -23,7 +23,7 @@ VOCAB_SHAPE = (512, 64)
 
 
 def test_the_registry_names_each_format_by_its_own_name():
-    assert FORMAT_NAMES == ("none", "bf16", "int8", "int4")
+    assert FORMAT_NAMES == ("none", "bf16", "int8", "int4", "mixed")
     for name in FORMAT_NAMES:
         assert parse_format(name).name == name
         assert parse_format(name) == parse_format(name)

@@ -13,11 +13,13 @@ from hearth.engine.model.formats.bf16 import Bf16Format
 from hearth.engine.model.formats.dense import DenseFormat
 from hearth.engine.model.formats.int4 import Int4Format
 from hearth.engine.model.formats.int8 import Int8Format
+from hearth.engine.model.formats.mixed import MixedFormat
 from hearth.engine.model.formats.placement import Placement
 from hearth.engine.model.formats.values import QuantizedValues
 from hearth.engine.model.formats.weight_format import GROUP_SIZES, Guarantees, PrefixHits, WeightFormat
 
-FORMATS: dict[str, type[WeightFormat]] = {cls.name: cls for cls in (DenseFormat, Bf16Format, Int8Format, Int4Format)}
+FORMATS: dict[str, type[WeightFormat]] = {cls.name: cls for cls in (DenseFormat, Bf16Format, Int8Format, Int4Format,
+                                                                       MixedFormat)}
 FORMAT_NAMES = tuple(FORMATS)
 # The format of a model whose entry says nothing: as loaded, exact against transformers.
 DEFAULT_FORMAT = DenseFormat()

@@ -45,7 +45,8 @@ class Bf16Format(WeightFormat):
         reason = Placement.here(device, dtype).c_kernels_reason
         return None if reason is None else f"hearth.kernels.model.vnni_linear: {reason}"
 
-    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False) -> Linear:
+    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
         output_dtype = self.residual_dtype(at.dtype) if adds_to_residual else at.dtype
         return bf16_records_linear(weight.to(at.device), bias, at, output_dtype)
 

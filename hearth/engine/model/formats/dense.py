@@ -35,7 +35,8 @@ class DenseFormat(WeightFormat):
                              device: torch.device) -> str | None:
         return f"quantization {self.name}: decode rows stay exact against transformers (SDPA)"
 
-    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False) -> Linear:
+    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
         return dense_linear(weight.to(at.device).to(at.dtype), bias, at.device)
 
     def embedding_and_head(self, embed: Tensor, lm_head: Tensor | None, at: Placement) -> tuple[Embedding, Linear]:

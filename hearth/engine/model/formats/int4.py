@@ -37,7 +37,8 @@ class Int4Format(Int8Format):
 
         return read_gguf_q4(path, num_heads, num_kv_heads)
 
-    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False) -> Linear:
+    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
         weight = weight.to(at.device)
         if is_int4_packable(*weight.shape, self.group_size):
             q, scale, zero = quantize_int4_values(weight, self.group_size)

@@ -41,7 +41,8 @@ class Int8Format(WeightFormat):
                         at.c_kernels_reason)
         return at
 
-    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False) -> Linear:
+    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
         return self.q8_linear(weight.to(at.device), bias, at, adds_to_residual)
 
     def q8_linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool) -> Linear:

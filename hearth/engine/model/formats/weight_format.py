@@ -123,9 +123,12 @@ class WeightFormat:
         loads from the converted folder's float weights."""
         return {}
 
-    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False) -> Linear:
+    def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
+               source_bits: int | None = None) -> Linear:
         """weight [out, in] as stored (any float dtype): packed from its own values, not a bf16 copy. A layer
-        whose output `adds_to_residual` (o, down) hands it on in the residual dtype where its kernel can."""
+        whose output `adds_to_residual` (o, down) hands it on in the residual dtype where its kernel can.
+        `source_bits`: the bits per weight of the finest quantized tensor the weight was dequantized from (a
+        GGUF's Q6_K: 6), None for float sources; only a format that keeps each tensor's own grid reads it."""
         raise NotImplementedError
 
     def from_values(self, parts: list[QuantizedValues], bias: Tensor | None, at: Placement,

@@ -1,0 +1,57 @@
+"""A Q4_K_M file, served as its types call for (`mixed`): its 4-bit projections in int4 records packed as they
+are, its finer ones (Q6_K here) in 8-bit records, so it is closer to the file's own float32 forward than int4
+or int8, and smaller than int8."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hearth.engine.config import EngineConfig
+from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.gguf_file import QUANTIZED_BITS, hf_name, projection_types
+from hearth.engine.loading.registry import ModelEntry
+from tests.conftest import chat_prompt
+from tests.engine.loading.test_gguf_weights import _logits, skip_below_block_kernels
+
+FUSED = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "o": ("self_attn.o_proj",),
+         "gate_up": ("mlp.gate_proj", "mlp.up_proj"), "down": ("mlp.down_proj",)}
+
+
+def _engine(path, quantization: str, dtype: str = "float32") -> LLMEngine:
+    entry = ModelEntry(id=f"tiny-{quantization}", path=path, max_model_len=256)
+    return LLMEngine(EngineConfig(model_path=str(path), quantization=quantization, dtype=dtype, max_num_seqs=2,
+                                  kv_cache_memory_gib=0.05), entry)
+
+
+@pytest.fixture(scope="module")
+def q4_k_m(kquant_gguf):
+    return kquant_gguf["Q4_K_M"]
+
+
+def test_each_projection_is_held_at_its_own_grid(q4_k_m):
+    skip_below_block_kernels()
+    assert ModelEntry(id="f", path=q4_k_m).serving_format() == "mixed"
+    bits = {hf_name(name): QUANTIZED_BITS[kind] for name, kind in projection_types(q4_k_m).items()}
+    assert set(bits.values()) == {4, 6}, "the fixture mixes Q4_K and Q6_K projections"
+    model = _engine(q4_k_m, "mixed", "bfloat16").loaded.model  # as served: bf16 activations on the C kernels
+    for i, layer in enumerate(model.layers):
+        for linear, members in FUSED.items():
+            finest = max(bits[f"model.layers.{i}.{member}.weight"] for member in members)
+            assert layer[linear].form == ("q4" if finest == 4 else "q8"), (i, linear, finest)
+
+
+def test_it_is_closer_to_the_files_float32_forward_than_int4_or_int8_and_smaller_than_int8(q4_k_m):
+    skip_below_block_kernels()
+    reference = _engine(q4_k_m, "none")
+    prompt = chat_prompt(reference, "The quick brown fox jumps over the lazy dog, twice over and again.")
+    expected = _logits(reference, prompt)
+    errors, sizes = {}, {}
+    for quantization in ("mixed", "int4", "int8"):
+        engine = _engine(q4_k_m, quantization)
+        errors[quantization] = (_logits(engine, prompt) - expected).abs().mean().item()
+        sizes[quantization] = engine.loaded.model.resident_weight_bytes()
+    assert errors["mixed"] < errors["int4"], errors
+    # Its Q4_K tensors are the file's own; int8 rounds them again, if finely.
+    assert errors["mixed"] < errors["int8"], errors
+    assert sizes["mixed"] < sizes["int8"], sizes

@@ -18,7 +18,7 @@ import torch
 
 from hearth.engine.loading.gguf_blocks import decode_q4_k
 from hearth.engine.loading.gguf_checkpoint import stored_order
-from hearth.engine.loading.gguf_file import Q4_BLOCKS, field_value, hf_name, open_gguf, tensor_types
+from hearth.engine.loading.gguf_file import Q4_BLOCKS, field_value, hf_name, open_gguf
 from hearth.engine.model.formats.values import QuantizedValues
 
 Q4_BLOCK = 32
@@ -111,17 +111,3 @@ def _fused_are_read(gguf_name: str, read: dict) -> bool:
     prefix, kind, suffix = gguf_name.rsplit(".", 2)
     group = next((g for g in _FUSED if kind in g), (kind,))
     return all(f"{prefix}.{member}.{suffix}" in read for member in group)
-
-
-# Types whose values reach a model served in int8 or int4 as the file holds them: floats (read in place: hearth.engine.loading.gguf_checkpoint),
-# Q4_TYPES (read here), and Q8_0, whose blocks int8's Q8_0 records and the int4/int8 head recover exactly from
-# their float32 dequantization (max |q| is 127 in each block, so d = max |w| / 127 comes back).
-SERVED_TYPES = frozenset({"F32", "F16", "BF16", "Q8_0", *Q4_TYPES})
-
-
-def unserved_tensors(path: Path) -> list[tuple[str, str]]:
-    """(GGUF tensor name, type name) of every tensor in a type outside SERVED_TYPES (Q5_K, Q6_K, Q2_K, Q3_K,
-    IQ*, ...), in file order: the loader dequantizes them to float and the quantized formats round them again,
-    so a caller can name them. A served type's tensor can still be re-quantized: a Q4_K attn_q whose attn_v
-    is not 4-bit (read_gguf_q4), or a Q4_K token_embd, which the 8-bit head re-quantizes."""
-    return [(name, kind) for name, kind in tensor_types(path).items() if kind not in SERVED_TYPES]

@@ -5,7 +5,6 @@ or int8, and smaller than int8."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hearth.engine.loading.gguf_weights import read_gguf_q4, unserved_tensors
+from hearth.engine.loading.gguf_weights import read_gguf_q4
 from hearth.engine.model.formats import Placement, parse_format
 from hearth.engine.model.linear import BlockQuantizedLinear
 from hearth.kernels.model import vnni_linear
@@ -106,9 +106,27 @@ def test_a_packed_q4_k_layer_is_within_float16_rounding_of_its_block_scales(kqua
     assert ((y - expected).abs() <= bound).all()
 
 
-def test_tensors_hearth_cannot_serve_as_they_are_are_named_with_their_type(kquant_gguf):
-    expected = [("output.weight", "Q6_K")] + [(f"blk.{layer}.{name}.weight", "Q6_K")
-                                              for layer in more_bits_layers() for name in ("attn_v", "ffn_down")]
-    assert sorted(unserved_tensors(kquant_gguf["Q4_K_M"])) == sorted(expected)
-    assert {kind for _, kind in unserved_tensors(kquant_gguf["Q5_K_M"])} == {"Q5_K", "Q6_K"}
-    assert unserved_tensors(kquant_gguf["Q8_0"]) == [] and unserved_tensors(kquant_gguf["F32"]) == []
+def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf, caplog):
+    """int4 names the Q6_K tensors, the Q4_K ones fused with them (attn_q, attn_k of more_bits_layers()) and the
+    Q4_K token table its 8-bit head re-quantizes; mixed names the same (its 8-bit records hold the Q6_K ones
+    finely, but from their float values); the float32 forward rounds nothing."""
+    import logging
+
+    from hearth.engine.loading.loader import log_rounded_tensors
+
+    path = kquant_gguf["Q4_K_M"]
+    packed = set(read_gguf_q4(path, HEADS, KV_HEADS))
+    more = more_bits_layers()
+    q6_k = 1 + 2 * len(more)  # output.weight, attn_v and ffn_down of each more-bits layer
+    q4_k = 1 + 2 * len(more)  # token_embd.weight, attn_q and attn_k of each more-bits layer
+    for format_name in ("int4", "mixed"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
+            log_rounded_tensors(path, format_name, torch.bfloat16, packed)
+        (message,) = [r.getMessage() for r in caplog.records]
+        assert f"Q6_K: {q6_k} (output.weight, blk.{more[0]}.attn_v.weight" in message, message
+        assert f"Q4_K: {q4_k} (token_embd.weight, blk.{more[0]}.attn_k.weight" in message, message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
+        log_rounded_tensors(path, "none", torch.float32, set())
+    assert caplog.records == []

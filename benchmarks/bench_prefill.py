@@ -28,9 +28,10 @@ from server_process import ROOT, free_port, launched, machine  # noqa: E402
 
 from hearth.kernels import cpu_isa  # noqa: E402
 
-WORDS = ("river stone garden window paper silver market winter orange music planet forest letter candle "
-         "bridge doctor engine island mirror pocket rabbit shadow ticket valley wonder yellow anchor basket "
-         "cotton dragon feather harbor jacket kitten ladder meadow needle orchard pepper quarter saddle").split()
+WORDS = ["river", "stone", "garden", "window", "paper", "silver", "market", "winter", "orange", "music", "planet",
+         "forest", "letter", "candle", "bridge", "doctor", "engine", "island", "mirror", "pocket", "rabbit",
+         "shadow", "ticket", "valley", "wonder", "yellow", "anchor", "basket", "cotton", "dragon", "feather",
+         "harbor", "jacket", "kitten", "ladder", "meadow", "needle", "orchard", "pepper", "quarter", "saddle"]
 
 
 def prompts(words: int, count: int) -> list[str]:

@@ -18,22 +18,22 @@ QUESTIONS = [
 ]
 
 PARAMS = [
-    SamplingParams(temperature=0, max_tokens=24),
-    SamplingParams(temperature=0.7, seed=1, max_tokens=24),
-    SamplingParams(temperature=1.0, top_p=0.9, seed=2, max_tokens=24),
-    SamplingParams(temperature=0.9, top_k=20, seed=3, max_tokens=24),
-    SamplingParams(temperature=0, frequency_penalty=1.5, max_tokens=24),
-    SamplingParams(temperature=0.8, presence_penalty=1.0, seed=4, max_tokens=24),
-    SamplingParams(temperature=0, logit_bias={504: -100.0, 28: 5.0}, max_tokens=24),
-    SamplingParams(temperature=1.2, min_p=0.1, seed=5, max_tokens=24),
-    SamplingParams(temperature=0, repetition_penalty=1.3, max_tokens=40),
-    SamplingParams(temperature=0.6, seed=6, logprobs=True, top_logprobs=5, max_tokens=24),
-    SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=24),
-    SamplingParams(temperature=0, stop=("\n",), max_tokens=24),
-    SamplingParams(temperature=0.5, top_p=0.5, top_k=10, seed=8, max_tokens=16),
-    SamplingParams(temperature=0, min_tokens=10, max_tokens=24),
-    SamplingParams(temperature=1.5, top_p=0.95, seed=9, frequency_penalty=0.5, max_tokens=24),
-    SamplingParams(temperature=0, max_tokens=8),
+    SamplingParams(temperature=0, max_tokens=12),
+    SamplingParams(temperature=0.7, seed=1, max_tokens=12),
+    SamplingParams(temperature=1.0, top_p=0.9, seed=2, max_tokens=12),
+    SamplingParams(temperature=0.9, top_k=20, seed=3, max_tokens=12),
+    SamplingParams(temperature=0, frequency_penalty=1.5, max_tokens=12),
+    SamplingParams(temperature=0.8, presence_penalty=1.0, seed=4, max_tokens=12),
+    SamplingParams(temperature=0, logit_bias={504: -100.0, 28: 5.0}, max_tokens=12),
+    SamplingParams(temperature=1.2, min_p=0.1, seed=5, max_tokens=12),
+    SamplingParams(temperature=0, repetition_penalty=1.3, max_tokens=16),
+    SamplingParams(temperature=0.6, seed=6, logprobs=True, top_logprobs=5, max_tokens=12),
+    SamplingParams(temperature=1.0, seed=7, n=2, max_tokens=12),
+    SamplingParams(temperature=0, stop=("\n",), max_tokens=12),
+    SamplingParams(temperature=0.5, top_p=0.5, top_k=10, seed=8, max_tokens=10),
+    SamplingParams(temperature=0, min_tokens=8, max_tokens=12),
+    SamplingParams(temperature=1.5, top_p=0.95, seed=9, frequency_penalty=0.5, max_tokens=12),
+    SamplingParams(temperature=0, max_tokens=6),
 ]
 
 
@@ -111,11 +111,11 @@ def test_abort_frees_memory_at_once(engine):
 
 
 def test_preemption_under_memory_pressure_finishes_every_request(default_entry):
-    # ~40 blocks of 16 tokens: far less than 12 requests of ~35 prompt + 40 output tokens need at once.
-    config = EngineConfig(model_path=str(default_entry.path), kv_cache_memory_gib=40 * 16 * 23040 / 2**30,
-                          max_model_len=512, max_num_seqs=12)
+    # ~24 blocks of 16 tokens: less than 8 requests of ~35 prompt + 16 output tokens need at once (4 each).
+    config = EngineConfig(model_path=str(default_entry.path), kv_cache_memory_gib=24 * 16 * 23040 / 2**30,
+                          max_model_len=256, max_num_seqs=8)
     engine = LLMEngine(config, default_entry, loaded=None)
-    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
     preempted = []
     original = engine.scheduler.schedule
 
@@ -125,12 +125,12 @@ def test_preemption_under_memory_pressure_finishes_every_request(default_entry):
         return out
 
     engine.scheduler.schedule = counting
-    for i in range(12):
+    for i in range(8):
         engine.add_request(f"p{i}", chat_prompt(engine, QUESTIONS[i]), params)
     outputs = {k: v[0] for k, v in run_to_completion(engine).items()}
     assert preempted, "the budget was meant to force preemption"
-    assert sorted(outputs) == sorted(f"p{i}" for i in range(12))
-    assert all(len(tokens) == 40 for tokens in outputs.values())
+    assert sorted(outputs) == sorted(f"p{i}" for i in range(8))
+    assert all(len(tokens) == 16 for tokens in outputs.values())
     assert engine.allocator.num_free == engine.allocator.num_blocks
 
 

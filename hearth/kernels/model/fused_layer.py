@@ -46,7 +46,7 @@ def _declared(level: str) -> ctypes.CDLL:
     library.layer_front.argtypes = [pointer, integer, integer, pointer, number, ctypes.c_int, pointer, integer, integer,
                                     integer, pointer, pointer, pointer, pointer, pointer, ctypes.c_int]
     library.layer_back.argtypes = [pointer, integer, integer, pointer, integer, ctypes.c_int, pointer, pointer, number,
-                                   ctypes.c_int, pointer, integer, pointer, ctypes.c_int]
+                                   ctypes.c_int, pointer, integer, ctypes.c_int, pointer, ctypes.c_int]
     library.layer_front.restype = library.layer_back.restype = ctypes.c_int
     library.decode_layers.argtypes = ([pointer, integer, integer, integer, pointer, pointer, number, integer, integer,
                                        integer, integer, pointer, pointer, pointer, integer, pointer, pointer, pointer,
@@ -96,11 +96,9 @@ def apply_layer_back(hidden: Tensor, attn: Tensor, o: tuple[str, Tensor], norm_w
     _check("hidden", hidden, torch.float32, (rows, dim))
     _check("attn", attn, torch.bfloat16, (rows, attn.shape[1]))
     _check("norm_weight", norm_weight, torch.bfloat16, (dim,))
-    if down[0] != gate_up[0]:
-        raise ValueError(f"gate_up and down must share a form, got {gate_up[0]} and {down[0]}")
     if rows and _library().layer_back(hidden.data_ptr(), rows, dim, attn.data_ptr(), attn.shape[1], FORMS[o[0]],
                                       o[1].data_ptr(), norm_weight.data_ptr(), eps, FORMS[gate_up[0]],
-                                      gate_up[1].data_ptr(), intermediate, down[1].data_ptr(),
+                                      gate_up[1].data_ptr(), intermediate, FORMS[down[0]], down[1].data_ptr(),
                                       torch.get_num_threads()):
         raise MemoryError(f"layer_back could not allocate scratch for {rows} rows")
 
@@ -130,7 +128,7 @@ def apply_silu_mul(gate_up: Tensor) -> Tensor:
 
 
 # Per layer, the order decode_layers.c reads: pointers input_norm, qkv, o, post_norm, gate_up, down; forms of
-# qkv, o and gate_up/down.
+# qkv, o, gate_up and down.
 _LAYER_TENSORS = ("input_norm", "qkv", "o", "post_norm", "gate_up", "down")
 
 
@@ -140,16 +138,14 @@ class LayerStack:
 
     def __init__(self, layers: list[dict[str, Tensor | tuple[str, Tensor]]]) -> None:
         """layers: per layer, input_norm and post_norm [dim] bf16, and (form, packed) for qkv, o, gate_up and
-        down (gate_up and down of one form)."""
+        down, each of its own form (a mixed model's q4 gate_up may feed a q8 down)."""
         self.tensors: list[Tensor] = []
         forms: list[int] = []
         for layer in layers:
             for name in _LAYER_TENSORS:
                 item = layer[name]
                 self.tensors.append(item[1] if isinstance(item, tuple) else item)
-            if layer["down"][0] != layer["gate_up"][0]:
-                raise ValueError(f"gate_up and down must share a form, got {layer['gate_up'][0]} and {layer['down'][0]}")
-            forms += [FORMS[layer["qkv"][0]], FORMS[layer["o"][0]], FORMS[layer["gate_up"][0]]]
+            forms += [FORMS[layer[name][0]] for name in ("qkv", "o", "gate_up", "down")]
         for tensor in self.tensors:
             if not tensor.is_contiguous() or tensor.device.type != "cpu":
                 raise ValueError("layer tensors must be contiguous CPU tensors")

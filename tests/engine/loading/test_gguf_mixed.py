@@ -10,7 +10,8 @@ from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
 from hearth.engine.loading.gguf_file import QUANTIZED_BITS, hf_name, projection_types
 from hearth.engine.loading.registry import ModelEntry
-from tests.conftest import chat_prompt
+from hearth.engine.sampling.sampling_params import SamplingParams
+from tests.conftest import chat_prompt, run_to_completion
 from tests.engine.loading.test_gguf_weights import _logits, skip_below_block_kernels
 
 FUSED = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "o": ("self_attn.o_proj",),
@@ -33,11 +34,16 @@ def test_each_projection_is_held_at_its_own_grid(q4_k_m):
     assert ModelEntry(id="f", path=q4_k_m).serving_format() == "mixed"
     bits = {hf_name(name): QUANTIZED_BITS[kind] for name, kind in projection_types(q4_k_m).items()}
     assert set(bits.values()) == {4, 6}, "the fixture mixes Q4_K and Q6_K projections"
-    model = _engine(q4_k_m, "mixed", "bfloat16").loaded.model  # as served: bf16 activations on the C kernels
+    engine = _engine(q4_k_m, "mixed", "bfloat16")  # as served: bf16 activations on the C kernels
+    model = engine.loaded.model
     for i, layer in enumerate(model.layers):
         for linear, members in FUSED.items():
             finest = max(bits[f"model.layers.{i}.{member}.weight"] for member in members)
             assert layer[linear].form == ("q4" if finest == 4 else "q8"), (i, linear, finest)
+    # A layer's 4-bit gate_up beside its 8-bit down decodes in the one-call layer stack too.
+    assert model.fused_layer_reason is None
+    engine.add_request("a", chat_prompt(engine, "Hello"), SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    assert len(run_to_completion(engine)["a"][0]) == 6
 
 
 def test_it_is_closer_to_the_files_float32_forward_than_int4_or_int8_and_smaller_than_int8(q4_k_m):

@@ -15,8 +15,9 @@ int layer_front(const float *hidden, int64_t rows, int64_t dim, const uint16_t *
                 const uint16_t *cos, const uint16_t *signed_sin, uint16_t *q, uint16_t *k, uint16_t *v,
                 int num_threads);
 int layer_back(float *hidden, int64_t rows, int64_t dim, const uint16_t *attn, int64_t attn_dim, int o_form,
-               const uint8_t *o_weight, const uint16_t *norm_weight, float eps, int mlp_form,
-               const uint8_t *gate_up_weight, int64_t intermediate, const uint8_t *down_weight, int num_threads);
+               const uint8_t *o_weight, const uint16_t *norm_weight, float eps, int gate_up_form,
+               const uint8_t *gate_up_weight, int64_t intermediate, int down_form, const uint8_t *down_weight,
+               int num_threads);
 
 typedef int (*row_attention_fn)(const uint16_t *q, const uint16_t *kv, const int32_t *tables,
                                 const int64_t *table_starts, const int64_t *positions, int64_t rows,
@@ -28,7 +29,7 @@ typedef void (*write_kv_fn)(uint16_t *kv, const uint16_t *k, const uint16_t *v, 
 /* Pointers of one layer, in this order, LAYER_POINTERS per layer. */
 enum { INPUT_NORM, QKV, O, POST_NORM, GATE_UP, DOWN, LAYER_POINTERS };
 /* Forms of one layer (4: Q4_1, 8: Q8_0, 16: bf16 records), LAYER_FORMS per layer. */
-enum { QKV_FORM, O_FORM, MLP_FORM, LAYER_FORMS };
+enum { QKV_FORM, O_FORM, GATE_UP_FORM, DOWN_FORM, LAYER_FORMS };
 
 /* hidden [rows, dim] float32, updated in place through every layer. kv is the cache, [num_layers,
  * layer_slots, 2, num_kv_heads, head_dim] bf16 (laid out within each block as row_attention.c keeps it:
@@ -56,8 +57,8 @@ int decode_layers(float *hidden, int64_t rows, int64_t dim, int64_t num_layers, 
         write_kv(kv_layer, k, v, slot_mapping, rows, num_kv_heads, head_dim, block_size);
         failed = row_attention(q, kv_layer, tables, table_starts, positions, rows, num_heads, num_kv_heads, head_dim,
                                block_size, scale, attn, num_threads)
-              || layer_back(hidden, rows, dim, attn, q_width, form[O_FORM], w[O], w[POST_NORM], eps, form[MLP_FORM],
-                            w[GATE_UP], intermediate, w[DOWN], num_threads);
+              || layer_back(hidden, rows, dim, attn, q_width, form[O_FORM], w[O], w[POST_NORM], eps,
+                            form[GATE_UP_FORM], w[GATE_UP], intermediate, form[DOWN_FORM], w[DOWN], num_threads);
     }
     free(q);
     free(attn);

@@ -155,8 +155,9 @@ void silu_mul_bf16(const uint16_t *gate_up, int64_t rows, int64_t intermediate, 
 /* hidden [rows, dim] float32, in place: hidden += o(attn); hidden += down(bf16(bf16(silu(gate)) up)) with
  * gate, up = gate_up(norm(hidden)) in bf16. Returns nonzero when out of memory or a kernel fails. */
 int layer_back(float *hidden, int64_t rows, int64_t dim, const uint16_t *attn, int64_t attn_dim, int o_form,
-               const uint8_t *o_weight, const uint16_t *norm_weight, float eps, int mlp_form,
-               const uint8_t *gate_up_weight, int64_t intermediate, const uint8_t *down_weight, int num_threads) {
+               const uint8_t *o_weight, const uint16_t *norm_weight, float eps, int gate_up_form,
+               const uint8_t *gate_up_weight, int64_t intermediate, int down_form, const uint8_t *down_weight,
+               int num_threads) {
     float *update = malloc(rows * dim * sizeof(float));
     uint16_t *x = malloc(rows * dim * sizeof(uint16_t));
     uint16_t *gate_up = malloc(rows * 2 * intermediate * sizeof(uint16_t));
@@ -168,11 +169,11 @@ int layer_back(float *hidden, int64_t rows, int64_t dim, const uint16_t *attn, i
         for (int64_t i = 0; i < rows * dim; i++)
             hidden[i] += update[i];
         rms_norm_rows(hidden, rows, dim, norm_weight, eps, x, num_threads);
-        failed = linear(mlp_form, x, rows, dim, gate_up_weight, 2 * intermediate, gate_up, 0, num_threads);
+        failed = linear(gate_up_form, x, rows, dim, gate_up_weight, 2 * intermediate, gate_up, 0, num_threads);
     }
     if (!failed) {
         silu_mul_rows(gate_up, rows, intermediate, act, num_threads);
-        failed = linear(mlp_form, act, rows, intermediate, down_weight, dim, update, 1, num_threads);
+        failed = linear(down_form, act, rows, intermediate, down_weight, dim, update, 1, num_threads);
     }
     if (!failed)
         for (int64_t i = 0; i < rows * dim; i++)

@@ -166,21 +166,22 @@ static void attention(const char *name, int64_t heads, int64_t kv_heads, int64_t
     free(table); free(starts); free(kv); free(q); free(o);
 }
 
-/* Two layers (Q4/Q8/bf16 in both orders), two sequences at positions 5 and 70 with their earlier keys in
- * the cache: the hidden rows after the stack, and the cache with the new keys written. */
+/* Two layers (Q4/Q8/bf16 in both orders, gate_up and down of different forms as in a mixed model), two
+ * sequences at positions 5 and 70 with their earlier keys in the cache: the hidden rows after the stack, and
+ * the cache with the new keys written. */
 static void decode(void) {
     enum { LAYERS = 2, ROWS = 2, DIM = 64, HEADS = 2, KV_HEADS = 1, HEAD_DIM = 32, INTER = 128, BLOCK = 16 };
     const int64_t width = (HEADS + 2 * KV_HEADS) * HEAD_DIM, layer_slots = 8 * BLOCK;
-    const int32_t forms[LAYERS * 3] = {4, 8, 16, 16, 4, 8};
+    const int32_t forms[LAYERS * 4] = {4, 8, 16, 4, 16, 4, 8, 16};  /* qkv, o, gate_up, down per layer */
     const void *pointers[LAYERS * 6];
     for (int l = 0; l < LAYERS; l++) {
-        const int32_t *f = forms + 3 * l;
+        const int32_t *f = forms + 4 * l;
         pointers[6 * l + 0] = bf16_array(DIM, 0.25f, 1.0f);
         pointers[6 * l + 1] = packed(f[0], width, DIM);
         pointers[6 * l + 2] = packed(f[1], DIM, HEADS * HEAD_DIM);
         pointers[6 * l + 3] = bf16_array(DIM, 0.25f, 1.0f);
         pointers[6 * l + 4] = packed(f[2], 2 * INTER, DIM);
-        pointers[6 * l + 5] = packed(f[2], DIM, INTER);
+        pointers[6 * l + 5] = packed(f[3], DIM, INTER);
     }
     const int32_t tables[6] = {7, 0, 3, 6, 1, 5};  /* sequence 0: block 7; sequence 1: blocks 0, 3, 6, 1, 5 */
     const int64_t starts[ROWS] = {0, 1}, positions[ROWS] = {5, 70};

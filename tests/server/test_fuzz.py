@@ -24,10 +24,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-CHAT_EXAMPLES = 250
+CHAT_EXAMPLES = 120
 # The other generating APIs: fewer fields than chat's to cover.
-EXAMPLES = {"/v1/chat/completions": CHAT_EXAMPLES, "/v1/completions": 50, "/v1/responses": 50}
-OTHER_EXAMPLES = 25
+EXAMPLES = {"/v1/chat/completions": CHAT_EXAMPLES, "/v1/completions": 30, "/v1/responses": 30}
+OTHER_EXAMPLES = 15
 MAX_TOKENS = 1
 MAX_N = 2
 MAX_PROMPT = 8

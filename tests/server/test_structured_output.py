@@ -43,7 +43,7 @@ def run_all(client, bodies):
 
 
 def sampling_settings():
-    return [{"temperature": 0}] + [{"temperature": 1.0, "seed": seed} for seed in range(3)]
+    return [{"temperature": 0}] + [{"temperature": 1.0, "seed": seed} for seed in range(2)]
 
 
 def test_json_schema_output_always_validates(app_client):
@@ -61,7 +61,7 @@ def test_json_object_output_is_always_one_object(app_client):
     """Even when the model rambles to the end of max_tokens: the object is closed within the budget (and
     then reported as finish_reason 'length')."""
     bodies = [{"messages": [{"role": "user", "content": "Give me a small JSON object about a cat."}],
-               "response_format": {"type": "json_object"}, "max_completion_tokens": 120, **s}
+               "response_format": {"type": "json_object"}, "max_completion_tokens": 60, **s}
               for s in sampling_settings()]
     reasons = []
     for status, body in run_all(app_client, bodies):
@@ -69,7 +69,7 @@ def test_json_object_output_is_always_one_object(app_client):
         choice = body["choices"][0]
         reasons.append(choice["finish_reason"])
         assert isinstance(json.loads(choice["message"]["content"]), dict)
-        assert body["usage"]["completion_tokens"] <= 120
+        assert body["usage"]["completion_tokens"] <= 60
     assert set(reasons) <= {"stop", "length"}
 
 

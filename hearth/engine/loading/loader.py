@@ -163,7 +163,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
             model = LlamaModel.from_checkpoint(weights, hf_config, dtype, device, max_model_len + 1, weight_format,
                                                native, partition, group)
         if gguf is not None:
-            log_rounded_tensors(gguf, weight_format.name, dtype, set(native))
+            log_rounded_tensors(gguf, weight_format, dtype, set(native))
         num_kv_heads, max_rank_kv_heads = partition.num_kv_heads, partition.max_kv_heads
         rank_bytes = tuple(group.all_gather_int(model.resident_weight_bytes()))
         if group.is_distributed:
@@ -198,23 +198,21 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
     )
 
 
-def log_rounded_tensors(gguf: Path, format_name: str, dtype: torch.dtype, packed: set[str]) -> None:
-    """Warns, by type, of the quantized tensors the format rounds again from their float32 values (the ones
-    it does not pack as they are): a served file is never re-quantized silently. `none` in float32 rounds
-    nothing."""
+def log_rounded_tensors(gguf: Path, weight_format, dtype: torch.dtype, packed: set[str]) -> None:
+    """Warns, by type, of the quantized tensors `weight_format` rounds again from their float32 values (the
+    ones it does not pack as they are): a served file is never re-quantized silently. The float32 torch
+    path rounds nothing."""
     from hearth.engine.loading.gguf_file import FLOAT_TYPES, hf_name, tensor_types
 
-    if format_name == "none" and dtype == torch.float32:
+    if weight_format.is_exact_against_transformers and dtype == torch.float32:
         return
     rounded: dict[str, list[str]] = {}
     for name, kind in tensor_types(gguf).items():
-        # Q8_0 comes back exactly from 8-bit blocks: int8's layers, and int4's vocabulary tables.
-        is_8_bit_here = format_name == "int8" or (format_name in ("int4", "mixed") and name in ("token_embd.weight", "output.weight")) \
-            or (format_name == "mixed" and kind == "Q8_0")
-        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and is_8_bit_here):
+        is_vocabulary = name in ("token_embd.weight", "output.weight")
+        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and weight_format.keeps_q8_0(is_vocabulary)):
             continue
         rounded.setdefault(kind, []).append(name)
     if rounded:
-        logger.warning("%s rounds these %s tensors again from their float32 values: %s", format_name, gguf.name,
+        logger.warning("%s rounds these %s tensors again from their float32 values: %s", weight_format.name, gguf.name,
                        "; ".join(f"{kind}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
                                  for kind, names in rounded.items()))

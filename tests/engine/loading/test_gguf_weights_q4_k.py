@@ -122,11 +122,11 @@ def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf
     for format_name in ("int4", "mixed"):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
-            log_rounded_tensors(path, format_name, torch.bfloat16, packed)
+            log_rounded_tensors(path, parse_format(format_name), torch.bfloat16, packed)
         (message,) = [r.getMessage() for r in caplog.records]
         assert f"Q6_K: {q6_k} (output.weight, blk.{more[0]}.attn_v.weight" in message, message
         assert f"Q4_K: {q4_k} (token_embd.weight, blk.{more[0]}.attn_k.weight" in message, message
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
-        log_rounded_tensors(path, "none", torch.float32, set())
+        log_rounded_tensors(path, parse_format("none"), torch.float32, set())
     assert caplog.records == []

@@ -30,6 +30,9 @@ class Int4Format(Int8Format):
     name = "int4"
     aten_kernels = ("int8", "int4")
 
+    def keeps_q8_0(self, is_vocabulary: bool) -> bool:
+        return is_vocabulary  # its projections are 4-bit, its vocabulary tables 8-bit
+
     def gguf_values(self, path: Path, num_heads: int, num_kv_heads: int) -> dict:
         """Every Q4_0/Q4_1/Q4_K projection in the file (hearth.engine.loading.gguf_weights.Q4Tensor)."""
         # Imported here: gguf_weights builds this package's QuantizedValues, so it imports the package.

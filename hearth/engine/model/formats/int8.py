@@ -27,6 +27,9 @@ class Int8Format(WeightFormat):
     # The aten kernels the format falls back to (below the C kernels' level, off CPU): each must exist here.
     aten_kernels: tuple[str, ...] = ("int8",)
 
+    def keeps_q8_0(self, is_vocabulary: bool) -> bool:
+        return True
+
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         for kernel in self.aten_kernels:
             reason = unsupported_reason(kernel, torch.device(device), dtype)

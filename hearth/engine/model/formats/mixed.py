@@ -25,3 +25,6 @@ class MixedFormat(Int4Format):
         if source_bits is not None and source_bits > 4:
             return self.q8_linear(weight.to(at.device), bias, at, adds_to_residual)
         return super().linear(weight, bias, at, adds_to_residual)
+
+    def keeps_q8_0(self, is_vocabulary: bool) -> bool:
+        return True  # an 8-bit source is held in 8-bit records

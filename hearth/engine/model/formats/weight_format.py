@@ -104,6 +104,11 @@ class WeightFormat:
             is_exact_against_transformers=self.is_exact_against_transformers,
         )
 
+    def keeps_q8_0(self, is_vocabulary: bool) -> bool:
+        """Whether a GGUF Q8_0 tensor (the embedding or head if `is_vocabulary`, else a projection) is held in
+        Q8_0 records, which give its values back exactly from their float32 dequantization."""
+        return False
+
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """None when the format runs here (device, activation dtype, current CPU level), else why not."""
         return None

@@ -30,11 +30,11 @@ FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 # The 4-bit types int4 packs as they are: name -> (weights, bytes) per block, the unit a tensor splits at.
 Q4_BLOCKS = {"Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (256, 144)}
 Q4_TYPES = frozenset(Q4_BLOCKS)
-# Types a format re-quantizes on purpose with a warning, because the result is at least as fine as the file's
-# own grid: 8-bit blocks of 32 round a 5- or 6-bit K-quant weight by at most 1/8 of its own step.
-FINER_IN_INT8 = frozenset({"Q5_K", "Q6_K", "Q8_0", "Q5_0", "Q5_1"})
 # Bits per weight of the quantized types hearth serves (the `mixed` format keeps each at its own grid).
 QUANTIZED_BITS = {**{kind: 4 for kind in Q4_TYPES}, "Q5_0": 5, "Q5_1": 5, "Q5_K": 5, "Q6_K": 6, "Q8_0": 8}
+# Types a format re-quantizes on purpose with a warning, because the result is at least as fine as the file's
+# own grid: 8-bit blocks of 32 round a 5- or 6-bit K-quant weight by at most 1/8 of its own step.
+FINER_IN_INT8 = frozenset(kind for kind, bits in QUANTIZED_BITS.items() if bits > 4)
 
 
 def hf_name(gguf_name: str) -> str | None:
@@ -91,7 +91,10 @@ class GGUFIndex:
             if value_type == self._ARRAY:
                 item_type, count = self._read("<IQ")
                 self._arrays[key] = (item_type, count, self._pos)
-            self.metadata[key] = self._value(value_type, *((item_type, count) if value_type == self._ARRAY else ()))
+                self._skip_array(item_type, count)
+                self.metadata[key] = None
+            else:
+                self.metadata[key] = self._value(value_type)
         infos = []
         for _ in range(tensor_count):
             name = self._string()
@@ -148,25 +151,26 @@ class GGUFIndex:
             raise ValueError(f"metadata {key!r} is an array of arrays, which hearth does not read")
         return np.frombuffer(self._buffer, np.dtype(self._SCALARS[item_type]), count, pos).tolist()
 
-    def _value(self, value_type: int, item_type: int | None = None, count: int = 0):
+    def _value(self, value_type: int):
         if value_type == self._STRING:
             return self._string()
-        if value_type == self._ARRAY:
-            if item_type is None:
-                item_type, count = self._read("<IQ")
-            if item_type == self._STRING:
-                for _ in range(count):
-                    (length,) = self._unpack("<Q", self._buffer, self._pos)
-                    self._pos += 8 + length
-            elif item_type == self._ARRAY:
-                for _ in range(count):
-                    self._value(self._ARRAY)
-            else:
-                import struct
-
-                self._pos += count * struct.calcsize(self._SCALARS[item_type])
-            return None  # an array is decoded on request (array)
+        if value_type == self._ARRAY:  # an array inside an array: skipped
+            self._skip_array(*self._read("<IQ"))
+            return None
         return self._read(self._SCALARS[value_type])[0]
+
+    def _skip_array(self, item_type: int, count: int) -> None:
+        if item_type == self._STRING:
+            for _ in range(count):
+                (length,) = self._unpack("<Q", self._buffer, self._pos)
+                self._pos += 8 + length
+        elif item_type == self._ARRAY:
+            for _ in range(count):
+                self._value(self._ARRAY)
+        else:
+            import struct
+
+            self._pos += count * struct.calcsize(self._SCALARS[item_type])
 
 
 @functools.lru_cache(maxsize=4)

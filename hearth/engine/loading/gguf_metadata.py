@@ -7,6 +7,11 @@ from hearth's own index of the file (gguf_file.GGUFIndex: the arrays decode in ~
 own tables: its GGUF key renames for the config and tokenizer, and its tokenizer converters. Architectures
 whose config transformers builds with special cases (anything but plain llama) go through transformers'
 own loader, slower but the same.
+
+A plain llama file's config is transformers' base config class holding the renamed values, not LlamaConfig:
+LlamaConfig's module imports transformers' activations, kernel hub and weight-conversion machinery
+(torch.distributed.tensor, sympy, accelerate), ~1 s of every start, and the native forward reads only the
+values. transformers_config() gives the architecture's own class where transformers' modules need it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ def _by_transformers(gguf_path: Path, build):
 @functools.lru_cache(maxsize=4)
 def _config(gguf_path: Path):
     from transformers import AutoConfig
+    from transformers.configuration_utils import PreTrainedConfig
     from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     index = open_gguf(gguf_path)
@@ -55,7 +60,7 @@ def _config(gguf_path: Path):
                 values[renamed] = _metadata(index, key)
         if "vocab_size" not in values:
             values["vocab_size"] = index.array_length("tokenizer.ggml.tokens")
-        config = CONFIG_MAPPING[values["model_type"]].from_dict(values)
+        config = PreTrainedConfig(**values)
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # transformers' note that it dequantizes: hearth reads the weights itself
     if not getattr(config, "architectures", None):
@@ -65,8 +70,23 @@ def _config(gguf_path: Path):
 
 
 def gguf_config(gguf_path: Path):
-    """The transformers config of the model in `gguf_path` (shared: do not modify)."""
+    """The config of the model in `gguf_path` (shared: do not modify): transformers' own for the file, as its
+    architecture's class or, for plain llama, as the base class holding the same values."""
     return _config(Path(gguf_path).resolve())
+
+
+def transformers_config(config):
+    """`config` as its architecture's own transformers class (LlamaConfig for a plain llama file's), with that
+    class's defaults for what the file does not say: what transformers' modules are built from."""
+    from transformers.configuration_utils import PreTrainedConfig
+
+    if type(config) is not PreTrainedConfig:
+        return config
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    # The base class writes its own (empty) model_type into the dict.
+    values = {key: value for key, value in config.to_dict().items() if key != "model_type"}
+    return CONFIG_MAPPING[config.model_type].from_dict(values)
 
 
 def gguf_tokenizer(gguf_path: Path):

@@ -15,7 +15,7 @@ from hearth.engine.distributed.group import TensorParallelGroup
 from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition
 from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
 from hearth.engine.loading.gguf_convert import MARKER as CONVERTED_MARKER
-from hearth.engine.loading.gguf_metadata import gguf_config, gguf_eos_token_ids, gguf_tokenizer
+from hearth.engine.loading.gguf_metadata import gguf_config, gguf_eos_token_ids, gguf_tokenizer, transformers_config
 from hearth.engine.loading.registry import ModelEntry
 from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
 
@@ -178,7 +178,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
             raise ValueError(f"quantization={weight_format.name} needs the native forward, which {entry.id!r} "
                              f"cannot use: {reason}")
         logger.warning("using transformers' module for %s: %s", entry.id, reason)
-        model = HFModule.from_folder(folder, dtype, device, config=hf_config if entry.is_gguf else None)
+        model = HFModule.from_folder(folder, dtype, device, config=transformers_config(hf_config) if entry.is_gguf else None)
         is_native = False
     return LoadedModel(
         folder=folder,

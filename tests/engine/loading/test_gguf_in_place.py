@@ -88,3 +88,21 @@ def test_a_file_in_a_type_no_format_serves_is_refused_at_start_naming_a_tensor(t
     _write_typed(path, "Q3_K")
     with pytest.raises(ValueError, match=r"blk\.0\.attn_q\.weight is Q3_K"):
         ModelEntry(id="coarse", path=path).serving_format()
+
+
+def test_a_gguf_on_transformers_module_gives_the_native_forwards_greedy_tokens(kquant_gguf):
+    """With the native forward off, transformers' own module serves the file (it dequantizes it, built from the
+    architecture's own config class rather than the light config the native path reads): float32 weights on
+    both sides, so the greedy tokens agree."""
+    path = kquant_gguf["F32"]
+    entry = ModelEntry(id="tiny-f32", path=path)
+    common = dict(model_path=str(path), dtype="float32", max_num_seqs=2, kv_cache_memory_gib=0.05, max_model_len=256)
+    native = LLMEngine(EngineConfig(quantization="none", **common), entry)
+    module = LLMEngine(EngineConfig(quantization="none", use_native_model=False, **common), entry)
+    assert native.loaded.is_native and not module.loaded.is_native
+    assert type(module.loaded.model.model.config).__name__ == "LlamaConfig"
+    prompt = "Count: one two three"
+    native_tokens, native_logprobs = _answer(native, prompt, max_tokens=8)
+    module_tokens, module_logprobs = _answer(module, prompt, max_tokens=8)
+    assert native_tokens == module_tokens
+    torch.testing.assert_close(torch.tensor(native_logprobs), torch.tensor(module_logprobs), rtol=0, atol=1e-3)

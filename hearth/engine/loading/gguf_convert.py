@@ -60,6 +60,12 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     steps.update()
     steps.close()
 
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    if out_dir.is_dir():
+        # The folder may hold the GGUF itself (a .gguf entry's reference folder, hearth.engine.loading.fetch):
+        # only the converted files are replaced, the marker last.
+        for path in sorted(tmp_dir.iterdir(), key=lambda p: p.name == MARKER):
+            path.replace(out_dir / path.name)
+        tmp_dir.rmdir()
+    else:
+        tmp_dir.rename(out_dir)
     return out_dir

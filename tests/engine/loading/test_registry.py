@@ -62,3 +62,13 @@ def test_gguf_entry_is_recognised(tmp_path):
     gguf.write_bytes(b"GGUF")
     entry = ModelEntry(id="m", path=gguf)
     assert entry.is_gguf and entry.exists()
+
+
+def test_the_default_model_is_served_from_its_gguf_as_the_files_types_choose(registry):
+    """models.yaml names the default model's GGUF itself, with no quantization field: its Q4_1 types choose int4
+    (make setup fetches the file; nothing is converted for serving)."""
+    entry = registry.resolve(None)
+    assert entry.is_gguf and entry.quantization is None
+    assert entry.source is not None and entry.path.name == entry.source.gguf.rsplit("/", 1)[-1]
+    assert entry.exists(), f"make setup fetches the default model to {entry.path}"
+    assert entry.serving_format() == "int4"

@@ -129,6 +129,10 @@ class CheckpointReader:
         """None: a folder's safetensors hold float weights (GGUFCheckpoint.source_bits gives a quantized type's)."""
         return None
 
+    def q8_0_blocks(self, name: str, rows: tuple[int, int] | None = None) -> None:
+        """None: a folder's safetensors hold no GGUF blocks (GGUFCheckpoint.q8_0_blocks)."""
+        return None
+
     def read(self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> Tensor:
         """The tensor, or its rows [start, stop), or its columns [start, stop), as a contiguous tensor of its
         own: safetensors' slices can be views into the memory-mapped file that keep the whole tensor's

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hearth.engine.loading.gguf_blocks import decode_q8_0
 from hearth.engine.loading.gguf_file import IGNORED, QUANTIZED_BITS, hf_name, open_gguf
+from hearth.engine.model.formats.values import Q8Blocks
 
 Range = tuple[int, int]
 
@@ -83,6 +85,19 @@ class GGUFCheckpoint:
         picked = slice(start, stop) if order is None else order[start:stop].numpy()
         values = _to_torch(data[picked], tensor.tensor_type)
         return values if cols is None else values[:, cols[0]:cols[1]].contiguous()
+
+
+    def q8_0_blocks(self, name: str, rows: Range | None = None) -> Q8Blocks | None:
+        """A Q8_0 tensor's blocks (or its rows') as the file holds them, for a format that packs them without a
+        float round trip; None for any other type."""
+        tensor, order = self._tensors[name], self._order[name]
+        if tensor.tensor_type.name != "Q8_0":
+            return None
+        data = tensor.data
+        start, stop = rows if rows is not None else (0, data.shape[0])
+        picked = slice(start, stop) if order is None else order[start:stop].numpy()
+        values = decode_q8_0(data[picked].reshape(stop - start, -1), stop - start)
+        return Q8Blocks(q=values.q, d=values.scale)
 
 
 def _to_torch(data: np.ndarray, kind) -> Tensor:

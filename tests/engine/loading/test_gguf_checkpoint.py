@@ -43,3 +43,44 @@ def test_a_read_owns_its_memory(kquant_gguf):
     """A view would keep the file's mapping alive for the life of the model."""
     weight = GGUFCheckpoint(kquant_gguf["F32"], HEADS, KV_HEADS).read("model.layers.0.input_layernorm.weight")
     assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size() and weight.is_contiguous()
+
+
+def test_q8_0_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf):
+    """A Q8_0 tensor's blocks (q, d) as the file holds them: their d q is the gguf package's dequantization,
+    whole or by rows; other types have none."""
+    path = kquant_gguf["Q8_0"]
+    checkpoint = GGUFCheckpoint(path, HEADS, KV_HEADS)
+    embed = _expected(path, "token_embd.weight")
+    blocks = checkpoint.q8_0_blocks("model.embed_tokens.weight")
+    assert blocks.q.dtype == torch.int8 and blocks.d.shape == (embed.shape[0], embed.shape[1] // 32)
+    assert torch.equal(blocks.weights(), embed)
+    assert torch.equal(checkpoint.q8_0_blocks("model.embed_tokens.weight", rows=(5, 40)).weights(), embed[5:40])
+    assert checkpoint.q8_0_blocks("model.layers.1.input_layernorm.weight") is None  # float32
+    assert GGUFCheckpoint(kquant_gguf["Q4_K_M"], HEADS, KV_HEADS).q8_0_blocks("model.layers.1.mlp.down_proj.weight") is None
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int4"])
+def test_a_q8_0_vocabulary_is_packed_from_its_blocks_without_a_float_round_trip(kquant_gguf, quantization,
+                                                                                monkeypatch):
+    """int8 and int4 keep a Q8_0 embedding and head in Q8_0 records: packed from the file's blocks, never read
+    as float (~1 s of a start for the default model's 49k x 576 table), into the same records as the float
+    path's (whose quantize_q8 gives a Q8_0 table back exactly)."""
+    from hearth.engine.config import EngineConfig
+    from hearth.engine.llm_engine import LLMEngine
+    from hearth.engine.loading.registry import ModelEntry
+    from hearth.kernels.model import vnni_linear
+
+    if vnni_linear.unavailable_reason() is not None:
+        pytest.skip(f"Q8_0 records need the C kernels: {vnni_linear.unavailable_reason()}")
+    path = kquant_gguf["Q8_0"]
+    read_as_float = []
+    original = GGUFCheckpoint.read
+    monkeypatch.setattr(GGUFCheckpoint, "read",
+                        lambda self, name, *a, **k: read_as_float.append(name) or original(self, name, *a, **k))
+    engine = LLMEngine(EngineConfig(model_path=str(path), quantization=quantization, max_num_seqs=2,
+                                    kv_cache_memory_gib=0.05, max_model_len=256), ModelEntry(id="tiny", path=path))
+    assert "model.embed_tokens.weight" not in read_as_float and "lm_head.weight" not in read_as_float
+    head = engine.loaded.model.lm_head
+    table = _expected(path, "output.weight")
+    q, d = vnni_linear.quantize_q8(table)  # the float path's records, which give a Q8_0 table back exactly
+    assert torch.equal(head.packed, vnni_linear.pack_q8(q, d))

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from hearth.engine.model.embedding import Embedding, Q8Embedding
 from hearth.engine.model.formats.placement import Placement
+from hearth.engine.model.formats.values import Q8Blocks, float_values
 from hearth.engine.model.formats.weight_format import WeightFormat
 from hearth.engine.model.linear import BlockQuantizedLinear, Int8Linear, Linear, int8_linear
 from hearth.kernels.model import vnni_linear
@@ -56,23 +57,33 @@ class Int8Format(WeightFormat):
                 return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *q.shape, bias, output_dtype)
         return int8_linear(weight, bias, at.dtype)
 
-    def embedding_and_head(self, embed: Tensor, lm_head: Tensor | None,
+    def embedding_and_head(self, embed: Tensor | Q8Blocks, lm_head: Tensor | Q8Blocks | None,
                            at: Placement) -> tuple[Embedding | Q8Embedding, Linear]:
-        """Q8_0 blocks on vnni_linear where it runs (a Q8_0 table's own values, given back exactly from its
-        float32 dequantization), else int8 per channel with float32 scales and activations. A tied table serves
-        both the lookup and the head, so it is stored once."""
-        embed = embed.to(at.device)
-        vocab_weight = embed if lm_head is None else lm_head.to(at.device)
+        """Q8_0 blocks on vnni_linear where it runs (a GGUF Q8_0 table's own blocks, packed as they are), else
+        int8 per channel with float32 scales and activations. A tied table serves both the lookup and the head,
+        so it is stored once."""
+        vocab_weight = embed if lm_head is None else lm_head
         if at.has_c_kernels:
-            q, d = vnni_linear.quantize_q8(vocab_weight)
+            q, d = _q8_values(vocab_weight, at.device)
             if vnni_linear.unpackable_reason(*q.shape, d) is None:
                 packed = vnni_linear.pack_q8(q, d)
                 head = BlockQuantizedLinear("q8", packed, *q.shape, None, torch.float32)
                 if lm_head is None:
                     return Q8Embedding(packed, shares_head=True), head
-                return Embedding(embed.to(at.dtype).contiguous(), None, at.dtype, shares_head=False), head
+                table = float_values(embed).to(at.device).to(at.dtype).contiguous()
+                return Embedding(table, None, at.dtype, shares_head=False), head
+        embed = float_values(embed).to(at.device)
+        vocab_weight = embed if lm_head is None else float_values(lm_head).to(at.device)
         if lm_head is None:
             qweight, scales = quantize_int8(embed, torch.float32)
             return Embedding(qweight, scales, at.dtype, shares_head=True), Int8Linear(qweight, scales, None)
         table = embed.to(at.dtype).contiguous()
         return Embedding(table, None, at.dtype, shares_head=False), int8_linear(vocab_weight, None, torch.float32)
+
+
+def _q8_values(table: Tensor | Q8Blocks, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(q, d) for vnni_linear's Q8 records: a Q8_0 tensor's blocks as the file holds them (those records take q
+    in -127..127, which llama.cpp's Q8_0 quantizer always writes), else quantized from the values."""
+    if isinstance(table, Q8Blocks) and int(table.q.min()) >= -127:
+        return table.q.to(device), table.d.to(device)
+    return vnni_linear.quantize_q8(float_values(table).to(device))

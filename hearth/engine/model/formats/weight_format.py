@@ -144,5 +144,6 @@ class WeightFormat:
     def embedding_and_head(self, embed: Tensor, lm_head: Tensor | None,
                            at: Placement) -> tuple[Embedding | Q8Embedding, Linear]:
         """The embedding and the lm_head (the embedding itself when lm_head is None: tied). Every head gives
-        float32 logits, so the sampling core never sees logits rounded to the activation dtype."""
+        float32 logits, so the sampling core never sees logits rounded to the activation dtype. A format whose
+        keeps_q8_0(is_vocabulary=True) may get a GGUF Q8_0 table as its blocks (values.Q8Blocks)."""
         raise NotImplementedError

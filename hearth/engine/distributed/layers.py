@@ -21,6 +21,7 @@ from torch import Tensor
 
 from hearth.engine.loading.gguf_weights import Q4Tensor
 from hearth.engine.model.embedding import Embedding
+from hearth.engine.model.formats.values import Q8Blocks
 from hearth.engine.model.linear import Linear
 from hearth.engine.model.linear_factory import LinearFactory
 
@@ -80,8 +81,9 @@ class ShardedLayers:
                                             biases)
         if any(n in self.native for n in names):
             raise ValueError(f"weights {names} are partly 4-bit in the GGUF; the native loader needs all or none")
-        return self.factory.linear(torch.cat([self.tensor(n, rows) for n, (_, rows) in zip(names, parts, strict=True)]),
-                                   biases, source_bits=self._source_bits(names))
+        blocks = self._q8_blocks([(n, rows, None) for n, (_, rows) in zip(names, parts, strict=True)])
+        weight = blocks or torch.cat([self.tensor(n, rows) for n, (_, rows) in zip(names, parts, strict=True)])
+        return self.factory.linear(weight, biases, source_bits=self._source_bits(names))
 
     def row(self, name: str, cols: Range) -> Linear:
         """Row-parallel: columns `cols` of `name`.weight; its output is a partial sum over the ranks, added
@@ -89,8 +91,8 @@ class ShardedLayers:
         weight = f"{name}.weight"
         if weight in self.native:
             return self.factory.from_values([self._native(weight).cols(*cols)], None, adds_to_residual=True)
-        return self.factory.linear(self.tensor(weight, cols=cols), None, adds_to_residual=True,
-                                   source_bits=self._source_bits([weight]))
+        values = self._q8_blocks([(weight, None, cols)]) or self.tensor(weight, cols=cols)
+        return self.factory.linear(values, None, adds_to_residual=True, source_bits=self._source_bits([weight]))
 
     def embedding_and_head(self, vocab: Range, is_tied: bool):
         """The embedding and lm_head over vocabulary rows `vocab` (tied: one table serves both)."""
@@ -107,12 +109,21 @@ class ShardedLayers:
     def _vocab_table(self, name: str, vocab: Range):
         """A vocabulary table's rows: a GGUF Q8_0 tensor's blocks as they are where the format keeps Q8_0 (no
         float round trip: ~1 s of a start for a 49k x 576 table), else the stored values."""
-        if self.factory.weight_format.keeps_q8_0(is_vocabulary=True):
-            blocks = self.reader.q8_0_blocks(name, vocab)
-            if blocks is not None:
-                self._used.add(name)
-                return blocks
-        return self.tensor(name, vocab)
+        return self._q8_blocks([(name, vocab, None)], is_vocabulary=True) or self.tensor(name, vocab)
+
+    def _q8_blocks(self, pieces: list[tuple[str, Range | None, Range | None]],
+                   is_vocabulary: bool = False) -> Q8Blocks | None:
+        """(name, rows, cols) pieces fused by rows, as the GGUF's own 8-bit blocks (GGUFCheckpoint.q8_blocks)
+        where the format keeps those in 8-bit records and every piece has them; else None."""
+        if not self.factory.weight_format.keeps_q8_0(is_vocabulary):
+            return None
+        blocks = [self.reader.q8_blocks(name, rows, cols) for name, rows, cols in pieces]
+        if any(b is None for b in blocks):
+            return None
+        self._used.update(name for name, _, _ in pieces)
+        if len(blocks) == 1:
+            return blocks[0]
+        return Q8Blocks(q=torch.cat([b.q for b in blocks]), d=torch.cat([b.d for b in blocks]))
 
     def _source_bits(self, names: list[str]) -> int | None:
         """The bits per weight of the finest quantized tensor among `names` (fused ones), None if any is float."""

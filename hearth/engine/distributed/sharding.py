@@ -129,8 +129,8 @@ class CheckpointReader:
         """None: a folder's safetensors hold float weights (GGUFCheckpoint.source_bits gives a quantized type's)."""
         return None
 
-    def q8_0_blocks(self, name: str, rows: tuple[int, int] | None = None) -> None:
-        """None: a folder's safetensors hold no GGUF blocks (GGUFCheckpoint.q8_0_blocks)."""
+    def q8_blocks(self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> None:
+        """None: a folder's safetensors hold no GGUF blocks (GGUFCheckpoint.q8_blocks)."""
         return None
 
     def read(self, name: str, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> Tensor:

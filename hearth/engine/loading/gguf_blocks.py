@@ -1,9 +1,13 @@
-"""A GGUF tensor's blocks (Q8_0, Q4_K, Q5_K, Q6_K), decoded exactly: integer values and float32 block scales.
+"""A GGUF tensor's blocks (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K), decoded exactly: integer values and float32 block
+scales.
 
 Layouts as in llama.cpp's ggml-common.h (block_*) and ggml-quants.c (dequantize_row_*); every block holds
 weights of one output row, bytes little-endian, d and dmin float16:
 
 - Q8_0, 34 bytes per 32 weights: d, then 32 int8 q.                         w = d q
+- Q5_0, 22 bytes per 32: d, 4 bytes qh, 16 bytes of nibbles.                w = d (q - 16), q in 0..31
+  Byte j of the nibbles holds weight j in its low nibble and weight j + 16 in its high one; bit j of qh
+  (a little-endian uint32) is weight j's fifth bit (16).
 - Q4_K, 144 bytes per 256: d, dmin, 12 bytes of eight 6-bit (sc, m) pairs, 128 bytes of nibbles.
   Sub-block j of 32 weights: w = d sc_j q - dmin m_j, q in 0..15. Each 64 weights share 32 bytes, the
   first 32 in the low nibbles, the next 32 in the high ones.
@@ -27,15 +31,15 @@ from torch import Tensor
 
 QK_K = 256
 # type name -> (weights per block, bytes per block), as gguf.constants.GGML_QUANT_SIZES.
-BLOCK_SHAPES = {"Q8_0": (32, 34), "Q4_K": (QK_K, 144), "Q5_K": (QK_K, 176), "Q6_K": (QK_K, 210)}
+BLOCK_SHAPES = {"Q8_0": (32, 34), "Q5_0": (32, 22), "Q4_K": (QK_K, 144), "Q5_K": (QK_K, 176), "Q6_K": (QK_K, 210)}
 
 
 @dataclass(frozen=True)
 class BlockValues:
     """w = scale q + minimum, per block of `block` consecutive inputs of a row.
 
-    q [rows, cols]: uint8 for Q4_K (0..15) and Q5_K (0..31), int8 for Q8_0 (-128..127) and Q6_K (-32..31);
-    scale and minimum [rows, cols / block] float32; minimum None for Q8_0 and Q6_K."""
+    q [rows, cols]: uint8 for Q4_K (0..15) and Q5_K (0..31), int8 for Q8_0 (-128..127), Q5_0 (-16..15) and Q6_K
+    (-32..31); scale and minimum [rows, cols / block] float32; minimum None for Q8_0, Q5_0 and Q6_K."""
 
     q: Tensor
     scale: Tensor
@@ -93,6 +97,15 @@ def decode_q8_0(data: np.ndarray, num_rows: int) -> BlockValues:
     return BlockValues(q=q, scale=_half(blocks[..., 0:2]), minimum=None, block=32)
 
 
+def decode_q5_0(data: np.ndarray, num_rows: int) -> BlockValues:
+    blocks = _blocks(data, num_rows, "Q5_0")
+    qh, nibbles = blocks[..., 2:6], blocks[..., 6:22]
+    fifth = ((qh.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten(-2)  # [rows, blocks, 32]
+    q = torch.cat([nibbles & 0x0F, nibbles >> 4], dim=-1) | (fifth << 4)
+    return BlockValues(q=(q.to(torch.int8) - 16).reshape(num_rows, -1), scale=_half(blocks[..., 0:2]), minimum=None,
+                       block=32)
+
+
 def decode_q4_k(data: np.ndarray, num_rows: int) -> BlockValues:
     blocks = _blocks(data, num_rows, "Q4_K")
     scale, minimum = _scaled_k(blocks)
@@ -126,7 +139,7 @@ def decode_q6_k(data: np.ndarray, num_rows: int) -> BlockValues:
     return BlockValues(q=q, scale=scale, minimum=None, block=16)
 
 
-DECODERS = {"Q8_0": decode_q8_0, "Q4_K": decode_q4_k, "Q5_K": decode_q5_k, "Q6_K": decode_q6_k}
+DECODERS = {"Q8_0": decode_q8_0, "Q5_0": decode_q5_0, "Q4_K": decode_q4_k, "Q5_K": decode_q5_k, "Q6_K": decode_q6_k}
 
 
 def decode_blocks(data: np.ndarray, num_rows: int, kind: str) -> BlockValues:

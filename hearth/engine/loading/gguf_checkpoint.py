@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hearth.engine.loading.gguf_blocks import decode_q8_0
+from hearth.engine.loading.gguf_blocks import decode_blocks
 from hearth.engine.loading.gguf_file import IGNORED, QUANTIZED_BITS, hf_name, open_gguf
 from hearth.engine.model.formats.values import Q8Blocks
 
 Range = tuple[int, int]
+# The types whose blocks are w = d q with q of at most 8 bits and one float16 d per 32 weights: 8-bit records
+# (WeightFormat.keeps_q8_0) hold them as they are.
+Q8_BLOCK_TYPES = ("Q8_0", "Q5_0")
 
 
 def reverse_permute_rows(num_rows: int, num_heads: int) -> torch.Tensor:
@@ -87,17 +90,21 @@ class GGUFCheckpoint:
         return values if cols is None else values[:, cols[0]:cols[1]].contiguous()
 
 
-    def q8_0_blocks(self, name: str, rows: Range | None = None) -> Q8Blocks | None:
-        """A Q8_0 tensor's blocks (or its rows') as the file holds them, for a format that packs them without a
-        float round trip; None for any other type."""
+    def q8_blocks(self, name: str, rows: Range | None = None, cols: Range | None = None) -> Q8Blocks | None:
+        """A tensor's blocks as w = d q with 8-bit q, exactly as the file holds them (Q8_0, and Q5_0 whose q - 16
+        are 5-bit), or its rows' or its columns' (whole 32-blocks), for a format that packs them without a
+        float round trip; None for any other type or a column range inside a block."""
         tensor, order = self._tensors[name], self._order[name]
-        if tensor.tensor_type.name != "Q8_0":
+        kind = tensor.tensor_type.name
+        if kind not in Q8_BLOCK_TYPES or (cols is not None and (cols[0] % 32 or cols[1] % 32)):
             return None
         data = tensor.data
         start, stop = rows if rows is not None else (0, data.shape[0])
         picked = slice(start, stop) if order is None else order[start:stop].numpy()
-        values = decode_q8_0(data[picked].reshape(stop - start, -1), stop - start)
-        return Q8Blocks(q=values.q, d=values.scale)
+        values = decode_blocks(data[picked].reshape(stop - start, -1), stop - start, kind)
+        if cols is None:
+            return Q8Blocks(q=values.q, d=values.scale)
+        return Q8Blocks(q=values.q[:, cols[0]:cols[1]].contiguous(), d=values.scale[:, cols[0] // 32:cols[1] // 32].contiguous())
 
 
 def _to_torch(data: np.ndarray, kind) -> Tensor:

@@ -106,8 +106,16 @@ def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4T
     return {projection_name(gguf_name): t for gguf_name, t in result.items() if _fused_are_read(gguf_name, result)}
 
 
-def _fused_are_read(gguf_name: str, read: dict) -> bool:
-    """blk.N.attn_q.weight is kept only with blk.N.attn_k and attn_v (likewise ffn_gate with ffn_up)."""
+def fused_group(gguf_name: str) -> tuple[str, ...]:
+    """The tensors one layer fuses with `gguf_name`, itself included (blk.N.attn_q.weight: attn_q, attn_k,
+    attn_v of blk.N; a tensor fused with none: itself)."""
+    if gguf_name.count(".") < 2:
+        return (gguf_name,)
     prefix, kind, suffix = gguf_name.rsplit(".", 2)
     group = next((g for g in _FUSED if kind in g), (kind,))
-    return all(f"{prefix}.{member}.{suffix}" in read for member in group)
+    return tuple(f"{prefix}.{member}.{suffix}" for member in group)
+
+
+def _fused_are_read(gguf_name: str, read: dict) -> bool:
+    """blk.N.attn_q.weight is kept only with blk.N.attn_k and attn_v (likewise ffn_gate with ffn_up)."""
+    return all(member in read for member in fused_group(gguf_name))

@@ -202,14 +202,20 @@ def log_rounded_tensors(gguf: Path, weight_format, dtype: torch.dtype, packed: s
     """Warns, by type, of the quantized tensors `weight_format` rounds again from their float32 values (the
     ones it does not pack as they are): a served file is never re-quantized silently. The float32 torch
     path rounds nothing."""
+    from hearth.engine.loading.gguf_checkpoint import Q8_BLOCK_TYPES
     from hearth.engine.loading.gguf_file import FLOAT_TYPES, hf_name, tensor_types
+    from hearth.engine.loading.gguf_weights import fused_group
 
     if weight_format.is_exact_against_transformers and dtype == torch.float32:
         return
     rounded: dict[str, list[str]] = {}
-    for name, kind in tensor_types(gguf).items():
+    types = tensor_types(gguf)
+    for name, kind in types.items():
         is_vocabulary = name in ("token_embd.weight", "output.weight")
-        if kind in FLOAT_TYPES or hf_name(name) in packed or (kind == "Q8_0" and weight_format.keeps_q8_0(is_vocabulary)):
+        # 8-bit blocks go into 8-bit records as they are when the whole fused group has them (ShardedLayers).
+        kept_as_blocks = weight_format.keeps_q8_0(is_vocabulary) and all(
+            types.get(member) in Q8_BLOCK_TYPES for member in fused_group(name))
+        if kind in FLOAT_TYPES or hf_name(name) in packed or kept_as_blocks:
             continue
         rounded.setdefault(kind, []).append(name)
     if rounded:

@@ -123,10 +123,12 @@ def vocab_of(path: Path) -> Vocab:
                  tuple(fields["tokenizer.ggml.merges"].contents()), fields[TEXT_KEY].contents())
 
 
-def write_float32_llama(path: Path, seed: int = SEED, vocab: Vocab | None = None) -> Path:
+def write_float32_llama(path: Path, seed: int = SEED, vocab: Vocab | None = None,
+                        projection_type: str | None = None) -> Path:
     """A random Llama (LAYERS layers, 4 heads, 2 KV heads) in GGUF float32, head untied from the embedding,
     with `vocab` (train_vocab() by default) and CHAT_TEMPLATE. The q/k rows stand for ones already
-    permuted by llama.cpp's converter (they are random). The tensors depend on the seed only."""
+    permuted by llama.cpp's converter (they are random). The tensors depend on the seed only.
+    `projection_type` (a type the gguf package quantizes, as Q5_0): the layers' projections in it."""
     import gguf
 
     vocab = vocab if vocab is not None else train_vocab()
@@ -157,8 +159,13 @@ def write_float32_llama(path: Path, seed: int = SEED, vocab: Vocab | None = None
     writer.add_string(TEXT_KEY, vocab.text)
     rng = np.random.default_rng(seed)
 
-    def matrix(name: str, rows: int, cols: int) -> None:
-        writer.add_tensor(name, (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32))
+    def matrix(name: str, rows: int, cols: int, kind: str | None = None) -> None:
+        values = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+        if kind is None:
+            writer.add_tensor(name, values)
+        else:
+            qtype = gguf.GGMLQuantizationType[kind]
+            writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
 
     kv_rows = KV_HEADS * (HIDDEN // HEADS)
     matrix("token_embd.weight", VOCAB, HIDDEN)
@@ -171,7 +178,7 @@ def write_float32_llama(path: Path, seed: int = SEED, vocab: Vocab | None = None
         for name, rows, cols in (("attn_q", HIDDEN, HIDDEN), ("attn_k", kv_rows, HIDDEN), ("attn_v", kv_rows, HIDDEN),
                                  ("attn_output", HIDDEN, HIDDEN), ("ffn_gate", INTERMEDIATE, HIDDEN),
                                  ("ffn_up", INTERMEDIATE, HIDDEN), ("ffn_down", HIDDEN, INTERMEDIATE)):
-            matrix(prefix + name + ".weight", rows, cols)
+            matrix(prefix + name + ".weight", rows, cols, projection_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -45,18 +45,18 @@ def test_a_read_owns_its_memory(kquant_gguf):
     assert weight.untyped_storage().nbytes() == weight.numel() * weight.element_size() and weight.is_contiguous()
 
 
-def test_q8_0_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf):
+def test_q8_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf):
     """A Q8_0 tensor's blocks (q, d) as the file holds them: their d q is the gguf package's dequantization,
     whole or by rows; other types have none."""
     path = kquant_gguf["Q8_0"]
     checkpoint = GGUFCheckpoint(path, HEADS, KV_HEADS)
     embed = _expected(path, "token_embd.weight")
-    blocks = checkpoint.q8_0_blocks("model.embed_tokens.weight")
+    blocks = checkpoint.q8_blocks("model.embed_tokens.weight")
     assert blocks.q.dtype == torch.int8 and blocks.d.shape == (embed.shape[0], embed.shape[1] // 32)
     assert torch.equal(blocks.weights(), embed)
-    assert torch.equal(checkpoint.q8_0_blocks("model.embed_tokens.weight", rows=(5, 40)).weights(), embed[5:40])
-    assert checkpoint.q8_0_blocks("model.layers.1.input_layernorm.weight") is None  # float32
-    assert GGUFCheckpoint(kquant_gguf["Q4_K_M"], HEADS, KV_HEADS).q8_0_blocks("model.layers.1.mlp.down_proj.weight") is None
+    assert torch.equal(checkpoint.q8_blocks("model.embed_tokens.weight", rows=(5, 40)).weights(), embed[5:40])
+    assert checkpoint.q8_blocks("model.layers.1.input_layernorm.weight") is None  # float32
+    assert GGUFCheckpoint(kquant_gguf["Q4_K_M"], HEADS, KV_HEADS).q8_blocks("model.layers.1.mlp.down_proj.weight") is None
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])

@@ -60,3 +60,34 @@ def test_it_is_closer_to_the_files_float32_forward_than_int4_or_int8_and_smaller
     # Its Q4_K tensors are the file's own; int8 rounds them again, if finely.
     assert errors["mixed"] < errors["int8"], errors
     assert sizes["mixed"] < sizes["int8"], sizes
+
+
+@pytest.mark.parametrize("quantization", ["mixed", "int8"])
+def test_q5_0_projections_are_held_exactly_as_the_file_holds_them(kquant_gguf, tmp_path, quantization):
+    """Q5_0 (what llama-quantize writes where rows are not whole 256-blocks, most of the default model's Q4_K_M)
+    is w = d (q - 16) per 32: the 8-bit records hold each block's d and q as they are, so every weight is the
+    gguf package's dequantization exactly, where quantizing the float values again (as before) was not."""
+    import torch
+
+    from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
+    from tests.engine.loading import kquant_files
+
+    skip_below_block_kernels()
+    from hearth.kernels.model import vnni_linear
+
+    path = kquant_files.write_float32_llama(tmp_path / "tiny-q5_0.gguf", vocab=kquant_files.vocab_of(kquant_gguf["Q8_0"]),
+                                           projection_type="Q5_0")
+    engine = _engine(path, quantization, "bfloat16")
+    checkpoint = GGUFCheckpoint(path, kquant_files.HEADS, kquant_files.KV_HEADS)
+    rounded_again = 0
+    for i, layer in enumerate(engine.loaded.model.layers):
+        for linear, members in FUSED.items():
+            expected = torch.cat([checkpoint.read(f"model.layers.{i}.{member}.weight") for member in members])
+            held = layer[linear]
+            assert held.form == "q8", (i, linear)
+            served = vnni_linear.q8_rows(held.packed, torch.arange(held.out_features))
+            assert torch.equal(served, expected), (i, linear)
+            q, d = vnni_linear.quantize_q8(expected)  # the float path's records
+            rounded_again += not torch.equal(vnni_linear.q8_rows(vnni_linear.pack_q8(q, d), torch.arange(len(q))),
+                                             expected)
+    assert rounded_again > 0, "quantizing the values again would have moved some weights"

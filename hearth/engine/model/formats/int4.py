@@ -15,7 +15,7 @@ from torch import Tensor
 
 from hearth.engine.model.formats.int8 import Int8Format
 from hearth.engine.model.formats.placement import Placement
-from hearth.engine.model.formats.values import QuantizedValues
+from hearth.engine.model.formats.values import QuantizedValues, float_values
 from hearth.engine.model.linear import BlockQuantizedLinear, Linear, int4_from_values
 from hearth.kernels.model import vnni_linear
 from hearth.kernels.model.weight_only import quantize_int4_values
@@ -42,7 +42,7 @@ class Int4Format(Int8Format):
 
     def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
                source_bits: int | None = None) -> Linear:
-        weight = weight.to(at.device)
+        weight = float_values(weight).to(at.device)
         if is_int4_packable(*weight.shape, self.group_size):
             q, scale, zero = quantize_int4_values(weight, self.group_size)
             return self.q4_linear(q, scale, zero, bias, self.group_size, at, adds_to_residual)

@@ -47,15 +47,17 @@ class Int8Format(WeightFormat):
 
     def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
                source_bits: int | None = None) -> Linear:
-        return self.q8_linear(weight.to(at.device), bias, at, adds_to_residual)
+        return self.q8_linear(weight, bias, at, adds_to_residual)
 
-    def q8_linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool) -> Linear:
+    def q8_linear(self, weight: Tensor | Q8Blocks, bias: Tensor | None, at: Placement,
+                  adds_to_residual: bool) -> Linear:
+        """Q8 records: a GGUF's 8-bit blocks (Q8_0, Q5_0) as they are, else quantized from the values."""
         if at.has_c_kernels:
-            q, d = vnni_linear.quantize_q8(weight)
+            q, d = _q8_values(weight, at.device)
             if vnni_linear.unpackable_reason(*q.shape, d) is None:
                 output_dtype = self.residual_dtype(at.dtype) if adds_to_residual else at.dtype
                 return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *q.shape, bias, output_dtype)
-        return int8_linear(weight, bias, at.dtype)
+        return int8_linear(float_values(weight).to(at.device), bias, at.dtype)
 
     def embedding_and_head(self, embed: Tensor | Q8Blocks, lm_head: Tensor | Q8Blocks | None,
                            at: Placement) -> tuple[Embedding | Q8Embedding, Linear]:
@@ -82,8 +84,9 @@ class Int8Format(WeightFormat):
 
 
 def _q8_values(table: Tensor | Q8Blocks, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(q, d) for vnni_linear's Q8 records: a Q8_0 tensor's blocks as the file holds them (those records take q
-    in -127..127, which llama.cpp's Q8_0 quantizer always writes), else quantized from the values."""
+    """(q, d) for vnni_linear's Q8 records: a GGUF's 8-bit blocks as the file holds them (those records take q in
+    -127..127, which llama.cpp's Q8_0 quantizer always writes and Q5_0's -16..15 are within), else quantized
+    from the values."""
     if isinstance(table, Q8Blocks) and int(table.q.min()) >= -127:
         return table.q.to(device), table.d.to(device)
     return vnni_linear.quantize_q8(float_values(table).to(device))

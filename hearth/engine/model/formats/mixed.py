@@ -1,6 +1,7 @@
 """`mixed`: each projection of a GGUF file at no coarser a grid than its own. 4-bit tensors (Q4_0, Q4_1, Q4_K)
 are int4's records, packed as they are; 5- to 8-bit ones (Q5_0, Q5_1, Q5_K, Q6_K, Q8_0) are int8's Q8_0
-records, which round a 5- or 6-bit weight by at most 1/8 of its own step and give a Q8_0 one back exactly.
+records. Q8_0 and Q5_0 blocks (w = d q, one d per 32) go in as the file holds them, exactly; Q5_1, Q5_K and
+Q6_K weights are rounded by at most 1/8 of their own step.
 
 The format a file whose projections mix both chooses (a Q4_K_M: mostly Q4_K, with Q6_K or Q5_0 where
 llama-quantize keeps more bits): int4 would round the finer tensors to 4 bits, int8 would store the 4-bit
@@ -23,7 +24,7 @@ class MixedFormat(Int4Format):
     def linear(self, weight: Tensor, bias: Tensor | None, at: Placement, adds_to_residual: bool = False,
                source_bits: int | None = None) -> Linear:
         if source_bits is not None and source_bits > 4:
-            return self.q8_linear(weight.to(at.device), bias, at, adds_to_residual)
+            return self.q8_linear(weight, bias, at, adds_to_residual)
         return super().linear(weight, bias, at, adds_to_residual)
 
     def keeps_q8_0(self, is_vocabulary: bool) -> bool:

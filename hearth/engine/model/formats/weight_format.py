@@ -105,8 +105,9 @@ class WeightFormat:
         )
 
     def keeps_q8_0(self, is_vocabulary: bool) -> bool:
-        """Whether a GGUF Q8_0 tensor (the embedding or head if `is_vocabulary`, else a projection) is held in
-        Q8_0 records, which give its values back exactly from their float32 dequantization."""
+        """Whether a GGUF tensor of 8-bit blocks (Q8_0, and Q5_0: w = d q per 32; the embedding or head if
+        `is_vocabulary`, else a projection) is held in Q8_0 records: then it arrives as its blocks
+        (values.Q8Blocks) and is packed exactly as the file holds it."""
         return False
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -133,7 +134,8 @@ class WeightFormat:
         """weight [out, in] as stored (any float dtype): packed from its own values, not a bf16 copy. A layer
         whose output `adds_to_residual` (o, down) hands it on in the residual dtype where its kernel can.
         `source_bits`: the bits per weight of the finest quantized tensor the weight was dequantized from (a
-        GGUF's Q6_K: 6), None for float sources; only a format that keeps each tensor's own grid reads it."""
+        GGUF's Q6_K: 6), None for float sources; only a format that keeps each tensor's own grid reads it.
+        Where keeps_q8_0(False), `weight` may be a GGUF's 8-bit blocks (values.Q8Blocks)."""
         raise NotImplementedError
 
     def from_values(self, parts: list[QuantizedValues], bias: Tensor | None, at: Placement,

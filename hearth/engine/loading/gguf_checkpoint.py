@@ -89,7 +89,6 @@ class GGUFCheckpoint:
         values = _to_torch(data[picked], tensor.tensor_type)
         return values if cols is None else values[:, cols[0]:cols[1]].contiguous()
 
-
     def q8_blocks(self, name: str, rows: Range | None = None, cols: Range | None = None) -> Q8Blocks | None:
         """A tensor's blocks as w = d q with 8-bit q, exactly as the file holds them (Q8_0, and Q5_0 whose q - 16
         are 5-bit), or its rows' or its columns' (whole 32-blocks), for a format that packs them without a
@@ -104,7 +103,8 @@ class GGUFCheckpoint:
         values = decode_blocks(data[picked].reshape(stop - start, -1), stop - start, kind)
         if cols is None:
             return Q8Blocks(q=values.q, d=values.scale)
-        return Q8Blocks(q=values.q[:, cols[0]:cols[1]].contiguous(), d=values.scale[:, cols[0] // 32:cols[1] // 32].contiguous())
+        return Q8Blocks(q=values.q[:, cols[0]:cols[1]].contiguous(),
+                        d=values.scale[:, cols[0] // 32:cols[1] // 32].contiguous())
 
 
 def _to_torch(data: np.ndarray, kind) -> Tensor:

@@ -21,7 +21,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from hearth.engine.loading.gguf_convert import MARKER, convert_gguf
+from hearth.engine.loading.gguf_convert import MARKER, convert_gguf, converted_from
 from hearth.engine.loading.registry import ModelEntry, ModelRegistry, cache_dir
 
 
@@ -93,16 +93,10 @@ def reference_folder(entry: ModelEntry) -> Path:
         return ensure_model(entry)
     gguf = ensure_model(entry)
     folder = gguf.parent
-    if not (folder / "config.json").is_file() or source_gguf_of(folder) != gguf.resolve():
+    source = converted_from(folder)
+    if not (folder / "config.json").is_file() or source is None or source.resolve() != gguf.resolve():
         convert_gguf(gguf, folder)
     return folder
-
-
-def source_gguf_of(folder: Path) -> Path | None:
-    marker = folder / MARKER
-    if not marker.is_file():
-        return None
-    return (folder / json.loads(marker.read_text()).get("gguf", "")).resolve()
 
 
 def main(argv: list[str] | None = None) -> int:

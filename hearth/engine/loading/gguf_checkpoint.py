@@ -82,25 +82,25 @@ class GGUFCheckpoint:
         [start, stop), or its columns [start, stop), as a contiguous tensor of its own."""
         if name not in self._tensors:
             raise KeyError(f"weight {name!r} is missing from {self.path.name}")
-        tensor, order = self._tensors[name], self._order[name]
-        data = tensor.data
-        start, stop = rows if rows is not None else (0, data.shape[0])
-        picked = slice(start, stop) if order is None else order[start:stop].numpy()
-        values = _to_torch(data[picked], tensor.tensor_type)
+        tensor = self._tensors[name]
+        values = _to_torch(self._stored_rows(name, rows), tensor.tensor_type)
         return values if cols is None else values[:, cols[0]:cols[1]].contiguous()
+
+    def _stored_rows(self, name: str, rows: Range | None) -> np.ndarray:
+        """HF rows [start, stop) (all by default) of the tensor's stored data, q/k permutation undone."""
+        data, order = self._tensors[name].data, self._order[name]
+        start, stop = rows if rows is not None else (0, data.shape[0])
+        return data[slice(start, stop) if order is None else order[start:stop].numpy()]
 
     def q8_blocks(self, name: str, rows: Range | None = None, cols: Range | None = None) -> Q8Blocks | None:
         """A tensor's blocks as w = d q with 8-bit q, exactly as the file holds them (Q8_0, and Q5_0 whose q - 16
         are 5-bit), or its rows' or its columns' (whole 32-blocks), for a format that packs them without a
         float round trip; None for any other type or a column range inside a block."""
-        tensor, order = self._tensors[name], self._order[name]
-        kind = tensor.tensor_type.name
+        kind = self._tensors[name].tensor_type.name
         if kind not in Q8_BLOCK_TYPES or (cols is not None and (cols[0] % 32 or cols[1] % 32)):
             return None
-        data = tensor.data
-        start, stop = rows if rows is not None else (0, data.shape[0])
-        picked = slice(start, stop) if order is None else order[start:stop].numpy()
-        values = decode_blocks(data[picked].reshape(stop - start, -1), stop - start, kind)
+        data = self._stored_rows(name, rows)
+        values = decode_blocks(data.reshape(data.shape[0], -1), data.shape[0], kind)
         if cols is None:
             return Q8Blocks(q=values.q, d=values.scale)
         return Q8Blocks(q=values.q[:, cols[0]:cols[1]].contiguous(),

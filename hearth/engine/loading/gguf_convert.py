@@ -18,6 +18,15 @@ from tqdm import tqdm
 MARKER = "hearth-converted.json"
 
 
+def converted_from(folder: Path) -> Path | None:
+    """The GGUF file a converted folder's marker names (relative to the folder, or absolute), if it is on disk."""
+    marker = Path(folder) / MARKER
+    if not marker.is_file():
+        return None
+    path = Path(folder) / json.loads(marker.read_text()).get("gguf", "")
+    return path if path.is_file() and path.suffix == ".gguf" else None
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Write an HF folder for `gguf_path` at `out_dir` (atomically); returns out_dir."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig

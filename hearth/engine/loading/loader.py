@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from hearth.engine.config import EngineConfig
 from hearth.engine.distributed.group import TensorParallelGroup
 from hearth.engine.distributed.sharding import CheckpointReader, LlamaPartition
 from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
-from hearth.engine.loading.gguf_convert import MARKER as CONVERTED_MARKER
+from hearth.engine.loading.gguf_convert import converted_from
 from hearth.engine.loading.gguf_metadata import gguf_config, gguf_eos_token_ids, gguf_tokenizer, transformers_config
 from hearth.engine.loading.registry import ModelEntry
 from hearth.engine.model.models.llama import LlamaModel, LlamaShape, supports_native
@@ -71,13 +70,7 @@ def model_tokenizer(entry: ModelEntry):
 
 def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:
     """The GGUF file the model's weights came from, if it is still on disk (hearth.engine.loading.fetch keeps it)."""
-    if entry.is_gguf:
-        return entry.path
-    marker = folder / CONVERTED_MARKER
-    if not marker.is_file():
-        return None
-    path = folder / json.loads(marker.read_text()).get("gguf", "")
-    return path if path.is_file() and path.suffix == ".gguf" else None
+    return entry.path if entry.is_gguf else converted_from(folder)
 
 
 def checkpoint(entry: ModelEntry, folder: Path, num_heads: int, num_kv_heads: int):

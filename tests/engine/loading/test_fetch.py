@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import zipfile
 
-from hearth.engine.loading.fetch import ensure_model, reference_folder, source_gguf_of
+from hearth.engine.loading.fetch import ensure_model, reference_folder
+from hearth.engine.loading.gguf_convert import converted_from
 from hearth.engine.loading.registry import ModelEntry, ModelSource
 from tests.engine.loading import kquant_files
 
@@ -36,6 +37,6 @@ def test_a_gguf_entry_is_fetched_as_the_file_and_its_reference_folder_converted_
     assert folder == entry.path.parent
     assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
     assert entry.path.read_bytes() == source_file.read_bytes(), "conversion leaves the file in place"
-    assert source_gguf_of(folder) == entry.path.resolve()
+    assert converted_from(folder).resolve() == entry.path.resolve()
     converted = (folder / "model.safetensors").stat().st_mtime_ns
     assert reference_folder(entry) == folder and (folder / "model.safetensors").stat().st_mtime_ns == converted

@@ -1,4 +1,4 @@
-"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms) on x86 CPUs from AVX2 up (csrc/vnni_linear.c,
+"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms, and Q8K: 8-bit with K-quant scales) on x86 CPUs from AVX2 up (csrc/vnni_linear.c,
 on csrc/simd.h's primitives: vpdpbusd at avx512, vpmaddubsw/vpmaddwd at avx2).
 
 Why hand-written (docs/weights-and-kernels.md): on this project's CPU aten's `_weight_int4pack_mm_for_cpu` converts
@@ -11,6 +11,12 @@ dot product with the weights is an exact integer (`vpdpbusd`), scaled once per b
 
     Q4_1 (w = d q + m, q in 0..15):   y = sum over blocks of d dx dot(q, x16) + m dx sum(x16)
     Q8_0 (w = d q, q in -127..127):   y = sum over blocks of d dx dot(q, x16)
+    Q8K (w = s_h q + m, q in -128..127, s_h per 16 inputs):
+                                      y = sum over blocks of s_0 dx dot_0 + s_1 dx dot_1 + m dx sum(x16)
+
+Q8K records hold every GGUF block form with at most 8-bit integers exactly up to its scales' float16
+rounding: Q6_K (q - 32, its scales d sc per 16), Q5_K and Q4_K (q, d sc and -dmin m per 32), Q5_1 and Q4_1 (q,
+d and m), Q8_0 and Q5_0 (q, d), so a fused q/k/v or gate/up group of several types keeps each member's own grid.
 
 16-bit activations keep the result within bf16 rounding of a float32 matmul over bf16 activations
 (llama.cpp's 8-bit Q8_1 activations moved the default model's logits ~2x further from its GGUF's own).
@@ -21,6 +27,7 @@ Packed layouts, one record per 16 outputs (a tile) and 32 inputs (a block), uint
 - Q4 (320 bytes): nibble pairs [s, lane, j] (low nibble q[16 t + lane, 32 b + 4 s + j], high nibble the
   same at input + 16), then d [16] and m [16] float16.
 - Q8 (544 bytes): q + 128 [s, lane, j] (q[16 t + lane, 32 b + 4 s + j], s in 0..7), then d [16] float16.
+- Q8K (608 bytes): q + 128 as Q8's, then s [half, lane] (inputs 16 half .. + 15) and m [16] float16.
 
 The shared library is built at set-up or on first use (hearth.kernels.model.c_library) and runs on torch's OpenMP runtime with
 torch's thread count.
@@ -44,6 +51,7 @@ GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
 Q8_RECORD_BYTES = 544
+Q8K_RECORD_BYTES = 608
 B16_RECORD_BYTES = 1024
 # One library per CPU level (hearth.kernels.cpu_isa), with that level's primitives (csrc/simd.h; built from
 # c_library.LOWEST_LEVEL up). At amx, the AMX-INT8 path (bit-identical to the VNNI one for groups of 16 rows)
@@ -62,7 +70,7 @@ def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
     library, reason = load_at(SOURCES, level)
     if library is None:
         return None, reason
-    for function in (library.q4_linear, library.q8_linear, library.b16_linear):
+    for function in (library.q4_linear, library.q8_linear, library.q8k_linear, library.b16_linear):
         function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
@@ -164,6 +172,35 @@ def pack_q8(q: Tensor, d: Tensor) -> Tensor:
                      dim=-1).contiguous()
 
 
+def pack_q8k(q: Tensor, scale: Tensor, minimum: Tensor | None) -> Tensor:
+    """q [n, k] in -128..127, scale [n, k / 16] and minimum [n, k / 32] (None: 0), w = scale q + minimum ->
+    packed uint8 [n / 16, k / 32, 608]. scale and minimum are rounded to float16."""
+    n, k = q.shape
+    tiles, blocks = n // TILE_OUTPUTS, k // GROUP_SIZE
+    biased = (q.to(torch.int16) + 128).to(torch.uint8).reshape(tiles, TILE_OUTPUTS, blocks, 8, 4)
+    halves = scale.to(torch.float16).reshape(tiles, TILE_OUTPUTS, blocks, 2).permute(0, 2, 3, 1)
+    if minimum is None:
+        minimum = torch.zeros(n, blocks)
+    return torch.cat([biased.permute(0, 2, 3, 1, 4).reshape(tiles, blocks, 512),
+                      halves.contiguous().view(torch.uint8).reshape(tiles, blocks, 64),
+                      _records(minimum, tiles, blocks)], dim=-1).contiguous()
+
+
+def unpack_q8k(packed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """packed -> (q [n, k] int8, scale [n, k / 16], minimum [n, k / 32] float32): what pack_q8k stored."""
+    tiles, blocks, _ = packed.shape
+    q, _ = unpack_q8(torch.cat([packed[..., :512], packed[..., 576:]], dim=-1))
+    halves = packed[..., 512:576].contiguous().view(torch.float16).reshape(tiles, blocks, 2, TILE_OUTPUTS)
+    scale = halves.permute(0, 3, 1, 2).reshape(tiles * TILE_OUTPUTS, blocks * 2).float()
+    return q, scale, _values(packed[..., 576:])
+
+
+def q8k_weights(packed: Tensor) -> Tensor:
+    """A packed Q8K weight's values, float32 [n, k]: scale q + minimum, one product and one sum per weight."""
+    q, scale, minimum = unpack_q8k(packed)
+    return q.float() * scale.repeat_interleave(16, 1) + minimum.repeat_interleave(GROUP_SIZE, 1)
+
+
 def q8_rows(packed: Tensor, rows: Tensor) -> Tensor:
     """Output rows `rows` [T] of a packed Q8 weight, dequantized: [T, k] float32 (an embedding lookup)."""
     tiles, blocks, _ = packed.shape
@@ -172,6 +209,19 @@ def q8_rows(packed: Tensor, rows: Tensor) -> Tensor:
     q = records[..., :512].reshape(-1, blocks, 8, TILE_OUTPUTS, 4).gather(3, lanes).squeeze(3)  # [T, blocks, 8, 4]
     d = records[..., 512:].contiguous().view(torch.float16).gather(2, (rows % TILE_OUTPUTS).view(-1, 1, 1).expand(-1, blocks, 1))
     return ((q.reshape(-1, blocks, GROUP_SIZE).float() - 128) * d.float()).reshape(-1, blocks * GROUP_SIZE)
+
+
+def q8k_rows(packed: Tensor, rows: Tensor) -> Tensor:
+    """Output rows `rows` [T] of a packed Q8K weight, dequantized as q8k_weights: [T, k] float32."""
+    tiles, blocks, _ = packed.shape
+    records = packed.index_select(0, rows // TILE_OUTPUTS)  # [T, blocks, 608]
+    lanes = (rows % TILE_OUTPUTS).view(-1, 1, 1, 1, 1)
+    q = records[..., :512].reshape(-1, blocks, 8, TILE_OUTPUTS, 4).gather(3, lanes.expand(-1, blocks, 8, 1, 4))
+    halves = records[..., 512:576].contiguous().view(torch.float16).reshape(-1, blocks, 2, TILE_OUTPUTS)
+    scale = halves.gather(3, lanes.view(-1, 1, 1, 1).expand(-1, blocks, 2, 1)).float()  # [T, blocks, 2, 1]
+    minimum = records[..., 576:].contiguous().view(torch.float16).gather(2, lanes.view(-1, 1, 1).expand(-1, blocks, 1))
+    product = (q.reshape(-1, blocks, 2, 16).float() - 128) * scale
+    return (product + minimum.float().unsqueeze(-1)).reshape(-1, blocks * GROUP_SIZE)
 
 
 def unpack_q8(packed: Tensor) -> tuple[Tensor, Tensor]:
@@ -226,6 +276,11 @@ def apply_q4_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bf
 def apply_q8_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """x [rows, k] bfloat16, packed (pack_q8) -> [rows, n] in out_dtype (bfloat16 or float32)."""
     return _apply("q8_linear", x, packed, out_dtype)
+
+
+def apply_q8k_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """x [rows, k] bfloat16, packed (pack_q8k) -> [rows, n] in out_dtype (bfloat16 or float32)."""
+    return _apply("q8k_linear", x, packed, out_dtype)
 
 
 def apply_b16_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:

@@ -92,11 +92,49 @@ def test_q8_packs_gives_back_a_q8_0_tensor_and_matches_its_reference(shape):
     torch.testing.assert_close(result.double(), reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
 
-@pytest.mark.parametrize("form", ["q4", "q8"])
+def _q8k_values(n: int, k: int, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q in -128..127 (the whole byte range the record takes), a scale per 16 inputs and a minimum per 32, as
+    float16 values (a Q6_K's d sc, a Q5_K's d sc and -dmin m)."""
+    generator = _generator(seed)
+    q = torch.randint(-128, 128, (n, k), generator=generator)
+    q[0, :32], q[1, :32] = 127, -128
+    scale = ((torch.rand(n, k // 16, generator=generator) - 0.3) * 0.002).half().float()
+    minimum = (-torch.rand(n, k // 32, generator=generator) * 0.15).half().float()
+    return q, scale, minimum
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_q8k_packs_losslessly_and_matches_its_reference(shape):
+    """A scale per half block (Q6_K's 16 inputs), of either sign, and a minimum: each half's exact dot product
+    scaled apart."""
+    n, k = shape
+    q, scale, minimum = _q8k_values(n, k)
+    packed = vnni_linear.pack_q8k(q, scale, minimum)
+    assert packed.shape == (n // 16, k // 32, vnni_linear.Q8K_RECORD_BYTES)
+    unpacked_q, unpacked_scale, unpacked_minimum = vnni_linear.unpack_q8k(packed)
+    assert torch.equal(unpacked_q, q.to(torch.int8)) and torch.equal(unpacked_scale, scale)
+    assert torch.equal(unpacked_minimum, minimum)
+    weights = q.float() * scale.repeat_interleave(16, 1) + minimum.repeat_interleave(32, 1)
+    assert torch.equal(vnni_linear.q8k_weights(packed), weights)
+    rows = torch.tensor([0, n - 1, 17 % n, 5])
+    assert torch.equal(vnni_linear.q8k_rows(packed, rows), weights[rows])
+    x = _input(9, k)
+    reference = _reference(x, weights.reshape(n, -1, 32))
+    for out_dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2 ** -8)):
+        result = vnni_linear.apply_q8k_linear(x, packed, out_dtype)
+        assert result.dtype == out_dtype and result.shape == (9, n)
+        torch.testing.assert_close(result.double(), reference, rtol=tolerance, atol=tolerance * reference.abs().max().item())
+    # No minimum (Q6_K): zeros.
+    assert torch.equal(vnni_linear.unpack_q8k(vnni_linear.pack_q8k(q, scale, None))[2], torch.zeros(n, k // 32))
+
+
+@pytest.mark.parametrize("form", ["q4", "q8", "q8k"])
 def test_a_rows_result_is_the_same_at_every_row_count_and_thread_count(form):
     n, k = 320, 576
     if form == "q4":
         packed, apply = vnni_linear.pack_q4(*_q4_values(n, k)), vnni_linear.apply_q4_linear
+    elif form == "q8k":
+        packed, apply = vnni_linear.pack_q8k(*_q8k_values(n, k)), vnni_linear.apply_q8k_linear
     else:
         packed, apply = vnni_linear.pack_q8(*vnni_linear.quantize_q8(torch.randn(n, k, generator=_generator(4)))), \
             vnni_linear.apply_q8_linear

@@ -36,6 +36,15 @@ static inline vi vq8_dot(const vq8block *block, const int8_t *hi, const int8_t *
     (void)x16;
     return vi_add(vi_slli(vi_dot32_u8s8(block->quad, hi), 8), vi_dot32_u8s8(block->quad, lo));
 }
+/* vq8_dot over inputs 0..15 (half[0]) and 16..31 (half[1]) apart, for records whose scales cover 16 inputs
+ * (GGUF's Q6_K). Exact: each half's sum is under 16 * 255 * 32768. */
+static inline void vq8_dot_halves(const vq8block *block, const int8_t *hi, const int8_t *lo, const int16_t *x16,
+                                  vi half[2]) {
+    (void)x16;
+    for (int h = 0; h < 2; h++)
+        half[h] = vi_add(vi_slli(vi_dot16_u8s8(block->quad + 4 * h, hi + 16 * h), 8),
+                         vi_dot16_u8s8(block->quad + 4 * h, lo + 16 * h));
+}
 #endif
 
 /* Sixteen bf16 values, widened exactly to float32. */

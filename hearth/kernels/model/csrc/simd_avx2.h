@@ -187,6 +187,22 @@ static inline vi vq8_dot(const vq8block *block, const int8_t *hi, const int8_t *
     }
     return (vi){lower, upper};
 }
+/* simd.h's vq8_dot_halves: vq8_dot's pairs 0..7 (inputs 0..15) and 8..15 (inputs 16..31) summed apart. */
+static inline void vq8_dot_halves(const vq8block *block, const int8_t *hi, const int8_t *lo, const int16_t *x16,
+                                  vi half[2]) {
+    (void)hi; (void)lo;
+    for (int h = 0; h < 2; h++) {
+        __m256i lower = _mm256_setzero_si256(), upper = _mm256_setzero_si256();
+        for (int p = 8 * h; p < 8 * h + 8; p++) {
+            int32_t two;
+            __builtin_memcpy(&two, x16 + 2 * p, 4);
+            const __m256i xs = _mm256_set1_epi32(two);
+            lower = _mm256_add_epi32(lower, _mm256_madd_epi16(block->pair[p][0], xs));
+            upper = _mm256_add_epi32(upper, _mm256_madd_epi16(block->pair[p][1], xs));
+        }
+        half[h] = (vi){lower, upper};
+    }
+}
 /* vdpbf16ps: the odd pair's product, then the even one's (each exact in float32, so fused or not alike). */
 static inline __m256 dot2_bf16_half(__m256 acc, __m256i w, __m256i x) {
     const __m256i high = _mm256_set1_epi32((int)0xFFFF0000u);

@@ -150,10 +150,10 @@ static inline void vi_store_i8(void *p, vi a) {
  * - _u4 (weights 0..15): the bytes are the same read as signed;
  * - _u8 (any byte): w x = (w - 128) x + 128 x, with w - 128 = w ^ 0x80 signed; the sdot sums stay under
  *   32 * 128 * 128 and the activations' sum under 32 * 128. */
-static inline vi dot32_signed(const vi quad[8], const int8_t *x, int8_t flip) {
+static inline vi dot_signed(const vi *quad, int quads, const int8_t *x, int8_t flip) {
     const int8x16_t top = vdupq_n_s8(flip);
     vi acc = vi_zero();
-    for (int s = 0; s < 8; s++) {
+    for (int s = 0; s < quads; s++) {
         int32_t four;
         __builtin_memcpy(&four, x + 4 * s, 4);
         const int8x16_t xs = vreinterpretq_s8_s32(vdupq_n_s32(four));
@@ -162,10 +162,14 @@ static inline vi dot32_signed(const vi quad[8], const int8_t *x, int8_t flip) {
     }
     return acc;
 }
-static inline vi vi_dot32_u4s8(const vi quad[8], const int8_t *x) { return dot32_signed(quad, x, 0); }
+static inline vi vi_dot32_u4s8(const vi quad[8], const int8_t *x) { return dot_signed(quad, 8, x, 0); }
 static inline vi vi_dot32_u8s8(const vi quad[8], const int8_t *x) {
     const int32_t sum = vaddlvq_s8(vld1q_s8(x)) + vaddlvq_s8(vld1q_s8(x + 16));
-    return vi_add(dot32_signed(quad, x, (int8_t)0x80), vi_set1(128 * sum));
+    return vi_add(dot_signed(quad, 8, x, (int8_t)0x80), vi_set1(128 * sum));
+}
+/* vi_dot32_u8s8 over 16 inputs: quad[0..3] and x[0..15]. */
+static inline vi vi_dot16_u8s8(const vi quad[4], const int8_t *x) {
+    return vi_add(dot_signed(quad, 4, x, (int8_t)0x80), vi_set1(128 * (int32_t)vaddlvq_s8(vld1q_s8(x))));
 }
 /* simd_avx2.h's vdpbf16ps: the odd pair's product, then the even one's, each an FMA of exact products. */
 static inline float32x4_t dot2_bf16_quarter(float32x4_t acc, int32x4_t w, int32x4_t x) {

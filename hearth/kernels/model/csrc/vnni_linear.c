@@ -24,13 +24,15 @@
 #define ROWS_PER_PASS 8
 #define BLOCK_BYTES 320
 #define Q8_BLOCK_BYTES 544
+#define Q8K_BLOCK_BYTES 608
 #define PREFETCH_BLOCKS 8
 /* 256 * 127 + 127: the largest x16 whose high byte stays within -127..127 under round-half-up. */
 #define X16_MAX 32639.0f
 
-/* x [k] bf16 -> hi, lo [k] int8 and x16 = 256 hi + lo [k] int16; dx [k / 32] the block's scale, sum [k / 32] sum(x16), exact. */
+/* x [k] bf16 -> hi, lo [k] int8 and x16 = 256 hi + lo [k] int16; dx [k / 32] the block's scale, sum [k / 32] sum(x16)
+ * and sum16 [k / 32] the sum of its first 16, exact. */
 static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, int16_t *x16, float *dx,
-                         int32_t *sum) {
+                         int32_t *sum, int32_t *sum16) {
     for (int64_t b = 0; b < k / 32; b++) {
         vf first = vf_load_bf16(x + b * 32), second = vf_load_bf16(x + b * 32 + 16);
         float amax = vf_reduce_max(vf_max(vf_abs(first), vf_abs(second)));
@@ -48,17 +50,19 @@ static void quantize_row(const uint16_t *x, int64_t k, int8_t *hi, int8_t *lo, i
         }
         dx[b] = amax / X16_MAX;
         sum[b] = vi_reduce_add(vi_add(q[0], q[1]));
+        sum16[b] = vi_reduce_add(q[0]);
     }
 }
 
 
-/* A call's activations, quantized: per row, hi then lo bytes [2][k] and x16 [k]; per row and block, dx and
- * sum(x16). */
+/* A call's activations, quantized: per row, hi then lo bytes [2][k] and x16 [k]; per row and block, dx,
+ * sum(x16) and the sum of its first 16 (for Q8K records' half-block scales). */
 struct activations {
     int8_t *bytes;
     int16_t *x16;
     float *dx;
     int32_t *sum;
+    int32_t *first;
     uint8_t *unpacked; /* per thread, a tile's Q4 weights as bytes [k / 32][512] for AMX; NULL when unused */
 };
 
@@ -67,12 +71,13 @@ static int allocate(struct activations *a, int64_t rows, int64_t k, int64_t unpa
     a->x16 = malloc(rows * k * sizeof(int16_t));
     a->dx = malloc(rows * (k / 32) * sizeof(float));
     a->sum = malloc(rows * (k / 32) * sizeof(int32_t));
+    a->first = malloc(rows * (k / 32) * sizeof(int32_t));
     a->unpacked = unpacked_bytes ? aligned_alloc(64, unpacked_bytes) : NULL;
-    return a->bytes && a->x16 && a->dx && a->sum && (a->unpacked || !unpacked_bytes);
+    return a->bytes && a->x16 && a->dx && a->sum && a->first && (a->unpacked || !unpacked_bytes);
 }
 
 static void release(struct activations *a) {
-    free(a->bytes); free(a->x16); free(a->dx); free(a->sum); free(a->unpacked);
+    free(a->bytes); free(a->x16); free(a->dx); free(a->sum); free(a->first); free(a->unpacked);
 }
 
 /* Inside a parallel region: each thread quantizes its share of rows. */
@@ -80,7 +85,7 @@ static void quantize_rows(const uint16_t *x, int64_t rows, int64_t k, const stru
     #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r++)
         quantize_row(x + r * k, k, a->bytes + r * 2 * k, a->bytes + r * 2 * k + k, a->x16 + r * k,
-                     a->dx + r * (k / 32), a->sum + r * (k / 32));
+                     a->dx + r * (k / 32), a->sum + r * (k / 32), a->first + r * (k / 32));
 }
 
 /* 256 dot(w, hi) + dot(w, lo) for one Q4 block of row r: quad[s] holds the 16 outputs' nibbles for inputs
@@ -338,6 +343,61 @@ int q8_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
     }
     if (amx_rows)
         release_tiles();
+    }
+    release(&a);
+    return 0;
+}
+
+/* out [rows, n] = x W^T for 8-bit weights with a scale per 16 inputs and a minimum per 32 (the form every GGUF
+ * K-quant and Q5_1 block takes: w = s_h q + m for inputs 16 h .. 16 h + 15 of a block, q in -128..127; Q6_K's
+ * q - 32 with m = 0, Q5_K's and Q5_1's q with their minimum), packed as w [n / 16][k / 32] records of
+ * Q8K_BLOCK_BYTES: [8][16][4] bytes q + 128 as q8_linear's, then s [2][16] and m [16] float16. Per row and
+ * block, in this order: dot_0 s_0 dx + dot_1 s_1 dx + m dx sum(x16), dot_h = dot(q, x16) over half h (the + 128
+ * taken back out with the half's activation sum), exact. No AMX path: every row takes this one, so a row's
+ * result is the same at any row count. Same threads and order as q4_linear otherwise. */
+int q8k_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
+               int out_is_float32, int num_threads) {
+    const int64_t blocks = k / 32, tiles = n / 16;
+    struct activations a;
+    if (!allocate(&a, rows, k, 0)) {
+        release(&a);
+        return 1;
+    }
+    #pragma omp parallel num_threads(num_threads)
+    {
+    quantize_rows(x, rows, k, &a);
+    #pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+        const uint8_t *wt = w + t * blocks * Q8K_BLOCK_BYTES;
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_PASS) {
+            const int64_t count = rows - r0 < ROWS_PER_PASS ? rows - r0 : ROWS_PER_PASS;
+            vf y[ROWS_PER_PASS];
+            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = vf_zero();
+            for (int64_t b = 0; b < blocks; b++) {
+                const uint8_t *record = wt + b * Q8K_BLOCK_BYTES;
+                if (r0 == 0)
+                    prefetch(record, Q8K_BLOCK_BYTES);
+                vq8block block;
+                vq8_prepare(&block, record);
+                const vf s0 = vf_load_f16(record + 512), s1 = vf_load_f16(record + 544);
+                const vf m = vf_load_f16(record + 576);
+                for (int64_t i = 0; i < count; i++) {
+                    const int64_t rb = (r0 + i) * blocks + b;
+                    const int8_t *hi = a.bytes + (r0 + i) * 2 * k + b * 32;
+                    vi half[2];
+                    vq8_dot_halves(&block, hi, hi + k, a.x16 + (r0 + i) * k + b * 32, half);
+                    /* Exact: |dot_h| <= 16 * 255 * 32639 + 128 * 16 * 32639 < 2^31. */
+                    const vi dot0 = vi_sub(half[0], vi_set1(128 * a.first[rb]));
+                    const vi dot1 = vi_sub(half[1], vi_set1(128 * (a.sum[rb] - a.first[rb])));
+                    y[i] = vf_fmadd(vi_to_vf(dot0), vf_mul(s0, vf_set1(a.dx[rb])), y[i]);
+                    y[i] = vf_fmadd(vi_to_vf(dot1), vf_mul(s1, vf_set1(a.dx[rb])), y[i]);
+                    y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);
+                }
+            }
+            for (int64_t i = 0; i < count; i++)
+                store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+        }
+    }
     }
     release(&a);
     return 0;

@@ -107,7 +107,7 @@ class ShardedLayers:
         return embedding, lm_head
 
     def _vocab_table(self, name: str, vocab: Range):
-        """A vocabulary table's rows: a GGUF Q8_0 tensor's blocks as they are where the format keeps Q8_0 (no
+        """A vocabulary table's rows: a GGUF tensor's blocks as they are where the format keeps 8-bit records (no
         float round trip: ~1 s of a start for a 49k x 576 table), else the stored values."""
         return self._q8_blocks([(name, vocab, None)], is_vocabulary=True) or self.tensor(name, vocab)
 
@@ -123,7 +123,7 @@ class ShardedLayers:
         self._used.update(name for name, _, _ in pieces)
         if len(blocks) == 1:
             return blocks[0]
-        return Q8Blocks(q=torch.cat([b.q for b in blocks]), d=torch.cat([b.d for b in blocks]))
+        return Q8Blocks.cat(blocks)
 
     def _source_bits(self, names: list[str]) -> int | None:
         """The bits per weight of the finest quantized tensor among `names` (fused ones), None if any is float."""

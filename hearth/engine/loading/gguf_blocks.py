@@ -1,4 +1,4 @@
-"""A GGUF tensor's blocks (Q8_0, Q5_0, Q4_K, Q5_K, Q6_K), decoded exactly: integer values and float32 block
+"""A GGUF tensor's blocks (Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K), decoded exactly: integer values and float32 block
 scales.
 
 Layouts as in llama.cpp's ggml-common.h (block_*) and ggml-quants.c (dequantize_row_*); every block holds
@@ -8,6 +8,9 @@ weights of one output row, bytes little-endian, d and dmin float16:
 - Q5_0, 22 bytes per 32: d, 4 bytes qh, 16 bytes of nibbles.                w = d (q - 16), q in 0..31
   Byte j of the nibbles holds weight j in its low nibble and weight j + 16 in its high one; bit j of qh
   (a little-endian uint32) is weight j's fifth bit (16).
+- Q5_1, 24 bytes per 32: d, m, 4 bytes qh, 16 bytes of nibbles, as Q5_0.      w = d q + m, q in 0..31
+- Q4_0, 18 bytes per 32: d, 16 bytes of nibbles, as Q5_0's.                 w = d (q - 8), q in 0..15
+- Q4_1, 20 bytes per 32: d, m, 16 bytes of nibbles.                         w = d q + m, q in 0..15
 - Q4_K, 144 bytes per 256: d, dmin, 12 bytes of eight 6-bit (sc, m) pairs, 128 bytes of nibbles.
   Sub-block j of 32 weights: w = d sc_j q - dmin m_j, q in 0..15. Each 64 weights share 32 bytes, the
   first 32 in the low nibbles, the next 32 in the high ones.
@@ -17,7 +20,7 @@ weights of one output row, bytes little-endian, d and dmin float16:
   Sub-block i of 16 weights: w = d sc_i (q - 32), q - 32 in -32..31.
 
 Decoded, each form is w = scale q + minimum per block (BlockValues), with scale = d sc and minimum = -dmin m
-(none for the symmetric forms). Those products of a float16 and an integer of at most 8 bits are exact in
+(Q4_1's and Q5_1's m; none for the symmetric forms). Those products of a float16 and an integer of at most 8 bits are exact in
 float32, so BlockValues.weights() computes what gguf.quants.dequantize computes, operation for operation.
 """
 
@@ -31,15 +34,16 @@ from torch import Tensor
 
 QK_K = 256
 # type name -> (weights per block, bytes per block), as gguf.constants.GGML_QUANT_SIZES.
-BLOCK_SHAPES = {"Q8_0": (32, 34), "Q5_0": (32, 22), "Q4_K": (QK_K, 144), "Q5_K": (QK_K, 176), "Q6_K": (QK_K, 210)}
+BLOCK_SHAPES = {"Q8_0": (32, 34), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q4_0": (32, 18), "Q4_1": (32, 20), "Q4_K": (QK_K, 144), "Q5_K": (QK_K, 176), "Q6_K": (QK_K, 210)}
 
 
 @dataclass(frozen=True)
 class BlockValues:
     """w = scale q + minimum, per block of `block` consecutive inputs of a row.
 
-    q [rows, cols]: uint8 for Q4_K (0..15) and Q5_K (0..31), int8 for Q8_0 (-128..127), Q5_0 (-16..15) and Q6_K
-    (-32..31); scale and minimum [rows, cols / block] float32; minimum None for Q8_0, Q5_0 and Q6_K."""
+    q [rows, cols]: uint8 for Q4_1, Q4_K (0..15), Q5_1 and Q5_K (0..31), int8 for Q8_0 (-128..127), Q5_0
+    (-16..15), Q4_0 (-8..7) and Q6_K (-32..31); scale and minimum [rows, cols / block] float32 (minimum per 32);
+    minimum None for Q8_0, Q5_0, Q4_0 and Q6_K."""
 
     q: Tensor
     scale: Tensor
@@ -106,6 +110,35 @@ def decode_q5_0(data: np.ndarray, num_rows: int) -> BlockValues:
                        block=32)
 
 
+def _fifth_bits(qh: Tensor) -> Tensor:
+    """4 bytes qh [rows, blocks, 4] -> [rows, blocks, 32]: bit j of the little-endian uint32, as 0 or 16."""
+    return ((qh.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten(-2) << 4
+
+
+def _nibbles(qs: Tensor) -> Tensor:
+    """16 bytes [rows, blocks, 16] -> [rows, blocks, 32]: weight j in byte j's low nibble, j + 16 in its high."""
+    return torch.cat([qs & 0x0F, qs >> 4], dim=-1)
+
+
+def decode_q5_1(data: np.ndarray, num_rows: int) -> BlockValues:
+    blocks = _blocks(data, num_rows, "Q5_1")
+    q = _nibbles(blocks[..., 8:24]) | _fifth_bits(blocks[..., 4:8])
+    return BlockValues(q=q.reshape(num_rows, -1), scale=_half(blocks[..., 0:2]), minimum=_half(blocks[..., 2:4]),
+                       block=32)
+
+
+def decode_q4_0(data: np.ndarray, num_rows: int) -> BlockValues:
+    blocks = _blocks(data, num_rows, "Q4_0")
+    q = _nibbles(blocks[..., 2:18]).to(torch.int8) - 8
+    return BlockValues(q=q.reshape(num_rows, -1), scale=_half(blocks[..., 0:2]), minimum=None, block=32)
+
+
+def decode_q4_1(data: np.ndarray, num_rows: int) -> BlockValues:
+    blocks = _blocks(data, num_rows, "Q4_1")
+    return BlockValues(q=_nibbles(blocks[..., 4:20]).reshape(num_rows, -1), scale=_half(blocks[..., 0:2]),
+                       minimum=_half(blocks[..., 2:4]), block=32)
+
+
 def decode_q4_k(data: np.ndarray, num_rows: int) -> BlockValues:
     blocks = _blocks(data, num_rows, "Q4_K")
     scale, minimum = _scaled_k(blocks)
@@ -139,7 +172,7 @@ def decode_q6_k(data: np.ndarray, num_rows: int) -> BlockValues:
     return BlockValues(q=q, scale=scale, minimum=None, block=16)
 
 
-DECODERS = {"Q8_0": decode_q8_0, "Q5_0": decode_q5_0, "Q4_K": decode_q4_k, "Q5_K": decode_q5_k, "Q6_K": decode_q6_k}
+DECODERS = {"Q8_0": decode_q8_0, "Q5_0": decode_q5_0, "Q5_1": decode_q5_1, "Q4_0": decode_q4_0, "Q4_1": decode_q4_1, "Q4_K": decode_q4_k, "Q5_K": decode_q5_k, "Q6_K": decode_q6_k}
 
 
 def decode_blocks(data: np.ndarray, num_rows: int, kind: str) -> BlockValues:

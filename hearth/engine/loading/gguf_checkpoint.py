@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hearth.engine.loading.gguf_blocks import decode_blocks
+from hearth.engine.loading.gguf_blocks import DECODERS, decode_blocks
 from hearth.engine.loading.gguf_file import IGNORED, QUANTIZED_BITS, hf_name, open_gguf
 from hearth.engine.model.formats.values import Q8Blocks
 
 Range = tuple[int, int]
-# The types whose blocks are w = d q with q of at most 8 bits and one float16 d per 32 weights: 8-bit records
-# (WeightFormat.keeps_q8_0) hold them as they are.
-Q8_BLOCK_TYPES = ("Q8_0", "Q5_0")
+# The types whose blocks are w = d q + minimum with q of at most 8 bits (every type gguf_blocks decodes): 8-bit
+# records (WeightFormat.keeps_q8_0) hold them as they are.
+Q8_BLOCK_TYPES = tuple(DECODERS)
 
 
 def reverse_permute_rows(num_rows: int, num_heads: int) -> torch.Tensor:
@@ -93,18 +93,19 @@ class GGUFCheckpoint:
         return data[slice(start, stop) if order is None else order[start:stop].numpy()]
 
     def q8_blocks(self, name: str, rows: Range | None = None, cols: Range | None = None) -> Q8Blocks | None:
-        """A tensor's blocks as w = d q with 8-bit q, exactly as the file holds them (Q8_0, and Q5_0 whose q - 16
-        are 5-bit), or its rows' or its columns' (whole 32-blocks), for a format that packs them without a
-        float round trip; None for any other type or a column range inside a block."""
+        """A tensor's blocks (w = d q + minimum, q of at most 8 bits) exactly as the file holds them, or its rows'
+        or its columns' (whole 32-blocks), for a format that packs them without a float round trip; None for
+        any other type or a column range inside a block."""
         kind = self._tensors[name].tensor_type.name
         if kind not in Q8_BLOCK_TYPES or (cols is not None and (cols[0] % 32 or cols[1] % 32)):
             return None
         data = self._stored_rows(name, rows)
         values = decode_blocks(data.reshape(data.shape[0], -1), data.shape[0], kind)
-        if cols is None:
-            return Q8Blocks(q=values.q, d=values.scale)
-        return Q8Blocks(q=values.q[:, cols[0]:cols[1]].contiguous(),
-                        d=values.scale[:, cols[0] // 32:cols[1] // 32].contiguous())
+        q, d, minimum = values.q.to(torch.int8), values.scale, values.minimum
+        if cols is not None:
+            q, d = q[:, cols[0]:cols[1]].contiguous(), d[:, cols[0] // values.block:cols[1] // values.block].contiguous()
+            minimum = None if minimum is None else minimum[:, cols[0] // 32:cols[1] // 32].contiguous()
+        return Q8Blocks(q=q, d=d, minimum=minimum, block=values.block)
 
 
 def _to_torch(data: np.ndarray, kind) -> Tensor:

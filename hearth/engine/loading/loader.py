@@ -205,7 +205,7 @@ def log_rounded_tensors(gguf: Path, weight_format, dtype: torch.dtype, packed: s
     types = tensor_types(gguf)
     for name, kind in types.items():
         is_vocabulary = name in ("token_embd.weight", "output.weight")
-        # 8-bit blocks go into 8-bit records as they are when the whole fused group has them (ShardedLayers).
+        # Blocks go into 8-bit records as they are when the whole fused group has them (ShardedLayers).
         kept_as_blocks = weight_format.keeps_q8_0(is_vocabulary) and all(
             types.get(member) in Q8_BLOCK_TYPES for member in fused_group(name))
         if kind in FLOAT_TYPES or hf_name(name) in packed or kept_as_blocks:

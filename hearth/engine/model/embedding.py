@@ -10,13 +10,16 @@ from hearth.kernels.model import vnni_linear
 
 
 class Q8Embedding:
-    """Token embeddings read from a packed Q8_0 weight (the tied head's own): float32 rows, w = d q exactly."""
+    """Token embeddings read from a packed Q8_0 or Q8K weight (the tied head's own): float32 rows, the weights the
+    head multiplies by, exactly."""
 
     def __init__(self, packed: Tensor, shares_head: bool) -> None:
         self.packed, self.shares_head = packed, shares_head
 
     def lookup(self, token_ids: Tensor) -> Tensor:
         """token_ids [T] -> [T, hidden_size] float32."""
+        if self.packed.shape[-1] == vnni_linear.Q8K_RECORD_BYTES:
+            return vnni_linear.q8k_rows(self.packed, token_ids)
         return vnni_linear.q8_rows(self.packed, token_ids)
 
     @property

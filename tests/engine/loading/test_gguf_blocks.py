@@ -1,4 +1,5 @@
-"""Q8_0, Q5_0, Q4_K, Q5_K and Q6_K blocks of files llama-quantize made (Q5_0: the gguf package's quantizer), decoded into integer values and block
+"""Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K blocks of files llama-quantize made (Q5_0, Q5_1, Q4_0 and Q4_1:
+the gguf package's quantizer), decoded into integer values and block
 scales, give exactly the gguf package's own dequantization of the same tensor."""
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import torch
 from hearth.engine.loading.gguf_blocks import DECODERS, decode_blocks
 
 # The values each type's q may take (its bit width), as BlockValues stores them.
-Q_RANGES = {"Q8_0": (-128, 127), "Q5_0": (-16, 15), "Q4_K": (0, 15), "Q5_K": (0, 31), "Q6_K": (-32, 31)}
+Q_RANGES = {"Q8_0": (-128, 127), "Q5_0": (-16, 15), "Q5_1": (0, 31), "Q4_0": (-8, 7), "Q4_1": (0, 15), "Q4_K": (0, 15),
+            "Q5_K": (0, 31), "Q6_K": (-32, 31)}
 # Types the tiny fixtures' rows (whole 256-blocks) never fall back to: their data comes from the gguf
 # package's own quantizer (as llama-quantize's reference one) on random rows.
-NOT_IN_FIXTURES = ("Q5_0",)
+NOT_IN_FIXTURES = ("Q5_0", "Q5_1", "Q4_0", "Q4_1")
 
 
 def _tensors_of(files: dict, kind: str):
@@ -28,7 +30,7 @@ def _tensors_of(files: dict, kind: str):
 @pytest.mark.parametrize("kind", sorted(DECODERS))
 def test_blocks_decode_exactly_to_the_gguf_packages_dequantization(kind, kquant_gguf):
     """Exact (torch.equal in float32): each weight is one product of a float16 and an integer of at most 8
-    bits (exact in float32) and, for Q4_K and Q5_K, one subtraction, the same operations in the same order."""
+    bits (exact in float32) and, for those with a minimum, one addition, the same operations in the same order."""
     from gguf.quants import dequantize
 
     if kind in NOT_IN_FIXTURES:
@@ -47,6 +49,7 @@ def test_blocks_decode_exactly_to_the_gguf_packages_dequantization(kind, kquant_
         assert values.q.shape == (num_rows, num_cols)
         low, high = Q_RANGES[kind]
         assert low <= values.q.min().item() and values.q.max().item() <= high
+        assert values.q.min().item() < low + 4 and values.q.max().item() > high - 4, "the range is used"
         assert torch.equal(values.weights(), expected), name
 
 

@@ -47,7 +47,7 @@ def test_a_read_owns_its_memory(kquant_gguf):
 
 def test_q8_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf):
     """A Q8_0 tensor's blocks (q, d) as the file holds them: their d q is the gguf package's dequantization,
-    whole or by rows; other types have none."""
+    whole or by rows; float tensors have none."""
     path = kquant_gguf["Q8_0"]
     checkpoint = GGUFCheckpoint(path, HEADS, KV_HEADS)
     embed = _expected(path, "token_embd.weight")
@@ -56,7 +56,29 @@ def test_q8_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf):
     assert torch.equal(blocks.weights(), embed)
     assert torch.equal(checkpoint.q8_blocks("model.embed_tokens.weight", rows=(5, 40)).weights(), embed[5:40])
     assert checkpoint.q8_blocks("model.layers.1.input_layernorm.weight") is None  # float32
-    assert GGUFCheckpoint(kquant_gguf["Q4_K_M"], HEADS, KV_HEADS).q8_blocks("model.layers.1.mlp.down_proj.weight") is None
+
+
+@pytest.mark.parametrize("file", ["Q4_K_M", "Q5_K_M", "Q6_K"])
+def test_k_quant_blocks_are_the_files_own_and_give_its_dequantization(kquant_gguf, file):
+    """Every K-quant tensor's blocks (q of at most 8 bits, its scale per 16 or 32, its minimum) as the file holds
+    them: they give the gguf package's dequantization exactly, whole, by rows and by whole 32-column blocks."""
+    path = kquant_gguf[file]
+    checkpoint = GGUFCheckpoint(path, HEADS, KV_HEADS)
+    seen = set()
+    for name in sorted(checkpoint.names()):
+        kind = checkpoint.type_name(name)
+        if kind == "F32":
+            assert checkpoint.q8_blocks(name) is None
+            continue
+        seen.add(kind)
+        blocks, expected = checkpoint.q8_blocks(name), checkpoint.read(name)
+        assert blocks.q.dtype == torch.int8 and blocks.block == (16 if kind == "Q6_K" else 32)
+        assert (blocks.minimum is None) == (kind == "Q6_K"), (name, kind)
+        assert torch.equal(blocks.weights(), expected), name
+        assert torch.equal(checkpoint.q8_blocks(name, rows=(3, 19)).weights(), expected[3:19]), name
+        assert torch.equal(checkpoint.q8_blocks(name, cols=(32, 96)).weights(), expected[:, 32:96]), name
+        assert checkpoint.q8_blocks(name, cols=(16, 48)) is None  # inside a block
+    assert seen >= {"Q6_K"} and len(seen) >= 2 - (file == "Q6_K"), seen
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int4"])

@@ -107,9 +107,10 @@ def test_a_packed_q4_k_layer_is_within_float16_rounding_of_its_block_scales(kqua
 
 
 def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf, caplog):
-    """int4 names the Q6_K tensors, the Q4_K ones fused with them (attn_q, attn_k of more_bits_layers()) and the
-    Q4_K token table its 8-bit head re-quantizes; mixed names the same (its 8-bit records hold the Q6_K ones
-    finely, but from their float values); the float32 forward rounds nothing."""
+    """int4 names the Q6_K projections and the Q4_K ones fused with them (attn_q, attn_k of more_bits_layers()),
+    which it rounds to 4-bit groups; its vocabulary tables are 8-bit records of the file's own blocks. mixed
+    holds every tensor as the file does (int4 records or Q8K ones) and names none; nor does the float32
+    forward."""
     import logging
 
     from hearth.engine.loading.loader import log_rounded_tensors
@@ -117,15 +118,17 @@ def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf
     path = kquant_gguf["Q4_K_M"]
     packed = set(read_gguf_q4(path, HEADS, KV_HEADS))
     more = more_bits_layers()
-    q6_k = 1 + 2 * len(more)  # output.weight, attn_v and ffn_down of each more-bits layer
-    q4_k = 1 + 2 * len(more)  # token_embd.weight, attn_q and attn_k of each more-bits layer
-    for format_name in ("int4", "mixed"):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
-            log_rounded_tensors(path, parse_format(format_name), torch.bfloat16, packed)
-        (message,) = [r.getMessage() for r in caplog.records]
-        assert f"Q6_K: {q6_k} (output.weight, blk.{more[0]}.attn_v.weight" in message, message
-        assert f"Q4_K: {q4_k} (token_embd.weight, blk.{more[0]}.attn_k.weight" in message, message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
+        log_rounded_tensors(path, parse_format("int4"), torch.bfloat16, packed)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"Q6_K: {2 * len(more)} (blk.{more[0]}.attn_v.weight, blk.{more[0]}.ffn_down.weight" in message, message
+    assert f"Q4_K: {2 * len(more)} (blk.{more[0]}.attn_k.weight, blk.{more[0]}.attn_q.weight" in message, message
+    assert "output.weight" not in message and "token_embd.weight" not in message, message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
+        log_rounded_tensors(path, parse_format("mixed"), torch.bfloat16, packed)
+    assert caplog.records == []
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
         log_rounded_tensors(path, parse_format("none"), torch.float32, set())

@@ -1,5 +1,6 @@
 """`int8`: 8-bit weights quantized on load. Q8_0 blocks of 32 on hearth.kernels.model.vnni_linear where it runs and
-they pack, else int8 per output channel on aten's kernel (hearth.kernels.model.weight_only).
+they pack, else int8 per output channel on aten's kernel (hearth.kernels.model.weight_only). A GGUF's blocks of at
+most 8-bit integers (every type but the IQ ones, Q2_K and Q3_K) are packed as the file holds them.
 
 The vocabulary projection is kept in 8 bits here and in int4, as GGUF files commonly keep token_embd/output
 in Q8_0 (the default model's does).
@@ -51,12 +52,13 @@ class Int8Format(WeightFormat):
 
     def q8_linear(self, weight: Tensor | Q8Blocks, bias: Tensor | None, at: Placement,
                   adds_to_residual: bool) -> Linear:
-        """Q8 records: a GGUF's 8-bit blocks (Q8_0, Q5_0) as they are, else quantized from the values."""
+        """8-bit records: a GGUF's blocks as they are (Q8_0 records for Q8_0/Q5_0/Q4_0, Q8K for the others), else
+        Q8_0 records quantized from the values."""
         if at.has_c_kernels:
-            q, d = _q8_values(weight, at.device)
-            if vnni_linear.unpackable_reason(*q.shape, d) is None:
+            records = _records(weight, at.device)
+            if records is not None:
                 output_dtype = self.residual_dtype(at.dtype) if adds_to_residual else at.dtype
-                return BlockQuantizedLinear("q8", vnni_linear.pack_q8(q, d), *q.shape, bias, output_dtype)
+                return BlockQuantizedLinear(records[0], records[1], *weight_shape(weight), bias, output_dtype)
         return int8_linear(float_values(weight).to(at.device), bias, at.dtype)
 
     def embedding_and_head(self, embed: Tensor | Q8Blocks, lm_head: Tensor | Q8Blocks | None,
@@ -66,10 +68,10 @@ class Int8Format(WeightFormat):
         so it is stored once."""
         vocab_weight = embed if lm_head is None else lm_head
         if at.has_c_kernels:
-            q, d = _q8_values(vocab_weight, at.device)
-            if vnni_linear.unpackable_reason(*q.shape, d) is None:
-                packed = vnni_linear.pack_q8(q, d)
-                head = BlockQuantizedLinear("q8", packed, *q.shape, None, torch.float32)
+            records = _records(vocab_weight, at.device)
+            if records is not None:
+                form, packed = records
+                head = BlockQuantizedLinear(form, packed, *weight_shape(vocab_weight), None, torch.float32)
                 if lm_head is None:
                     return Q8Embedding(packed, shares_head=True), head
                 table = float_values(embed).to(at.device).to(at.dtype).contiguous()
@@ -83,10 +85,24 @@ class Int8Format(WeightFormat):
         return Embedding(table, None, at.dtype, shares_head=False), int8_linear(vocab_weight, None, torch.float32)
 
 
-def _q8_values(table: Tensor | Q8Blocks, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(q, d) for vnni_linear's Q8 records: a GGUF's 8-bit blocks as the file holds them (those records take q in
-    -127..127, which llama.cpp's Q8_0 quantizer always writes and Q5_0's -16..15 are within), else quantized
-    from the values."""
-    if isinstance(table, Q8Blocks) and int(table.q.min()) >= -127:
-        return table.q.to(device), table.d.to(device)
-    return vnni_linear.quantize_q8(float_values(table).to(device))
+def weight_shape(weight: Tensor | Q8Blocks) -> tuple[int, int]:
+    return tuple((weight.q if isinstance(weight, Q8Blocks) else weight).shape)
+
+
+def _records(weight: Tensor | Q8Blocks, device: torch.device) -> tuple[str, Tensor] | None:
+    """(form, packed) of vnni_linear's 8-bit records, None where they do not pack (shape, float16 range): a GGUF's
+    blocks as the file holds them, symmetric ones (q in -127..127, which llama.cpp's Q8_0 quantizer always
+    writes, and Q5_0's -16..15 and Q4_0's -8..7 are within) as Q8_0 records and the others (a scale per 16 or a
+    minimum) as Q8K ones; float values quantized to Q8_0."""
+    if isinstance(weight, Q8Blocks) and not (weight.is_symmetric and int(weight.q.min()) >= -127):
+        scale, minimum = weight.halves()
+        if vnni_linear.unpackable_reason(*weight.q.shape, scale, minimum) is not None:
+            return None
+        return "q8k", vnni_linear.pack_q8k(weight.q.to(device), scale.to(device), minimum.to(device))
+    if isinstance(weight, Q8Blocks):
+        q, d = weight.q.to(device), weight.d.to(device)
+    else:
+        q, d = vnni_linear.quantize_q8(weight.to(device))
+    if vnni_linear.unpackable_reason(*q.shape, d) is not None:
+        return None
+    return "q8", vnni_linear.pack_q8(q, d)

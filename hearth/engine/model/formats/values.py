@@ -1,10 +1,11 @@
-"""Weights that arrive already quantized (a GGUF file's Q4_0/Q4_1 tensors, its Q8_0 vocabulary tables), as the
+"""Weights that arrive already quantized (a GGUF file's Q4_0/Q4_1 tensors, its 8-bit-integer blocks), as the
 formats that take them pack them (hearth.engine.model.formats.int4, .int8)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -22,19 +23,51 @@ class QuantizedValues:
 
 @dataclass(frozen=True)
 class Q8Blocks:
-    """A GGUF Q8_0 tensor's blocks as the file holds them: w = d q per block of 32 inputs, handed to a format
-    that keeps Q8_0 (WeightFormat.keeps_q8_0) so that it packs them without a float round trip.
+    """A GGUF tensor's blocks as the file holds them, integers of at most 8 bits: w = d q + minimum, with d one
+    scale per `block` inputs (32, or Q6_K's 16) and minimum one per 32 (None: 0). Handed to a format that keeps
+    8-bit records (WeightFormat.keeps_q8_0) so that it packs them without a float round trip: the symmetric
+    ones (Q8_0, Q5_0, Q4_0: one d per 32, no minimum) as Q8_0 records, the rest (K-quants, Q5_1, Q4_1) as Q8K.
 
-    q [out, in] int8; d [out, in / 32] float32 (float16 values)."""
+    q [out, in] int8; d [out, in / block] and minimum [out, in / 32] float32."""
 
     q: Tensor
     d: Tensor
+    minimum: Tensor | None = None
+    block: int = 32
+
+    def __post_init__(self) -> None:
+        if self.block not in (16, 32):
+            raise ValueError(f"block must be 16 or 32 inputs, got {self.block}")
+
+    @property
+    def is_symmetric(self) -> bool:
+        """One scale per 32 and no minimum: Q8_0's form."""
+        return self.block == 32 and self.minimum is None
+
+    def halves(self) -> tuple[Tensor, Tensor]:
+        """(scale per 16 inputs [out, in / 16], minimum per 32 [out, in / 32], zeros where none): Q8K's form."""
+        scale = self.d if self.block == 16 else self.d.repeat_interleave(2, 1)
+        minimum = self.minimum if self.minimum is not None else torch.zeros(self.q.shape[0], self.q.shape[1] // 32)
+        return scale, minimum
 
     def weights(self) -> Tensor:
-        """float32 [out, in]: d q, exact (a float16 times an 8-bit integer), as the gguf package dequantizes."""
-        return self.q.float() * self.d.repeat_interleave(self.q.shape[1] // self.d.shape[1], 1)
+        """float32 [out, in]: d q, then + minimum, as the gguf package dequantizes (a float16 or K-quant scale
+        times an integer of at most 8 bits is exact in float32)."""
+        product = self.q.float() * self.d.repeat_interleave(self.block, 1)
+        return product if self.minimum is None else product + self.minimum.repeat_interleave(32, 1)
+
+    @staticmethod
+    def cat(parts: list[Q8Blocks]) -> Q8Blocks:
+        """Fused rows (q/k/v or gate/up): in one form when all share it, else all in Q8K's."""
+        first = parts[0]
+        if all(p.block == first.block and (p.minimum is None) == (first.minimum is None) for p in parts):
+            minimum = None if first.minimum is None else torch.cat([p.minimum for p in parts])
+            return Q8Blocks(torch.cat([p.q for p in parts]), torch.cat([p.d for p in parts]), minimum, first.block)
+        halves = [p.halves() for p in parts]
+        return Q8Blocks(torch.cat([p.q for p in parts]), torch.cat([h[0] for h in halves]),
+                        torch.cat([h[1] for h in halves]), 16)
 
 
 def float_values(table: Tensor | Q8Blocks) -> Tensor:
-    """A weight's values as a tensor, from Q8_0 blocks if it came as them."""
+    """A weight's values as a tensor, from its blocks if it came as them."""
     return table.weights() if isinstance(table, Q8Blocks) else table

@@ -105,9 +105,10 @@ class WeightFormat:
         )
 
     def keeps_q8_0(self, is_vocabulary: bool) -> bool:
-        """Whether a GGUF tensor of 8-bit blocks (Q8_0, and Q5_0: w = d q per 32; the embedding or head if
-        `is_vocabulary`, else a projection) is held in Q8_0 records: then it arrives as its blocks
-        (values.Q8Blocks) and is packed exactly as the file holds it."""
+        """Whether a GGUF tensor of blocks of at most 8-bit integers (every type gguf_blocks decodes: Q8_0, Q5_0,
+        Q5_1, Q4_0, Q4_1 and the K-quants; the embedding or head if `is_vocabulary`, else a projection) is held
+        in 8-bit records: then it arrives as its blocks (values.Q8Blocks) and is packed as the file holds it,
+        Q8_0 records for the symmetric ones and Q8K records (a scale per 16, a minimum per 32) for the rest."""
         return False
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -135,7 +136,7 @@ class WeightFormat:
         whose output `adds_to_residual` (o, down) hands it on in the residual dtype where its kernel can.
         `source_bits`: the bits per weight of the finest quantized tensor the weight was dequantized from (a
         GGUF's Q6_K: 6), None for float sources; only a format that keeps each tensor's own grid reads it.
-        Where keeps_q8_0(False), `weight` may be a GGUF's 8-bit blocks (values.Q8Blocks)."""
+        Where keeps_q8_0(False) is true, `weight` may be a GGUF's blocks (values.Q8Blocks)."""
         raise NotImplementedError
 
     def from_values(self, parts: list[QuantizedValues], bias: Tensor | None, at: Placement,
@@ -147,5 +148,5 @@ class WeightFormat:
                            at: Placement) -> tuple[Embedding | Q8Embedding, Linear]:
         """The embedding and the lm_head (the embedding itself when lm_head is None: tied). Every head gives
         float32 logits, so the sampling core never sees logits rounded to the activation dtype. A format whose
-        keeps_q8_0(is_vocabulary=True) may get a GGUF Q8_0 table as its blocks (values.Q8Blocks)."""
+        keeps_q8_0(is_vocabulary=True) may get a GGUF table as its blocks (values.Q8Blocks)."""
         raise NotImplementedError

@@ -156,7 +156,7 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
             model = LlamaModel.from_checkpoint(weights, hf_config, dtype, device, max_model_len + 1, weight_format,
                                                native, partition, group)
         if gguf is not None:
-            log_rounded_tensors(gguf, weight_format, dtype, set(native))
+            log_rounded_tensors(gguf, weight_format, dtype, set(native), device)
         num_kv_heads, max_rank_kv_heads = partition.num_kv_heads, partition.max_kv_heads
         rank_bytes = tuple(group.all_gather_int(model.resident_weight_bytes()))
         if group.is_distributed:
@@ -191,22 +191,26 @@ def _load(entry: ModelEntry, config: EngineConfig, folder: Path, hf_config, toke
     )
 
 
-def log_rounded_tensors(gguf: Path, weight_format, dtype: torch.dtype, packed: set[str]) -> None:
+def log_rounded_tensors(gguf: Path, weight_format, dtype: torch.dtype, packed: set[str],
+                        device: torch.device | str = "cpu") -> None:
     """Warns, by type, of the quantized tensors `weight_format` rounds again from their float32 values (the
     ones it does not pack as they are): a served file is never re-quantized silently. The float32 torch
-    path rounds nothing."""
+    path rounds nothing. Blocks are held as they are only in the C kernels' 8-bit records: elsewhere (a GPU,
+    float32 activations, a CPU below avx2) aten's int8 per channel rounds them again."""
     from hearth.engine.loading.gguf_checkpoint import Q8_BLOCK_TYPES
     from hearth.engine.loading.gguf_file import FLOAT_TYPES, hf_name, tensor_types
     from hearth.engine.loading.gguf_weights import fused_group
+    from hearth.engine.model.formats.placement import c_kernels_unavailable_reason
 
     if weight_format.is_exact_against_transformers and dtype == torch.float32:
         return
     rounded: dict[str, list[str]] = {}
+    has_records = c_kernels_unavailable_reason(device, dtype) is None
     types = tensor_types(gguf)
     for name, kind in types.items():
         is_vocabulary = name in ("token_embd.weight", "output.weight")
         # Blocks go into 8-bit records as they are when the whole fused group has them (ShardedLayers).
-        kept_as_blocks = weight_format.keeps_q8_0(is_vocabulary) and all(
+        kept_as_blocks = has_records and weight_format.keeps_q8_0(is_vocabulary) and all(
             types.get(member) in Q8_BLOCK_TYPES for member in fused_group(name))
         if kind in FLOAT_TYPES or hf_name(name) in packed or kept_as_blocks:
             continue

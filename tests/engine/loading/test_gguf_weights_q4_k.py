@@ -109,8 +109,8 @@ def test_a_packed_q4_k_layer_is_within_float16_rounding_of_its_block_scales(kqua
 def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf, caplog):
     """int4 names the Q6_K projections and the Q4_K ones fused with them (attn_q, attn_k of more_bits_layers()),
     which it rounds to 4-bit groups; its vocabulary tables are 8-bit records of the file's own blocks. mixed
-    holds every tensor as the file does (int4 records or Q8K ones) and names none; nor does the float32
-    forward."""
+    holds every tensor as the file does (int4 records or Q8K ones) and names none where those records run;
+    nor does the float32 forward."""
     import logging
 
     from hearth.engine.loading.loader import log_rounded_tensors
@@ -122,13 +122,24 @@ def test_each_tensor_a_format_rounds_again_is_named_by_type_at_start(kquant_gguf
     with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
         log_rounded_tensors(path, parse_format("int4"), torch.bfloat16, packed)
     (message,) = [r.getMessage() for r in caplog.records]
-    assert f"Q6_K: {2 * len(more)} (blk.{more[0]}.attn_v.weight, blk.{more[0]}.ffn_down.weight" in message, message
-    assert f"Q4_K: {2 * len(more)} (blk.{more[0]}.attn_k.weight, blk.{more[0]}.attn_q.weight" in message, message
-    assert "output.weight" not in message and "token_embd.weight" not in message, message
+    if vnni_linear.unavailable_reason() is None:
+        assert f"Q6_K: {2 * len(more)} (blk.{more[0]}.attn_v.weight, blk.{more[0]}.ffn_down.weight" in message, message
+        assert f"Q4_K: {2 * len(more)} (blk.{more[0]}.attn_k.weight, blk.{more[0]}.attn_q.weight" in message, message
+        assert "output.weight" not in message and "token_embd.weight" not in message, message
+    else:  # its vocabulary tables are aten's int8 per channel
+        assert f"Q6_K: {1 + 2 * len(more)} (output.weight, blk.{more[0]}.attn_v.weight" in message, message
+        assert f"Q4_K: {1 + 2 * len(more)} (token_embd.weight, blk.{more[0]}.attn_k.weight" in message, message
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
         log_rounded_tensors(path, parse_format("mixed"), torch.bfloat16, packed)
-    assert caplog.records == []
+    assert (caplog.records == []) == (vnni_linear.unavailable_reason() is None)
+    # Without the C kernels' records (float32 activations here; a GPU, a CPU below avx2) aten's int8 per channel
+    # rounds the 8-bit blocks again, and says so.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
+        log_rounded_tensors(path, parse_format("mixed"), torch.float32, packed)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"Q6_K: {1 + 2 * len(more)} (output.weight, blk.{more[0]}.attn_v.weight" in message, message
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="hearth.engine.loading.loader"):
         log_rounded_tensors(path, parse_format("none"), torch.float32, set())

@@ -73,26 +73,19 @@ static inline void vi_store_u16(void *p, vi a) { _mm256_storeu_si256((__m256i *)
  * exact. quad[s] holds the 16 outputs' unsigned weight bytes for inputs 4 s .. 4 s + 3 ([16][4]); x is the
  * block's 32 signed activation bytes. _u4: every weight byte in 0..15 (the AVX2 build takes a shorter path
  * for it); _u8: any byte. */
-static inline vi vi_dot32_u8s8(const vi quad[8], const int8_t *x) {
+static inline vi dot_quads(const vi *quad, int quads, const int8_t *x) {
     vi acc = _mm512_setzero_si512();
-    for (int s = 0; s < 8; s++) {
+    for (int s = 0; s < quads; s++) {
         int32_t four;
         __builtin_memcpy(&four, x + 4 * s, 4);
         acc = _mm512_dpbusd_epi32(acc, quad[s], _mm512_set1_epi32(four));
     }
     return acc;
 }
-static inline vi vi_dot32_u4s8(const vi quad[8], const int8_t *x) { return vi_dot32_u8s8(quad, x); }
+static inline vi vi_dot32_u8s8(const vi quad[8], const int8_t *x) { return dot_quads(quad, 8, x); }
+static inline vi vi_dot32_u4s8(const vi quad[8], const int8_t *x) { return dot_quads(quad, 8, x); }
 /* vi_dot32_u8s8 over 16 inputs: quad[0..3] and x[0..15]. */
-static inline vi vi_dot16_u8s8(const vi quad[4], const int8_t *x) {
-    vi acc = _mm512_setzero_si512();
-    for (int s = 0; s < 4; s++) {
-        int32_t four;
-        __builtin_memcpy(&four, x + 4 * s, 4);
-        acc = _mm512_dpbusd_epi32(acc, quad[s], _mm512_set1_epi32(four));
-    }
-    return acc;
-}
+static inline vi vi_dot16_u8s8(const vi quad[4], const int8_t *x) { return dot_quads(quad, 4, x); }
 /* acc + per float32 lane w[2j+1] x[2j+1] + w[2j] x[2j] for bf16 pairs w, x (vdpbf16ps). */
 static inline vf vf_dot2_bf16(vf acc, vi w, vi x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 

@@ -56,8 +56,9 @@ class ModelRunner:
                         else f"SDPA ({reason})")
             self.num_kv_heads = loaded.num_kv_heads  # this rank's
             model = loaded.model
-            self.query_block = calibrate_query_block(prefill_chunk_size, model.num_heads, model.num_kv_heads,
-                                                     model.shape.head_dim, model.dtype, self.device)
+            # Only SDPA's prefill geometry reads it: where the row kernel attends every row, nothing is measured.
+            self.query_block = None if self.attends_rows_alone else calibrate_query_block(
+                prefill_chunk_size, model.num_heads, model.num_kv_heads, model.shape.head_dim, model.dtype, self.device)
 
     def order(self, chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
         """Decode rows (one token) first, rows of one context length together, then the prefill chunks, as the

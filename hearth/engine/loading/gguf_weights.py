@@ -1,10 +1,9 @@
 """Read a GGUF file's 4-bit tensors (Q4_0, Q4_1, Q4_K) as they are, for the int4 kernels: no float round trip.
 
-A Q4 block holds 32 weights of one output row: Q4_1 is d, m (float16) and 16 bytes of nibbles with
-w = d q + m; Q4_0 is d and the nibbles with w = d (q - 8). Byte j holds weight j in its low nibble and
-weight j + 16 in its high one. In the int4 kernels' form, w = (q - 8) * scale + zero: scale = d and
-zero = m + 8 d (Q4_1) or 0 (Q4_0), both exact in float32. A Q4_K super-block of 256 is 8 such blocks of 32
-(hearth.engine.loading.gguf_blocks): scale = d sc is exact, zero = 8 d sc - dmin m is rounded once in float32.
+The blocks are decoded by hearth.engine.loading.gguf_blocks (layouts there). In the int4 kernels' form,
+w = (q - 8) * scale + zero: scale = d and zero = m + 8 d (Q4_1) or 0 (Q4_0), both exact in float32. A Q4_K
+super-block of 256 is 8 such blocks of 32: scale = d sc is exact, zero = 8 d sc - dmin m is rounded once in
+float32.
 
 Rows are in HF order: llama.cpp's q/k permutation is undone on whole rows (gguf_checkpoint.stored_order).
 """
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hearth.engine.loading.gguf_blocks import decode_q4_k
+from hearth.engine.loading.gguf_blocks import BlockValues, decode_blocks
 from hearth.engine.loading.gguf_checkpoint import stored_order
 from hearth.engine.loading.gguf_file import Q4_BLOCKS, field_value, hf_name, open_gguf
 from hearth.engine.model.formats.values import QuantizedValues
@@ -34,24 +33,12 @@ def projection_name(gguf_name: str) -> str | None:
     return name if name is not None and name.endswith("_proj.weight") else None
 
 
-def decode_q4(data: np.ndarray, num_rows: int, num_cols: int, is_q4_1: bool) -> QuantizedValues:
-    """data [num_rows, bytes per row] uint8 of Q4_0/Q4_1 blocks -> the int4 kernels' values."""
-    block_bytes = 20 if is_q4_1 else 18
-    blocks = torch.from_numpy(np.array(data, dtype=np.uint8, copy=True)).view(num_rows, num_cols // Q4_BLOCK, block_bytes)
-    d = blocks[..., 0:2].contiguous().view(torch.float16).squeeze(-1).float()
-    if is_q4_1:
-        m = blocks[..., 2:4].contiguous().view(torch.float16).squeeze(-1).float()
-        zero = m + 8 * d
-    else:
-        zero = torch.zeros_like(d)
-    nibbles = blocks[..., block_bytes - 16:]
-    q = torch.cat([nibbles & 0x0F, nibbles >> 4], dim=-1).reshape(num_rows, num_cols)
-    return QuantizedValues(q=q, scale=d, zero=zero, group_size=Q4_BLOCK)
-
-
-def decode_q4_k_values(data: np.ndarray, num_rows: int) -> QuantizedValues:
-    """data [num_rows, bytes per row] uint8 of Q4_K super-blocks -> the int4 kernels' values, groups of 32."""
-    values = decode_q4_k(data, num_rows)
+def int4_values(values: BlockValues) -> QuantizedValues:
+    """A 4-bit type's decoded blocks (gguf_blocks: Q4_0's q - 8, or Q4_1's and Q4_K's q with their minimum) in the
+    int4 kernels' form, w = (q - 8) * scale + zero, q in 0..15."""
+    if values.minimum is None:
+        return QuantizedValues(q=(values.q + 8).to(torch.uint8), scale=values.scale,
+                               zero=torch.zeros_like(values.scale), group_size=Q4_BLOCK)
     return QuantizedValues(q=values.q, scale=values.scale, zero=values.minimum + 8 * values.scale, group_size=Q4_BLOCK)
 
 
@@ -63,10 +50,8 @@ class Q4Tensor:
     def __init__(self, data: np.ndarray, num_rows: int, num_cols: int, kind: str, order: torch.Tensor | None) -> None:
         self.data, self.num_rows, self.num_cols, self.kind, self.order = data, num_rows, num_cols, kind, order
 
-    def _decode(self, data: np.ndarray, num_rows: int, num_cols: int) -> QuantizedValues:
-        if self.kind == "Q4_K":
-            return decode_q4_k_values(data, num_rows)
-        return decode_q4(data, num_rows, num_cols, self.kind == "Q4_1")
+    def _decode(self, data: np.ndarray, num_rows: int) -> QuantizedValues:
+        return int4_values(decode_blocks(data, num_rows, self.kind))
 
     def _stored_rows(self, start: int, stop: int) -> np.ndarray | slice:
         return slice(start, stop) if self.order is None else self.order[start:stop].numpy()
@@ -74,7 +59,7 @@ class Q4Tensor:
     def rows(self, start: int = 0, stop: int | None = None) -> QuantizedValues:
         """Output rows [start, stop) (all by default)."""
         stop = self.num_rows if stop is None else stop
-        return self._decode(self.data[self._stored_rows(start, stop)], stop - start, self.num_cols)
+        return self._decode(self.data[self._stored_rows(start, stop)], stop - start)
 
     def cols(self, start: int, stop: int) -> QuantizedValues:
         """Input columns [start, stop), which must be whole blocks (32 weights; 256 for Q4_K)."""
@@ -84,7 +69,7 @@ class Q4Tensor:
                              f"[{start}, {stop}) do not (choose another tensor_parallel_size or quantization)")
         blocks = self.data.reshape(self.num_rows, self.num_cols // block, block_bytes)
         blocks = blocks[self._stored_rows(0, self.num_rows), start // block:stop // block]
-        return self._decode(blocks.reshape(self.num_rows, -1), self.num_rows, stop - start)
+        return self._decode(blocks.reshape(self.num_rows, -1), self.num_rows)
 
 
 def read_gguf_q4(path: Path, num_heads: int, num_kv_heads: int) -> dict[str, Q4Tensor]:

@@ -9,8 +9,9 @@ import torch
 from hearth.engine.chat import render_chat
 from hearth.engine.config import EngineConfig
 from hearth.engine.llm_engine import LLMEngine
+from hearth.engine.loading.gguf_blocks import decode_blocks
 from hearth.engine.loading.gguf_checkpoint import reverse_permute_rows
-from hearth.engine.loading.gguf_weights import decode_q4
+from hearth.engine.loading.gguf_weights import int4_values
 from hearth.engine.loading.loader import source_gguf
 from hearth.engine.model.attention import AttentionMetadata, PrefillSegment
 
@@ -23,7 +24,7 @@ def _q4_1_block(d: float, m: float, q: list[int]) -> bytes:
 def test_q4_1_blocks_decode_to_d_q_plus_m():
     q = [(7 * j + 3) % 16 for j in range(32)]
     rows = [_q4_1_block(0.5, -1.25, q) + _q4_1_block(0.03125, 2.0, q[::-1])]
-    values = decode_q4(np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(1, 40), 1, 64, is_q4_1=True)
+    values = int4_values(decode_blocks(np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(1, 40), 1, "Q4_1"))
     weights = (values.q.float() - 8) * values.scale.repeat_interleave(32, 1) + values.zero.repeat_interleave(32, 1)
     expected = torch.tensor([[0.5 * v - 1.25 for v in q] + [0.03125 * v + 2.0 for v in q[::-1]]])
     assert torch.equal(weights, expected)
@@ -32,7 +33,7 @@ def test_q4_1_blocks_decode_to_d_q_plus_m():
 def test_q4_0_blocks_decode_to_d_times_q_minus_8():
     q = list(range(16)) * 2
     block = np.float16(0.25).tobytes() + bytes(q[j] | q[j + 16] << 4 for j in range(16))
-    values = decode_q4(np.frombuffer(block, dtype=np.uint8).reshape(1, 18), 1, 32, is_q4_1=False)
+    values = int4_values(decode_blocks(np.frombuffer(block, dtype=np.uint8).reshape(1, 18), 1, "Q4_0"))
     weights = (values.q.float() - 8) * values.scale + values.zero
     assert torch.equal(weights, torch.tensor([[0.25 * (v - 8) for v in q]]))
 

@@ -58,7 +58,7 @@ class Int8Format(WeightFormat):
             records = _records(weight, at.device)
             if records is not None:
                 output_dtype = self.residual_dtype(at.dtype) if adds_to_residual else at.dtype
-                return BlockQuantizedLinear(records[0], records[1], *weight_shape(weight), bias, output_dtype)
+                return BlockQuantizedLinear(records[0], records[1], *weight.shape, bias, output_dtype)
         return int8_linear(float_values(weight).to(at.device), bias, at.dtype)
 
     def embedding_and_head(self, embed: Tensor | Q8Blocks, lm_head: Tensor | Q8Blocks | None,
@@ -71,7 +71,7 @@ class Int8Format(WeightFormat):
             records = _records(vocab_weight, at.device)
             if records is not None:
                 form, packed = records
-                head = BlockQuantizedLinear(form, packed, *weight_shape(vocab_weight), None, torch.float32)
+                head = BlockQuantizedLinear(form, packed, *vocab_weight.shape, None, torch.float32)
                 if lm_head is None:
                     return Q8Embedding(packed, shares_head=True), head
                 table = float_values(embed).to(at.device).to(at.dtype).contiguous()
@@ -83,10 +83,6 @@ class Int8Format(WeightFormat):
             return Embedding(qweight, scales, at.dtype, shares_head=True), Int8Linear(qweight, scales, None)
         table = embed.to(at.dtype).contiguous()
         return Embedding(table, None, at.dtype, shares_head=False), int8_linear(vocab_weight, None, torch.float32)
-
-
-def weight_shape(weight: Tensor | Q8Blocks) -> tuple[int, int]:
-    return tuple((weight.q if isinstance(weight, Q8Blocks) else weight).shape)
 
 
 def _records(weight: Tensor | Q8Blocks, device: torch.device) -> tuple[str, Tensor] | None:

@@ -40,6 +40,11 @@ class Q8Blocks:
             raise ValueError(f"block must be 16 or 32 inputs, got {self.block}")
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """[out, in], as a float weight's."""
+        return tuple(self.q.shape)
+
+    @property
     def is_symmetric(self) -> bool:
         """One scale per 32 and no minimum: Q8_0's form."""
         return self.block == 32 and self.minimum is None

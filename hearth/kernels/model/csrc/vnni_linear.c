@@ -62,7 +62,7 @@ struct activations {
     int16_t *x16;
     float *dx;
     int32_t *sum;
-    int32_t *first;
+    int32_t *sum16;
     uint8_t *unpacked; /* per thread, a tile's Q4 weights as bytes [k / 32][512] for AMX; NULL when unused */
 };
 
@@ -71,13 +71,13 @@ static int allocate(struct activations *a, int64_t rows, int64_t k, int64_t unpa
     a->x16 = malloc(rows * k * sizeof(int16_t));
     a->dx = malloc(rows * (k / 32) * sizeof(float));
     a->sum = malloc(rows * (k / 32) * sizeof(int32_t));
-    a->first = malloc(rows * (k / 32) * sizeof(int32_t));
+    a->sum16 = malloc(rows * (k / 32) * sizeof(int32_t));
     a->unpacked = unpacked_bytes ? aligned_alloc(64, unpacked_bytes) : NULL;
-    return a->bytes && a->x16 && a->dx && a->sum && a->first && (a->unpacked || !unpacked_bytes);
+    return a->bytes && a->x16 && a->dx && a->sum && a->sum16 && (a->unpacked || !unpacked_bytes);
 }
 
 static void release(struct activations *a) {
-    free(a->bytes); free(a->x16); free(a->dx); free(a->sum); free(a->first); free(a->unpacked);
+    free(a->bytes); free(a->x16); free(a->dx); free(a->sum); free(a->sum16); free(a->unpacked);
 }
 
 /* Inside a parallel region: each thread quantizes its share of rows. */
@@ -85,7 +85,7 @@ static void quantize_rows(const uint16_t *x, int64_t rows, int64_t k, const stru
     #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; r++)
         quantize_row(x + r * k, k, a->bytes + r * 2 * k, a->bytes + r * 2 * k + k, a->x16 + r * k,
-                     a->dx + r * (k / 32), a->sum + r * (k / 32), a->first + r * (k / 32));
+                     a->dx + r * (k / 32), a->sum + r * (k / 32), a->sum16 + r * (k / 32));
 }
 
 /* 256 dot(w, hi) + dot(w, lo) for one Q4 block of row r: quad[s] holds the 16 outputs' nibbles for inputs
@@ -387,8 +387,8 @@ int q8k_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int
                     vi half[2];
                     vq8_dot_halves(&block, hi, hi + k, a.x16 + (r0 + i) * k + b * 32, half);
                     /* Exact: |dot_h| <= 16 * 255 * 32639 + 128 * 16 * 32639 < 2^31. */
-                    const vi dot0 = vi_sub(half[0], vi_set1(128 * a.first[rb]));
-                    const vi dot1 = vi_sub(half[1], vi_set1(128 * (a.sum[rb] - a.first[rb])));
+                    const vi dot0 = vi_sub(half[0], vi_set1(128 * a.sum16[rb]));
+                    const vi dot1 = vi_sub(half[1], vi_set1(128 * (a.sum[rb] - a.sum16[rb])));
                     y[i] = vf_fmadd(vi_to_vf(dot0), vf_mul(s0, vf_set1(a.dx[rb])), y[i]);
                     y[i] = vf_fmadd(vi_to_vf(dot1), vf_mul(s1, vf_set1(a.dx[rb])), y[i]);
                     y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);

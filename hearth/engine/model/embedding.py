@@ -10,7 +10,7 @@ from hearth.kernels.model import vnni_linear
 
 
 class Q8Embedding:
-    """Token embeddings read from a packed Q8_0 or Q8K weight (the tied head's own): float32 rows, the weights the
+    """Token embeddings read from a packed Q8_0, Q5 or Q8K weight (the tied head's own): float32 rows, the weights the
     head multiplies by, exactly."""
 
     def __init__(self, packed: Tensor, shares_head: bool) -> None:
@@ -20,6 +20,8 @@ class Q8Embedding:
         """token_ids [T] -> [T, hidden_size] float32."""
         if self.packed.shape[-1] == vnni_linear.Q8K_RECORD_BYTES:
             return vnni_linear.q8k_rows(self.packed, token_ids)
+        if self.packed.shape[-1] == vnni_linear.Q5_RECORD_BYTES:
+            return vnni_linear.q5_rows(self.packed, token_ids)
         return vnni_linear.q8_rows(self.packed, token_ids)
 
     @property

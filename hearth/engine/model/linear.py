@@ -197,13 +197,13 @@ class Int4Linear(Linear):
 
 
 
-_BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_linear,
+_BLOCK_KERNELS = {"q4": vnni_linear.apply_q4_linear, "q5": vnni_linear.apply_q5_linear, "q8": vnni_linear.apply_q8_linear,
                   "q8k": vnni_linear.apply_q8k_linear, "b16": vnni_linear.apply_b16_linear}
 
 
 class BlockQuantizedLinear(Linear):
     """Weights in hearth.kernels.model.vnni_linear's records of 16 outputs x 32 inputs, on x86 CPUs from AVX2 up:
-    GGUF-style Q4_1 (w = d q + m per block of 32), Q8_0 (w = d q) or Q8K (8-bit q with a scale per 16 and a
+    GGUF-style Q4_1 (w = d q + m per block of 32), Q5 (the same with q in 0..31), Q8_0 (w = d q) or Q8K (8-bit q with a scale per 16 and a
     minimum per 32: any GGUF block form, K-quants included), whose blocks' dot products with bf16
     activations quantized to 16 bits are exact integers; or bf16 ("b16", the `bf16` mode), float32 sums of
     bf16 products. output_dtype float32 hands the float32 accumulator on unrounded (to the float32 residual

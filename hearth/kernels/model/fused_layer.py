@@ -9,7 +9,7 @@ apply_silu_mul below in both (torch's own sum of squares and exp would differ in
     apply_layer_front: x = norm(hidden); q, k, v = split(qkv(x)); q and k rotated
     apply_layer_back:  hidden += o(attn); x = norm(hidden); hidden += down(silu(gate(x)) * up(x))
 
-Weights are given as (form, packed) with form "q4", "q8", "q8k" or "b16" and packed as hearth.kernels.model.vnni_linear packs
+Weights are given as (form, packed) with form "q4", "q5", "q8", "q8k" or "b16" and packed as hearth.kernels.model.vnni_linear packs
 them.
 
 apply_decode_layers runs a step's whole layer stack in one call (csrc/decode_layers.c): per layer the front,
@@ -29,7 +29,7 @@ from torch import Tensor
 from hearth.kernels import cpu_isa
 from hearth.kernels.model import row_attention, vnni_linear
 
-FORMS = {"q4": 4, "q8": 8, "q8k": 9, "b16": 16}
+FORMS = {"q4": 4, "q5": 5, "q8": 8, "q8k": 9, "b16": 16}
 
 
 def _library() -> ctypes.CDLL:

@@ -1,4 +1,4 @@
-"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms, and Q8K: 8-bit with K-quant scales) on x86 CPUs from AVX2 up (csrc/vnni_linear.c,
+"""Block-quantized weights (GGUF's Q4_1 and Q8_0 forms, Q5 and Q8K: 5-bit, and 8-bit with K-quant scales) on x86 CPUs from AVX2 up (csrc/vnni_linear.c,
 on csrc/simd.h's primitives: vpdpbusd at avx512, vpmaddubsw/vpmaddwd at avx2).
 
 Why hand-written (docs/weights-and-kernels.md): on this project's CPU aten's `_weight_int4pack_mm_for_cpu` converts
@@ -10,6 +10,7 @@ than bf16. These kernels do what llama.cpp does, with wider activations: bf16 ac
 dot product with the weights is an exact integer (`vpdpbusd`), scaled once per block in float32:
 
     Q4_1 (w = d q + m, q in 0..15):   y = sum over blocks of d dx dot(q, x16) + m dx sum(x16)
+    Q5 (w = d q + m, q in 0..31):     the same as Q4_1
     Q8_0 (w = d q, q in -127..127):   y = sum over blocks of d dx dot(q, x16)
     Q8K (w = s_h q + m, q in -128..127, s_h per 16 inputs):
                                       y = sum over blocks of s_0 dx dot_0 + s_1 dx dot_1 + m dx sum(x16)
@@ -26,6 +27,9 @@ any batch. The output is bf16, or the float32 accumulator unrounded.
 Packed layouts, one record per 16 outputs (a tile) and 32 inputs (a block), uint8 [n / 16, k / 32, bytes]:
 - Q4 (320 bytes): nibble pairs [s, lane, j] (low nibble q[16 t + lane, 32 b + 4 s + j], high nibble the
   same at input + 16), then d [16] and m [16] float16.
+- Q5 (384 bytes): q's low 4 bits as Q4's nibble pairs, then its fifth bits [lane, j] (bit s of a byte: input
+  4 s + j), then d [16] and m [16] float16. GGUF's Q5_1 and Q5_K blocks go in as they are (6 bits a weight, the
+  file's for Q5_1), Q5_0's as q + 16 with m = -16 d.
 - Q8 (544 bytes): q + 128 [s, lane, j] (q[16 t + lane, 32 b + 4 s + j], s in 0..7), then d [16] float16.
 - Q8K (608 bytes): q + 128 as Q8's, then s [half, lane] (inputs 16 half .. + 15) and m [16] float16.
 
@@ -50,6 +54,7 @@ SOURCES = [CSRC / "vnni_linear.c", CSRC / "bf16_linear.c", CSRC / "fused_layer.c
 GROUP_SIZE = 32
 TILE_OUTPUTS = 16
 Q4_RECORD_BYTES = 320
+Q5_RECORD_BYTES = 384
 Q8_RECORD_BYTES = 544
 Q8K_RECORD_BYTES = 608
 B16_RECORD_BYTES = 1024
@@ -70,7 +75,7 @@ def _library_at(level: str) -> tuple[ctypes.CDLL | None, str | None]:
     library, reason = load_at(SOURCES, level)
     if library is None:
         return None, reason
-    for function in (library.q4_linear, library.q8_linear, library.q8k_linear, library.b16_linear):
+    for function in (library.q4_linear, library.q5_linear, library.q8_linear, library.q8k_linear, library.b16_linear):
         function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         function.restype = ctypes.c_int
@@ -150,6 +155,43 @@ def unpack_q4(packed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     pairs = packed[..., :256].reshape(tiles, blocks, 4, TILE_OUTPUTS, 4).permute(0, 3, 1, 2, 4)
     q = torch.stack([pairs & 0x0F, pairs >> 4], dim=3).reshape(tiles * TILE_OUTPUTS, blocks * GROUP_SIZE)
     return q, _values(packed[..., 256:288]), _values(packed[..., 288:320])
+
+
+def pack_q5(q: Tensor, scale: Tensor, minimum: Tensor) -> Tensor:
+    """q [n, k] in 0..31, scale and minimum [n, k / 32] (w = scale q + minimum) -> packed uint8 [n / 16, k / 32, 384].
+    scale and minimum are rounded to float16."""
+    n, k = q.shape
+    tiles, blocks = n // TILE_OUTPUTS, k // GROUP_SIZE
+    q = q.to(torch.uint8)
+    low = pack_q4(q & 0x0F, scale, minimum)
+    fifth = (q >> 4).reshape(tiles, TILE_OUTPUTS, blocks, 8, 4)  # [tile, lane, block, s, j]
+    plane = (fifth << torch.arange(8, dtype=torch.uint8).view(1, 1, 1, 8, 1)).sum(dim=3, dtype=torch.uint8)
+    plane = plane.permute(0, 2, 1, 3).reshape(tiles, blocks, 64)
+    return torch.cat([low[..., :256], plane, low[..., 256:]], dim=-1).contiguous()
+
+
+def unpack_q5(packed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """packed -> (q [n, k] uint8, scale, minimum [n, k / 32] float32): what pack_q5 stored."""
+    tiles, blocks, _ = packed.shape
+    low, scale, minimum = unpack_q4(torch.cat([packed[..., :256], packed[..., 320:]], dim=-1))
+    plane = packed[..., 256:320].reshape(tiles, blocks, TILE_OUTPUTS, 1, 4)
+    fifth = (plane >> torch.arange(8, dtype=torch.uint8).view(1, 1, 1, 8, 1)) & 1  # [tile, block, lane, s, j]
+    fifth = fifth.permute(0, 2, 1, 3, 4).reshape(tiles * TILE_OUTPUTS, blocks * GROUP_SIZE)
+    return low | (fifth << 4), scale, minimum
+
+
+def q5_weights(packed: Tensor) -> Tensor:
+    """A packed Q5 weight's values, float32 [n, k]: scale q + minimum, one product and one sum per weight."""
+    q, scale, minimum = unpack_q5(packed)
+    return q.float() * scale.repeat_interleave(GROUP_SIZE, 1) + minimum.repeat_interleave(GROUP_SIZE, 1)
+
+
+def q5_rows(packed: Tensor, rows: Tensor) -> Tensor:
+    """Output rows `rows` [T] of a packed Q5 weight, dequantized as q5_weights: [T, k] float32."""
+    tiles, blocks, _ = packed.shape
+    records = packed.index_select(0, rows // TILE_OUTPUTS).unsqueeze(0)  # one tile per row: [1, T, blocks, 384]
+    weights = q5_weights(records.reshape(-1, blocks, Q5_RECORD_BYTES))  # [T * 16, k]
+    return weights.reshape(-1, TILE_OUTPUTS, blocks * GROUP_SIZE)[torch.arange(len(rows)), rows % TILE_OUTPUTS]
 
 
 def quantize_q8(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -271,6 +313,11 @@ def _apply(name: str, x: Tensor, packed: Tensor, out_dtype: torch.dtype) -> Tens
 def apply_q4_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """x [rows, k] bfloat16, packed (pack_q4) -> [rows, n] in out_dtype (bfloat16 or float32)."""
     return _apply("q4_linear", x, packed, out_dtype)
+
+
+def apply_q5_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:
+    """x [rows, k] bfloat16, packed (pack_q5) -> [rows, n] in out_dtype (bfloat16 or float32)."""
+    return _apply("q5_linear", x, packed, out_dtype)
 
 
 def apply_q8_linear(x: Tensor, packed: Tensor, out_dtype: torch.dtype = torch.bfloat16) -> Tensor:

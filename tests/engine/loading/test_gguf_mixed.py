@@ -66,8 +66,9 @@ def test_it_is_closer_to_the_files_float32_forward_than_int4_or_int8_and_smaller
 @pytest.mark.parametrize("quantization", ["mixed", "int8"])
 def test_q5_0_projections_are_held_exactly_as_the_file_holds_them(kquant_gguf, tmp_path, quantization):
     """Q5_0 (what llama-quantize writes where rows are not whole 256-blocks, most of the default model's Q4_K_M)
-    is w = d (q - 16) per 32: the 8-bit records hold each block's d and q as they are, so every weight is the
-    gguf package's dequantization exactly, where quantizing the float values again (as before) was not."""
+    is w = d (q - 16) per 32: Q5 records hold each block's d and q + 16 (with minimum -16 d) in 6 bits a weight,
+    so every weight is the gguf package's dequantization exactly, where quantizing the float values again (as
+    before) was not."""
     import torch
 
     from hearth.engine.loading.gguf_checkpoint import GGUFCheckpoint
@@ -85,9 +86,8 @@ def test_q5_0_projections_are_held_exactly_as_the_file_holds_them(kquant_gguf, t
         for linear, members in FUSED.items():
             expected = torch.cat([checkpoint.read(f"model.layers.{i}.{member}.weight") for member in members])
             held = layer[linear]
-            assert held.form == "q8", (i, linear)
-            served = vnni_linear.q8_rows(held.packed, torch.arange(held.out_features))
-            assert torch.equal(served, expected), (i, linear)
+            assert held.form == "q5", (i, linear)
+            assert torch.equal(_served(held), expected), (i, linear)
             q, d = vnni_linear.quantize_q8(expected)  # the float path's records
             rounded_again += not torch.equal(vnni_linear.q8_rows(vnni_linear.pack_q8(q, d), torch.arange(len(q))),
                                              expected)
@@ -102,6 +102,8 @@ def _served(held):
 
     if held.form == "q8k":
         return vnni_linear.q8k_weights(held.packed)
+    if held.form == "q5":
+        return vnni_linear.q5_weights(held.packed)
     if held.form == "q8":
         return vnni_linear.q8_rows(held.packed, torch.arange(held.out_features))
     q, d, m = vnni_linear.unpack_q4(held.packed)
@@ -150,5 +152,8 @@ def test_every_projection_and_the_head_hold_the_files_own_values(kquant_gguf, tm
         q, d = vnni_linear.quantize_q8(exact)
         requantized = vnni_linear.q8_rows(vnni_linear.pack_q8(q, d), torch.arange(len(q)))
         worst_before = max(worst_before, ((requantized - exact).abs() / steps.clamp_min(1e-30)).max().item())
-    assert "q8k" in forms, forms
+    # Q6_K's scales per 16 take Q8K records; 5-bit blocks (Q5_K, Q5_1) take Q5's.
+    assert forms & {"q5", "q8k"}, forms
+    if file in ("Q5_K_M", "Q5_1"):
+        assert "q5" in forms, forms
     assert worst_before > 0.05, "re-quantizing the values would have moved weights"

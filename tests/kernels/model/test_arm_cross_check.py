@@ -23,7 +23,7 @@ DRIVER = [Path(__file__).resolve().parent / "csrc_driver" / name for name in ("d
 KERNELS = ["vnni_linear.c", "bf16_linear.c", "fused_layer.c", "decode_layers.c"]
 CROSS_CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 # Every case the driver writes; the test fails if one goes missing.
-CASES = ["q4_linear_f32", "q4_linear_bf16", "q8_linear_f32", "q8_linear_bf16", "q8k_linear_f32",
+CASES = ["q4_linear_f32", "q4_linear_bf16", "q5_linear_f32", "q5_linear_bf16", "q8_linear_f32", "q8_linear_bf16", "q8k_linear_f32",
          "q8k_linear_bf16", "b16_linear_f32", "b16_linear_bf16",
          "rms_norm_bf16", "silu_mul_bf16", "attention_g2_d64_b16", "attention_g8_d128_b64", "attention_g3_d96_b32",
          "decode_layers_hidden", "decode_layers_kv",

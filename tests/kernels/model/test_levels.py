@@ -36,16 +36,18 @@ def _linear_inputs(n=320, k=1536, rows=7):
     q8[0][:, :32] = 127  # the largest unsigned byte (255) the Q8 record holds
     q8k = (torch.randint(-128, 128, (n, k), generator=generator),
            ((torch.rand(n, k // 16, generator=generator) - 0.3) * 0.002).half().float(), m)
-    return x, {"q4": vnni_linear.pack_q4(q, d, m), "q8": vnni_linear.pack_q8(*q8), "q8k": vnni_linear.pack_q8k(*q8k),
+    q5 = torch.randint(0, 32, (n, k), generator=generator)
+    return x, {"q4": vnni_linear.pack_q4(q, d, m), "q5": vnni_linear.pack_q5(q5, d, m), "q8": vnni_linear.pack_q8(*q8),
+               "q8k": vnni_linear.pack_q8k(*q8k),
                "b16": vnni_linear.pack_b16(weight.to(torch.bfloat16))}
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=["-".join(p) for p in PAIRS])
-@pytest.mark.parametrize("form", ["q4", "q8", "q8k", "b16"])
+@pytest.mark.parametrize("form", ["q4", "q5", "q8", "q8k", "b16"])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
 def test_linear_kernels_give_the_same_bits_at_each_level(pair, form, out_dtype):
     x, packed = _linear_inputs()
-    apply = {"q4": vnni_linear.apply_q4_linear, "q8": vnni_linear.apply_q8_linear,
+    apply = {"q4": vnni_linear.apply_q4_linear, "q5": vnni_linear.apply_q5_linear, "q8": vnni_linear.apply_q8_linear,
              "q8k": vnni_linear.apply_q8k_linear, "b16": vnni_linear.apply_b16_linear}[form]
     low, high = _at_each(pair, lambda: apply(x, packed[form], out_dtype))
     assert torch.equal(low, high)

@@ -128,13 +128,58 @@ def test_q8k_packs_losslessly_and_matches_its_reference(shape):
     assert torch.equal(vnni_linear.unpack_q8k(vnni_linear.pack_q8k(q, scale, None))[2], torch.zeros(n, k // 32))
 
 
-@pytest.mark.parametrize("form", ["q4", "q8", "q8k"])
+def _q5_values(n: int, k: int, seed: int = 6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q over the whole 0..31 range, every fifth-bit position set somewhere; d and m as float16 values."""
+    generator = _generator(seed)
+    q = torch.randint(0, 32, (n, k), generator=generator)
+    q[0, :32], q[1, :32] = 31, 16
+    d = (torch.rand(n, k // 32, generator=generator) * 0.01).half().float()
+    m = (-torch.rand(n, k // 32, generator=generator) * 0.15).half().float()
+    return q, d, m
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_q5_packs_losslessly_and_matches_its_reference(shape):
+    """5-bit q with d and m per 32 in 6 bits a weight: the fifth bits come back where they were, and the
+    product is the weights' within float32 summation."""
+    n, k = shape
+    q, d, m = _q5_values(n, k)
+    packed = vnni_linear.pack_q5(q, d, m)
+    assert packed.shape == (n // 16, k // 32, vnni_linear.Q5_RECORD_BYTES)
+    unpacked_q, unpacked_d, unpacked_m = vnni_linear.unpack_q5(packed)
+    assert torch.equal(unpacked_q, q.to(torch.uint8)) and torch.equal(unpacked_d, d) and torch.equal(unpacked_m, m)
+    weights = q.float() * d.repeat_interleave(32, 1) + m.repeat_interleave(32, 1)
+    assert torch.equal(vnni_linear.q5_weights(packed), weights)
+    rows = torch.tensor([0, n - 1, 17 % n, 5])
+    assert torch.equal(vnni_linear.q5_rows(packed, rows), weights[rows])
+    x = _input(9, k)
+    reference = _reference(x, weights.reshape(n, -1, 32))
+    for out_dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 2 ** -8)):
+        result = vnni_linear.apply_q5_linear(x, packed, out_dtype)
+        assert result.dtype == out_dtype and result.shape == (9, n)
+        torch.testing.assert_close(result.double(), reference, rtol=tolerance, atol=tolerance * reference.abs().max().item())
+
+
+def test_q5_records_of_4_bit_values_give_q4s_bits():
+    """The same float32 operations in the same order as q4_linear, on the same exact integers: a Q4_1 weight
+    held in Q5 records gives the same bits, so the record a GGUF type lands in changes only its bytes."""
+    n, k = 320, 576
+    q, d, m = _q4_values(n, k)
+    x = _input(20, k, seed=3)
+    for out_dtype in (torch.float32, torch.bfloat16):
+        assert torch.equal(vnni_linear.apply_q5_linear(x, vnni_linear.pack_q5(q, d, m), out_dtype),
+                           vnni_linear.apply_q4_linear(x, vnni_linear.pack_q4(q, d, m), out_dtype))
+
+
+@pytest.mark.parametrize("form", ["q4", "q5", "q8", "q8k"])
 def test_a_rows_result_is_the_same_at_every_row_count_and_thread_count(form):
     n, k = 320, 576
     if form == "q4":
         packed, apply = vnni_linear.pack_q4(*_q4_values(n, k)), vnni_linear.apply_q4_linear
     elif form == "q8k":
         packed, apply = vnni_linear.pack_q8k(*_q8k_values(n, k)), vnni_linear.apply_q8k_linear
+    elif form == "q5":
+        packed, apply = vnni_linear.pack_q5(*_q5_values(n, k)), vnni_linear.apply_q5_linear
     else:
         packed, apply = vnni_linear.pack_q8(*vnni_linear.quantize_q8(torch.randn(n, k, generator=_generator(4)))), \
             vnni_linear.apply_q8_linear

@@ -52,8 +52,7 @@ class Int8Format(WeightFormat):
 
     def q8_linear(self, weight: Tensor | Q8Blocks, bias: Tensor | None, at: Placement,
                   adds_to_residual: bool) -> Linear:
-        """8-bit records: a GGUF's blocks as they are (Q8_0 records for Q8_0/Q5_0/Q4_0, Q8K for the others), else
-        Q8_0 records quantized from the values."""
+        """Block records: a GGUF's blocks as they are (_records), else Q8_0 records quantized from the values."""
         if at.has_c_kernels:
             records = _records(weight, at.device)
             if records is not None:
@@ -86,10 +85,13 @@ class Int8Format(WeightFormat):
 
 
 def _records(weight: Tensor | Q8Blocks, device: torch.device) -> tuple[str, Tensor] | None:
-    """(form, packed) of vnni_linear's 8-bit records, None where they do not pack (shape, float16 range): a GGUF's
-    blocks as the file holds them, symmetric ones (q in -127..127, which llama.cpp's Q8_0 quantizer always
-    writes, and Q5_0's -16..15 and Q4_0's -8..7 are within) as Q8_0 records and the others (a scale per 16 or a
-    minimum) as Q8K ones; float values quantized to Q8_0."""
+    """(form, packed) of vnni_linear's records, None where they do not pack (shape, float16 range): a GGUF's
+    blocks as the file holds them, those of at most 5 bits per 32 inputs (Q5_0, Q5_1, Q5_K) as Q5 records (6 bits
+    a weight), other symmetric ones (q in -127..127, which llama.cpp's Q8_0 quantizer always writes) as Q8_0
+    records and the rest (a scale per 16: Q6_K) as Q8K ones; float values quantized to Q8_0."""
+    five = weight.five_bit() if isinstance(weight, Q8Blocks) else None
+    if five is not None and vnni_linear.unpackable_reason(*weight.q.shape, five[1], five[2]) is None:
+        return "q5", vnni_linear.pack_q5(*(t.to(device) for t in five))
     if isinstance(weight, Q8Blocks) and not (weight.is_symmetric and int(weight.q.min()) >= -127):
         scale, minimum = weight.halves()
         if vnni_linear.unpackable_reason(*weight.q.shape, scale, minimum) is not None:

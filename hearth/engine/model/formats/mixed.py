@@ -1,9 +1,9 @@
 """`mixed`: each projection of a GGUF file at its own grid. 4-bit tensors (Q4_0, Q4_1, Q4_K) are int4's records,
-packed as they are; 5- to 8-bit ones are int8's 8-bit records, also as the file holds them: Q8_0 and Q5_0
-blocks (w = d q, one d per 32) in Q8_0 records, exactly, and Q5_1, Q5_K and Q6_K blocks in Q8K records (a scale
-per 16 inputs, a minimum per 32), exactly up to the float16 rounding of the K-quants' block scales. A fused
-group with a finer member (a Q4_K_M's Q4_K attn_q and attn_k beside its Q6_K attn_v) is one Q8K weight that
-holds each member's own blocks.
+packed as they are; 5- to 8-bit ones are int8's records, also as the file holds them: Q5_0, Q5_1 and Q5_K
+blocks in Q5 records (5-bit q, d and m per 32), Q8_0 blocks (w = d q, one d per 32) in Q8_0 records, and Q6_K
+blocks in Q8K records (a scale per 16 inputs, a minimum per 32), exactly up to the float16 rounding of the
+K-quants' block scales. A fused group with a finer member (a Q4_K_M's Q4_K attn_q and attn_k beside its Q6_K
+attn_v) is one weight that holds each member's own blocks.
 
 The format a file whose projections mix both chooses (a Q4_K_M: mostly Q4_K, with Q6_K or Q5_0 where
 llama-quantize keeps more bits): int4 would round the finer tensors to 4 bits, int8 would store the 4-bit

@@ -25,8 +25,9 @@ class QuantizedValues:
 class Q8Blocks:
     """A GGUF tensor's blocks as the file holds them, integers of at most 8 bits: w = d q + minimum, with d one
     scale per `block` inputs (32, or Q6_K's 16) and minimum one per 32 (None: 0). Handed to a format that keeps
-    8-bit records (WeightFormat.keeps_q8_0) so that it packs them without a float round trip: the symmetric
-    ones (Q8_0, Q5_0, Q4_0: one d per 32, no minimum) as Q8_0 records, the rest (K-quants, Q5_1, Q4_1) as Q8K.
+    8-bit records (WeightFormat.keeps_q8_0) so that it packs them without a float round trip: those whose
+    integers span at most 5 bits in blocks of 32 (Q5_0, Q5_1, Q5_K, Q4_K, Q4_0) as Q5 records, the other symmetric
+    ones (Q8_0) as Q8_0 records, the rest (Q6_K) as Q8K.
 
     q [out, in] int8; d [out, in / block] and minimum [out, in / 32] float32."""
 
@@ -54,6 +55,19 @@ class Q8Blocks:
         scale = self.d if self.block == 16 else self.d.repeat_interleave(2, 1)
         minimum = self.minimum if self.minimum is not None else torch.zeros(self.q.shape[0], self.q.shape[1] // 32)
         return scale, minimum
+
+    def five_bit(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """(q + offset in 0..31, d, minimum - offset d), all [out, in / 32] but q: the Q5 record's form of the same
+        weights, for blocks of 32 whose integers span at most 5 bits; None otherwise. The offset is 0, or for
+        blocks without a minimum a power of two (Q5_0's -16..15 take 16), so offset d is exact."""
+        if self.block != 32:
+            return None
+        low, high = int(self.q.min()), int(self.q.max())
+        offset = 0 if low >= 0 else 1 << (-low - 1).bit_length()
+        if high + offset > 31 or (offset and self.minimum is not None):
+            return None
+        minimum = self.minimum if self.minimum is not None else -offset * self.d
+        return (self.q.to(torch.int16) + offset).to(torch.uint8), self.d, minimum
 
     def weights(self) -> Tensor:
         """float32 [out, in]: d q, then + minimum, as the gguf package dequantizes (a float16 or K-quant scale

@@ -107,8 +107,8 @@ class WeightFormat:
     def keeps_q8_0(self, is_vocabulary: bool) -> bool:
         """Whether a GGUF tensor of blocks of at most 8-bit integers (every type gguf_blocks decodes: Q8_0, Q5_0,
         Q5_1, Q4_0, Q4_1 and the K-quants; the embedding or head if `is_vocabulary`, else a projection) is held
-        in 8-bit records: then it arrives as its blocks (values.Q8Blocks) and is packed as the file holds it,
-        Q8_0 records for the symmetric ones and Q8K records (a scale per 16, a minimum per 32) for the rest."""
+        in int8's records: then it arrives as its blocks (values.Q8Blocks) and is packed as the file holds it
+        (formats.int8._records: Q5, Q8_0 or Q8K records)."""
         return False
 
     def unavailable_reason(self, device: torch.device, dtype: torch.dtype) -> str | None:

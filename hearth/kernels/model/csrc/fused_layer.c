@@ -23,12 +23,15 @@ int b16_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int
                int out_is_float32, int num_threads);
 int q8k_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
                int out_is_float32, int num_threads);
+int q5_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
+              int out_is_float32, int num_threads);
 
-/* form: 4 (Q4_1 records), 8 (Q8_0 records), 9 (Q8K records) or 16 (bf16 records), as kernels.model.vnni_linear
- * packs them. */
+/* form: 4 (Q4_1 records), 5 (Q5 records), 8 (Q8_0 records), 9 (Q8K records) or 16 (bf16 records), as
+ * kernels.model.vnni_linear packs them. */
 static int linear(int form, const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
                   int out_is_float32, int num_threads) {
-    return (form == 16 ? b16_linear : form == 9 ? q8k_linear : form == 8 ? q8_linear : q4_linear)(
+    return (form == 16 ? b16_linear : form == 9 ? q8k_linear : form == 8 ? q8_linear : form == 5 ? q5_linear
+            : q4_linear)(
         x, rows, k, w, n, out, out_is_float32, num_threads);
 }
 

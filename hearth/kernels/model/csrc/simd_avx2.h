@@ -115,6 +115,11 @@ static inline void vi_store_i16(void *p, vi a) {
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a.lo, a.hi), _MM_SHUFFLE(3, 1, 2, 0));
     _mm256_storeu_si256((__m256i *)p, packed);
 }
+/* The 64 bytes as they are, at p. */
+static inline void vi_store(void *p, vi a) {
+    _mm256_storeu_si256((__m256i *)p, a.lo);
+    _mm256_storeu_si256((__m256i *)p + 1, a.hi);
+}
 static inline void vi_store_u16(void *p, vi a) {  /* values in 0..65535 */
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(a.lo, a.hi), _MM_SHUFFLE(3, 1, 2, 0));
     _mm256_storeu_si256((__m256i *)p, packed);

@@ -25,6 +25,7 @@
 #define BLOCK_BYTES 320
 #define Q8_BLOCK_BYTES 544
 #define Q8K_BLOCK_BYTES 608
+#define Q5_BLOCK_BYTES 384
 #define PREFETCH_BLOCKS 8
 /* 256 * 127 + 127: the largest x16 whose high byte stays within -127..127 under round-half-up. */
 #define X16_MAX 32639.0f
@@ -391,6 +392,77 @@ int q8k_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int
                     const vi dot1 = vi_sub(half[1], vi_set1(128 * (a.sum[rb] - a.sum16[rb])));
                     y[i] = vf_fmadd(vi_to_vf(dot0), vf_mul(s0, vf_set1(a.dx[rb])), y[i]);
                     y[i] = vf_fmadd(vi_to_vf(dot1), vf_mul(s1, vf_set1(a.dx[rb])), y[i]);
+                    y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);
+                }
+            }
+            for (int64_t i = 0; i < count; i++)
+                store_f32_or_bf16(out, (r0 + i) * n + t * 16, y[i], out_is_float32);
+        }
+    }
+    }
+    release(&a);
+    return 0;
+}
+
+/* A Q5 record's 5-bit q as bytes [8][16][4] (vq8_prepare's operand): Q4's nibble pairs hold q's low 4 bits; in
+ * the 64 bytes after them [lane][j], bit s is q's bit 4 at input 4 s + j of that lane (s = quad, 0..7). Moving
+ * bit s of each byte to bit 4 is a 32-bit shift by 4 - s, then a mask: no bit of another byte reaches bit 4. */
+static inline void q5_unpack(const uint8_t *record, uint8_t bytes[512]) {
+    const vi low_nibbles = vi_set1_epi8(0x0F), bit4 = vi_set1_epi8(0x10);
+    const vi plane = vi_load(record + 256);
+    const vi high[8] = {vi_and(vi_slli(plane, 4), bit4), vi_and(vi_slli(plane, 3), bit4),
+                        vi_and(vi_slli(plane, 2), bit4), vi_and(vi_slli(plane, 1), bit4), vi_and(plane, bit4),
+                        vi_and(vi_srli(plane, 1), bit4), vi_and(vi_srli(plane, 2), bit4),
+                        vi_and(vi_srli(plane, 3), bit4)};
+    for (int s = 0; s < 4; s++) {
+        const vi packed = vi_load(record + s * 64);
+        /* Byte sums of at most 15 + 16: no carry between bytes. */
+        vi_store(bytes + 64 * s, vi_add(vi_and(packed, low_nibbles), high[s]));
+        vi_store(bytes + 64 * (s + 4), vi_add(vi_and(vi_srli16(packed, 4), low_nibbles), high[s + 4]));
+    }
+}
+
+/* out [rows, n] = x W^T for 5-bit weights (w = d q + m per block of 32 inputs, q in 0..31: GGUF's Q5_1 and
+ * Q5_K as they are, Q5_0 as q + 16 with m = -16 d) packed as w [n / 16][k / 32] records of Q5_BLOCK_BYTES:
+ * q's low nibbles as Q4 records hold them, its fifth bits (q5_unpack), then d [16] and m [16] float16; 6 bits a
+ * weight. Each block's dot product is vq8_dot's on the unpacked bytes, exact, then q4_linear's float32
+ * operations in its order: for q in 0..15 the result is q4_linear's, bit for bit. No AMX path, so every row
+ * takes this one. Same threads and order as q4_linear otherwise. */
+int q5_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int64_t n, void *out,
+              int out_is_float32, int num_threads) {
+    const int64_t blocks = k / 32, tiles = n / 16;
+    struct activations a;
+    if (!allocate(&a, rows, k, 0)) {
+        release(&a);
+        return 1;
+    }
+    #pragma omp parallel num_threads(num_threads)
+    {
+    quantize_rows(x, rows, k, &a);
+    #pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; t++) {
+        const uint8_t *wt = w + t * blocks * Q5_BLOCK_BYTES;
+        for (int64_t r0 = 0; r0 < rows; r0 += ROWS_PER_PASS) {
+            const int64_t count = rows - r0 < ROWS_PER_PASS ? rows - r0 : ROWS_PER_PASS;
+            vf y[ROWS_PER_PASS];
+            for (int i = 0; i < ROWS_PER_PASS; i++) y[i] = vf_zero();
+            for (int64_t b = 0; b < blocks; b++) {
+                const uint8_t *record = wt + b * Q5_BLOCK_BYTES;
+                if (r0 == 0)
+                    prefetch(record, Q5_BLOCK_BYTES);
+                uint8_t bytes[512] __attribute__((aligned(64)));
+                q5_unpack(record, bytes);
+                vq8block block;
+                vq8_prepare(&block, bytes);
+                const vf d = vf_load_f16(record + 320);
+                const vf m = vf_load_f16(record + 352);
+                for (int64_t i = 0; i < count; i++) {
+                    const int64_t rb = (r0 + i) * blocks + b;
+                    const int8_t *hi = a.bytes + (r0 + i) * 2 * k + b * 32;
+                    /* Exact: |dot| <= 32 * 31 * 32639 < 2^31. */
+                    vi dot = vq8_dot(&block, hi, hi + k, a.x16 + (r0 + i) * k + b * 32);
+                    vf scale = vf_mul(d, vf_set1(a.dx[rb]));
+                    y[i] = vf_fmadd(vi_to_vf(dot), scale, y[i]);
                     y[i] = vf_fmadd(m, vf_set1(a.dx[rb] * (float)a.sum[rb]), y[i]);
                 }
             }

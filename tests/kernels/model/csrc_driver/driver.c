@@ -21,6 +21,7 @@
 int q4_linear(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int);
 int q8_linear(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int);
 int q8k_linear(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int);
+int q5_linear(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int);
 int b16_linear(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int);
 void rms_norm_bf16(const float *, int64_t, int64_t, const uint16_t *, float, uint16_t *, int);
 void silu_mul_bf16(const uint16_t *, int64_t, int64_t, uint16_t *, int);
@@ -72,9 +73,10 @@ static uint16_t f16_scale(int negative) {
     return (uint16_t)((negative ? 0x8000 : 0) | ((8 + next() % 4) << 10) | (next() & 0x3FF));
 }
 
-static int record_bytes(int form) { return form == 4 ? 320 : form == 8 ? 544 : form == 9 ? 608 : 1024; }
+static int record_bytes(int form) { return form == 4 ? 320 : form == 5 ? 384 : form == 8 ? 544 : form == 9 ? 608 : 1024; }
 
-/* Packed weights [n / 16][k / 32] records of `form` (vnni_linear.py's layouts): Q4_1 nibbles, d, m; Q8_0
+/* Packed weights [n / 16][k / 32] records of `form` (vnni_linear.py's layouts): Q4_1 nibbles, d, m; Q5 nibbles
+ * and fifth bits, d, m; Q8_0
  * bytes q + 128 with q in -127..127, d; Q8K bytes q + 128 with q in -128..127, a scale per 16 of either sign, m;
  * bf16 pairs. */
 static uint8_t *packed(int form, int64_t n, int64_t k) {
@@ -82,9 +84,9 @@ static uint8_t *packed(int form, int64_t n, int64_t k) {
     uint8_t *w = malloc(records * size);
     for (int64_t r = 0; r < records; r++) {
         uint8_t *record = w + r * size;
-        uint16_t *scales = (uint16_t *)(record + (form == 4 ? 256 : 512));
-        if (form == 4) {
-            for (int i = 0; i < 256; i++) record[i] = (uint8_t)next();
+        uint16_t *scales = (uint16_t *)(record + (form == 4 ? 256 : form == 5 ? 320 : 512));
+        if (form == 4 || form == 5) {
+            for (int i = 0; i < (form == 4 ? 256 : 320); i++) record[i] = (uint8_t)next();
             for (int i = 0; i < 32; i++) scales[i] = f16_scale(i >= 16);
         } else if (form == 8) {
             for (int i = 0; i < 512; i++) record[i] = (uint8_t)(1 + next() % 255);
@@ -125,12 +127,13 @@ static void linears(void) {
     memset(x, 0, 32 * sizeof(uint16_t));  /* a zero block */
     for (int64_t i = 0; i < k; i++) x[3 * k + i] = bf16_bits(uniform(i % 32 == 5 ? 512.0f : 0.0625f));
     float *y = malloc(rows * n * sizeof(float));
-    const int forms[4] = {4, 8, 9, 16};
-    const char *names[4] = {"q4", "q8", "q8k", "b16"};
-    for (int f = 0; f < 4; f++) {
+    const int forms[5] = {4, 5, 8, 9, 16};
+    const char *names[5] = {"q4", "q5", "q8", "q8k", "b16"};
+    for (int f = 0; f < 5; f++) {
         uint8_t *w = packed(forms[f], n, k);
         int (*linear)(const uint16_t *, int64_t, int64_t, const uint8_t *, int64_t, void *, int, int) =
-            forms[f] == 4 ? q4_linear : forms[f] == 8 ? q8_linear : forms[f] == 9 ? q8k_linear : b16_linear;
+            forms[f] == 4 ? q4_linear : forms[f] == 5 ? q5_linear : forms[f] == 8 ? q8_linear
+            : forms[f] == 9 ? q8k_linear : b16_linear;
         for (int is_f32 = 1; is_f32 >= 0; is_f32--) {
             char name[32];
             snprintf(name, sizeof name, "%s_linear_%s", names[f], is_f32 ? "f32" : "bf16");
@@ -179,7 +182,7 @@ static void attention(const char *name, int64_t heads, int64_t kv_heads, int64_t
 static void decode(void) {
     enum { LAYERS = 2, ROWS = 2, DIM = 64, HEADS = 2, KV_HEADS = 1, HEAD_DIM = 32, INTER = 128, BLOCK = 16 };
     const int64_t width = (HEADS + 2 * KV_HEADS) * HEAD_DIM, layer_slots = 8 * BLOCK;
-    const int32_t forms[LAYERS * 4] = {4, 8, 16, 9, 16, 9, 8, 4};  /* qkv, o, gate_up, down per layer */
+    const int32_t forms[LAYERS * 4] = {4, 8, 16, 9, 5, 9, 8, 4};  /* qkv, o, gate_up, down per layer */
     const void *pointers[LAYERS * 6];
     for (int l = 0; l < LAYERS; l++) {
         const int32_t *f = forms + 4 * l;

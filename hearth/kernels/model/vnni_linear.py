@@ -189,9 +189,16 @@ def q5_weights(packed: Tensor) -> Tensor:
 def q5_rows(packed: Tensor, rows: Tensor) -> Tensor:
     """Output rows `rows` [T] of a packed Q5 weight, dequantized as q5_weights: [T, k] float32."""
     tiles, blocks, _ = packed.shape
-    records = packed.index_select(0, rows // TILE_OUTPUTS).unsqueeze(0)  # one tile per row: [1, T, blocks, 384]
-    weights = q5_weights(records.reshape(-1, blocks, Q5_RECORD_BYTES))  # [T * 16, k]
-    return weights.reshape(-1, TILE_OUTPUTS, blocks * GROUP_SIZE)[torch.arange(len(rows)), rows % TILE_OUTPUTS]
+    records = packed.index_select(0, rows // TILE_OUTPUTS)  # [T, blocks, 384]
+    lanes = (rows % TILE_OUTPUTS).view(-1, 1, 1, 1, 1)
+    pairs = records[..., :256].reshape(-1, blocks, 4, TILE_OUTPUTS, 4).gather(3, lanes.expand(-1, blocks, 4, 1, 4))
+    low = torch.stack([pairs & 0x0F, pairs >> 4], dim=2).reshape(-1, blocks, 8, 4)  # [T, blocks, quad, j]
+    plane = records[..., 256:320].reshape(-1, blocks, 1, TILE_OUTPUTS, 4).gather(3, lanes.expand(-1, blocks, 1, 1, 4))
+    fifth = (plane.squeeze(3) >> torch.arange(8, dtype=torch.uint8).view(1, 1, 8, 1)) & 1  # [T, blocks, quad, j]
+    q = (low | (fifth << 4)).reshape(-1, blocks, GROUP_SIZE).float()
+    scale, minimum = (records[..., start:start + 32].contiguous().view(torch.float16)
+                      .gather(2, lanes.view(-1, 1, 1).expand(-1, blocks, 1)).float() for start in (320, 352))
+    return (q * scale + minimum).reshape(-1, blocks * GROUP_SIZE)
 
 
 def quantize_q8(weight: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,6 +27,10 @@
  * per block for all the rows that use it. By default the bytes as they are, for vi_dot32_u8s8 (vpdpbusd at
  * avx512); a level whose header defines HEARTH_SIMD_VQ8 has its own form (simd_avx2.h). */
 typedef struct { vi quad[8]; } vq8block;
+/* The same from the quads already in registers (a record whose bytes are unpacked first: q5_linear's). */
+static inline void vq8_prepare_quads(vq8block *block, const vi quad[8]) {
+    for (int s = 0; s < 8; s++) block->quad[s] = quad[s];
+}
 static inline void vq8_prepare(vq8block *block, const uint8_t *bytes) {
     for (int s = 0; s < 8; s++) block->quad[s] = vi_load(bytes + 64 * s);
 }

@@ -115,11 +115,6 @@ static inline void vi_store_i16(void *p, vi a) {
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(a.lo, a.hi), _MM_SHUFFLE(3, 1, 2, 0));
     _mm256_storeu_si256((__m256i *)p, packed);
 }
-/* The 64 bytes as they are, at p. */
-static inline void vi_store(void *p, vi a) {
-    _mm256_storeu_si256((__m256i *)p, a.lo);
-    _mm256_storeu_si256((__m256i *)p + 1, a.hi);
-}
 static inline void vi_store_u16(void *p, vi a) {  /* values in 0..65535 */
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(a.lo, a.hi), _MM_SHUFFLE(3, 1, 2, 0));
     _mm256_storeu_si256((__m256i *)p, packed);
@@ -168,17 +163,23 @@ static inline vi vi_dot32_u8s8(const vi quad[8], const int8_t *x) {
  * vi_dot32_u8s8 calls. Exact: |pair sum| <= 2 * 255 * 32768 and the 32-input sum < 2^31. */
 #define HEARTH_SIMD_VQ8
 typedef struct { __m256i pair[16][2]; } vq8block;
-static inline void vq8_prepare(vq8block *block, const uint8_t *bytes) {
+/* simd.h's vq8_prepare_quads: quad[s] is bytes 64 s .. 64 s + 63 of the block, as two halves. */
+static inline void vq8_prepare_quads(vq8block *block, const vi quad[8]) {
     const __m256i even = _mm256_setr_epi8(0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1,
                                           0, -1, 1, -1, 4, -1, 5, -1, 8, -1, 9, -1, 12, -1, 13, -1);
     const __m256i odd = _mm256_setr_epi8(2, -1, 3, -1, 6, -1, 7, -1, 10, -1, 11, -1, 14, -1, 15, -1,
                                          2, -1, 3, -1, 6, -1, 7, -1, 10, -1, 11, -1, 14, -1, 15, -1);
     for (int s = 0; s < 8; s++)
         for (int half = 0; half < 2; half++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(bytes + 64 * s + 32 * half));
+            const __m256i w = half ? quad[s].hi : quad[s].lo;
             block->pair[2 * s][half] = _mm256_shuffle_epi8(w, even);
             block->pair[2 * s + 1][half] = _mm256_shuffle_epi8(w, odd);
         }
+}
+static inline void vq8_prepare(vq8block *block, const uint8_t *bytes) {
+    vi quad[8];
+    for (int s = 0; s < 8; s++) quad[s] = vi_load(bytes + 64 * s);
+    vq8_prepare_quads(block, quad);
 }
 static inline vi vq8_dot(const vq8block *block, const int8_t *hi, const int8_t *lo, const int16_t *x16) {
     (void)hi; (void)lo;

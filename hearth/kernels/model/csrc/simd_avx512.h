@@ -68,8 +68,6 @@ static inline int32_t vi_reduce_add(vi a) { return _mm512_reduce_add_epi32(a); }
 static inline void vi_store_i8(void *p, vi a) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(a)); }
 static inline void vi_store_i16(void *p, vi a) { _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(a)); }
 static inline void vi_store_u16(void *p, vi a) { _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(a)); }
-/* The 64 bytes as they are, at p. */
-static inline void vi_store(void *p, vi a) { _mm512_storeu_si512(p, a); }
 
 /* The 32-input integer dot product of a block: lane j (of 16 outputs) = sum over inputs i of w[j][i] x[i],
  * exact. quad[s] holds the 16 outputs' unsigned weight bytes for inputs 4 s .. 4 s + 3 ([16][4]); x is the

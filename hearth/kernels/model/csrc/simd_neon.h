@@ -141,10 +141,6 @@ static inline void vi_store_i16(void *p, vi a) {
     vst1q_s16((int16_t *)p + 8, narrow_pair(a.q[2], a.q[3]));
 }
 static inline void vi_store_u16(void *p, vi a) { vi_store_i16(p, a); }  /* values in 0..65535: the low halves */
-/* The 64 bytes as they are, at p. */
-static inline void vi_store(void *p, vi a) {
-    for (int i = 0; i < 4; i++) vst1q_s32((int32_t *)p + 4 * i, a.q[i]);
-}
 static inline void vi_store_i8(void *p, vi a) {
     vst1q_s8((int8_t *)p, vcombine_s8(vmovn_s16(narrow_pair(a.q[0], a.q[1])), vmovn_s16(narrow_pair(a.q[2], a.q[3]))));
 }

@@ -404,10 +404,11 @@ int q8k_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int
     return 0;
 }
 
-/* A Q5 record's 5-bit q as bytes [8][16][4] (vq8_prepare's operand): Q4's nibble pairs hold q's low 4 bits; in
- * the 64 bytes after them [lane][j], bit s is q's bit 4 at input 4 s + j of that lane (s = quad, 0..7). Moving
- * bit s of each byte to bit 4 is a 32-bit shift by 4 - s, then a mask: no bit of another byte reaches bit 4. */
-static inline void q5_unpack(const uint8_t *record, uint8_t bytes[512]) {
+/* A Q5 record's 5-bit q as quads of bytes [8][16][4] (vq8_prepare_quads' operand): Q4's nibble pairs hold q's
+ * low 4 bits; in the 64 bytes after them [lane][j], bit s is q's bit 4 at input 4 s + j of that lane (s = quad,
+ * 0..7). Moving bit s of each byte to bit 4 is a 32-bit shift by 4 - s, then a mask: no bit of another byte
+ * reaches bit 4. */
+static inline void q5_unpack(const uint8_t *record, vi quad[8]) {
     const vi low_nibbles = vi_set1_epi8(0x0F), bit4 = vi_set1_epi8(0x10);
     const vi plane = vi_load(record + 256);
     const vi high[8] = {vi_and(vi_slli(plane, 4), bit4), vi_and(vi_slli(plane, 3), bit4),
@@ -417,8 +418,8 @@ static inline void q5_unpack(const uint8_t *record, uint8_t bytes[512]) {
     for (int s = 0; s < 4; s++) {
         const vi packed = vi_load(record + s * 64);
         /* Byte sums of at most 15 + 16: no carry between bytes. */
-        vi_store(bytes + 64 * s, vi_add(vi_and(packed, low_nibbles), high[s]));
-        vi_store(bytes + 64 * (s + 4), vi_add(vi_and(vi_srli16(packed, 4), low_nibbles), high[s + 4]));
+        quad[s] = vi_add(vi_and(packed, low_nibbles), high[s]);
+        quad[s + 4] = vi_add(vi_and(vi_srli16(packed, 4), low_nibbles), high[s + 4]);
     }
 }
 
@@ -450,10 +451,10 @@ int q5_linear(const uint16_t *x, int64_t rows, int64_t k, const uint8_t *w, int6
                 const uint8_t *record = wt + b * Q5_BLOCK_BYTES;
                 if (r0 == 0)
                     prefetch(record, Q5_BLOCK_BYTES);
-                uint8_t bytes[512] __attribute__((aligned(64)));
-                q5_unpack(record, bytes);
+                vi quad[8];
+                q5_unpack(record, quad);
                 vq8block block;
-                vq8_prepare(&block, bytes);
+                vq8_prepare_quads(&block, quad);
                 const vf d = vf_load_f16(record + 320);
                 const vf m = vf_load_f16(record + 352);
                 for (int64_t i = 0; i < count; i++) {

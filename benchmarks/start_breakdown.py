@@ -1,5 +1,6 @@
 """Where a GGUF server's start goes, in-process: each import and load step timed in the order
-`python -m hearth.server` takes them (torch, the server app, transformers, the config, the tokenizer, the engine).
+`python -m hearth.server` takes them (torch, the server app, the config, the tokenizer, the engine), and whether
+transformers was imported on the way (a GGUF of plain llama with a byte-level BPE vocabulary needs none of it).
 
     .venv/bin/python benchmarks/start_breakdown.py FILE.gguf
 """
@@ -28,9 +29,6 @@ def main() -> None:
     entry = ModelEntry(id="breakdown", path=path)
     quantization = entry.serving_format()
     marks.append(("hearth", time.perf_counter()))
-    import transformers  # noqa: F401
-
-    marks.append(("transformers", time.perf_counter()))
     gguf_config(path)
     marks.append(("config", time.perf_counter()))
     gguf_tokenizer(path)
@@ -42,6 +40,7 @@ def main() -> None:
         print(f"{name:>38}: {at - previous:6.2f} s")
         previous = at
     print(f"{'total':>38}: {previous - T0:6.2f} s")
+    print(f"{'transformers imported':>38}: {'transformers' in sys.modules}")
 
 
 if __name__ == "__main__":

@@ -53,19 +53,23 @@ def _check_exists(entry: ModelEntry) -> None:
 
 
 def model_config(entry: ModelEntry):
-    """The entry's transformers config: its folder's config.json, or built from a .gguf file's metadata."""
+    """The entry's config: its folder's config.json (transformers'), or built from a .gguf file's metadata."""
+    _check_exists(entry)
+    if entry.is_gguf:
+        return gguf_config(entry.path)
     from transformers import AutoConfig
 
-    _check_exists(entry)
-    return gguf_config(entry.path) if entry.is_gguf else AutoConfig.from_pretrained(entry.path)
+    return AutoConfig.from_pretrained(entry.path)
 
 
 def model_tokenizer(entry: ModelEntry):
     """The entry's tokenizer (with its chat template): its folder's, or built from a .gguf file's metadata."""
+    _check_exists(entry)
+    if entry.is_gguf:
+        return gguf_tokenizer(entry.path)
     from transformers import AutoTokenizer
 
-    _check_exists(entry)
-    return gguf_tokenizer(entry.path) if entry.is_gguf else AutoTokenizer.from_pretrained(entry.path)
+    return AutoTokenizer.from_pretrained(entry.path)
 
 
 def source_gguf(entry: ModelEntry, folder: Path) -> Path | None:

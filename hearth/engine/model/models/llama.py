@@ -77,9 +77,8 @@ def supports_native(config) -> str | None:
 
 
 def rotary_tables(config, max_positions: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos, sin [max_positions, head_dim], computed as transformers does (any rope_type it knows)."""
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
+    """cos, sin [max_positions, head_dim], computed as transformers does (any rope_type it knows; transformers
+    is imported only for a scaled rope, since a GGUF's start does not import it otherwise)."""
     parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = parameters.get("rope_type", parameters.get("type", "default"))
     if rope_type == "default":
@@ -89,6 +88,8 @@ def rotary_tables(config, max_positions: int, dtype: torch.dtype, device: torch.
         inv_freq = 1.0 / (theta ** (exponents / shape.head_dim))
         scaling = 1.0
     else:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
         inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, device)
     positions = torch.arange(max_positions, device=device, dtype=torch.float32)
     freqs = positions[:, None] * inv_freq.float()[None, :]
